@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "safe-watch",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "safe-watch", targets: ["safe-watch"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // Pure decisions: config model, the Supervisor state machine, change classification,
+        // debounce, diagnostics, health policy. No I/O, no clocks, no processes.
+        .target(
+            name: "SafeWatchCore",
+            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]
+        ),
+        // C helpers that need _GNU_SOURCE (posix_spawn_file_actions_addclosefrom_np,
+        // POSIX_SPAWN_SETSID) or macros Swift cannot import (prctl options).
+        .target(name: "CSafeWatchShims"),
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        // Linux adapters: inotify, spawn/reap/signals, systemd.
+        .target(
+            name: "SafeWatchSystem",
+            dependencies: ["SafeWatchCore", "CSafeWatchShims", "CSystemd"]
+        ),
+        // The runtime: supervisor actor, builder, launcher, prober, HTTP proxy, log handler.
+        .target(
+            name: "SafeWatch",
+            dependencies: [
+                "SafeWatchCore",
+                "SafeWatchSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "safe-watch",
+            dependencies: [
+                "SafeWatch",
+                "SafeWatchCore",
+                "SafeWatchSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore"]),
+        .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["safe-watch", "SafeWatchCore"],
+            exclude: []
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

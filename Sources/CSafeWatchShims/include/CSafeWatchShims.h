@@ -1,0 +1,31 @@
+#ifndef CSAFEWATCHSHIMS_H
+#define CSAFEWATCHSHIMS_H
+
+#include <sys/types.h>
+
+/// Spawns `path` in a new session (so in its own process group) with every signal reset to its
+/// default disposition and an empty signal mask.
+///
+/// - `stdin_fd`, `stdout_fd`, `stderr_fd` become 0, 1 and 2 (-1: /dev/null).
+/// - `pass_fds[0..<pass_count]` become 3, 4, … in the child (socket handoff, LISTEN_FDS).
+/// - every other descriptor is closed in the child (`addclosefrom_np`), whatever its CLOEXEC flag.
+/// - `cwd` (may be NULL) is the child's working directory.
+///
+/// Returns 0 and sets `*pid`, or an errno value.
+int sw_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+             const char *cwd, int stdin_fd, int stdout_fd, int stderr_fd,
+             const int *pass_fds, int pass_count);
+
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphans of our children are reparented to us.
+int sw_set_child_subreaper(void);
+
+/// prctl(PR_SET_PDEATHSIG, sig): `sig` is delivered when the thread that spawned us exits.
+int sw_set_parent_death_signal(int sig);
+
+/// The errno of the calling thread (Swift cannot read the `errno` macro portably).
+int sw_errno(void);
+
+/// pipe2(fds, O_CLOEXEC); needs _GNU_SOURCE.
+int sw_pipe_cloexec(int fds[2]);
+
+#endif

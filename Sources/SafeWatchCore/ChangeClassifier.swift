@@ -1,0 +1,40 @@
+/// What a changed file means to the supervise loop (DESIGN §4).
+public enum ChangeKind: Equatable, Sendable {
+    /// Sources, manifests, resources: rebuild.
+    case build
+    /// The configuration file: reload it.
+    case configuration
+    /// Anything else: nothing to do.
+    case irrelevant
+}
+
+/// Classifies changed paths (relative to the project root).
+public struct ChangeClassifier: Sendable {
+    /// File extensions whose changes rebuild (`swift` by default; `rs`, `go`, … for other servers).
+    public var extensions: Set<String>
+    /// The configuration file, relative to the project root.
+    public var configurationPath: String
+    public var ignore: IgnoreRules
+
+    /// Names that always rebuild, wherever they are.
+    public static let manifests: Set<String> = ["Package.swift", "Package.resolved", "Cargo.toml", "Cargo.lock", "go.mod", "go.sum"]
+
+    public init(extensions: Set<String>, configurationPath: String, ignore: IgnoreRules) {
+        self.extensions = extensions
+        self.configurationPath = configurationPath
+        self.ignore = ignore
+    }
+
+    public func classify(_ path: String) -> ChangeKind {
+        if path == self.configurationPath { return .configuration }
+        if self.ignore.isIgnored(path, isDirectory: false) { return .irrelevant }
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        if Self.manifests.contains(name) { return .build }
+        if let dot = name.lastIndex(of: "."), self.extensions.contains(String(name[name.index(after: dot)...])) {
+            return .build
+        }
+        // Resources of SwiftPM targets live beside the sources.
+        if path.hasPrefix("Sources/") { return .build }
+        return .irrelevant
+    }
+}

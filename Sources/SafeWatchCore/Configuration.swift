@@ -1,0 +1,118 @@
+/// Everything `safe-watch.toml` can say; every key is optional (DESIGN §7, README "Configuration").
+public struct Configuration: Equatable, Sendable {
+    /// The executable product to build and run; found with `swift package describe` when unset.
+    public var product: String?
+    public var build = Build()
+    public var run = Run()
+    public var watch = Watch()
+    public var serve = Serve()
+    public var health = HealthCheck()
+
+    public init() {}
+
+    public struct Build: Equatable, Sendable {
+        /// Run with `/bin/sh -c` in the project directory. Default `swift build --product <product>`.
+        public var command: String?
+        /// The binary the build produces, relative to the project. Default `.build/debug/<product>`.
+        public var binary: String?
+        /// A build still running after this long is stopped and counts as failed.
+        public var timeout: Duration = .seconds(600)
+    }
+
+    public struct Run: Equatable, Sendable {
+        /// Arguments for the server; `{port}` is replaced by the port it must listen on.
+        public var args: [String] = []
+        /// Extra environment for the server.
+        public var env: [String: String] = [:]
+        /// The environment variable that carries the port; empty for none.
+        public var portEnv = "PORT"
+        public var stopSignal: Int32 = 15
+        /// How long an old server may drain after `stop_signal` before its process group is killed.
+        public var stopTimeout: Duration = .seconds(5)
+        /// Staged generations kept for rollback (at least 2).
+        public var keepGenerations = 3
+        /// A generation crashing this soon after its swap is rolled back to the previous one.
+        public var rollbackWindow: Duration = .seconds(10)
+    }
+
+    public struct Watch: Equatable, Sendable {
+        /// Directories (relative to the project) to watch.
+        public var paths: [String] = ["."]
+        /// Extra gitignore-style patterns never watched.
+        public var ignore: [String] = []
+        /// File extensions whose changes rebuild.
+        public var extensions: [String] = ["swift"]
+        /// Quiet time after the last change before a build starts.
+        public var debounce: Duration = .milliseconds(100)
+    }
+
+    public struct Serve: Equatable, Sendable {
+        public var mode: ServeMode = .proxy
+        /// The public address: the proxy's in proxy mode, the server's own in restart mode.
+        public var listen = ListenAddress(host: "127.0.0.1", port: 8080)
+        /// How long the proxy holds a connection while no healthy server exists, before 503.
+        public var holdTimeout: Duration = .seconds(30)
+    }
+
+    /// The supervisor's part of the configuration.
+    public var policy: SupervisorPolicy {
+        SupervisorPolicy(
+            mode: self.serve.mode,
+            stopSignal: self.run.stopSignal,
+            stopTimeout: self.run.stopTimeout,
+            rollbackWindow: self.run.rollbackWindow,
+            keepGenerations: self.run.keepGenerations
+        )
+    }
+
+    /// The build command, given the product name.
+    public var buildCommand: String? {
+        if let command = self.build.command { return command }
+        return self.product.map { "swift build --product \(shellQuoted($0))" }
+    }
+
+    /// The built binary's path relative to the project.
+    public var binaryPath: String? {
+        if let binary = self.build.binary { return binary }
+        return self.product.map { ".build/debug/\($0)" }
+    }
+}
+
+/// `host:port`; `[::1]:8080` for IPv6.
+public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `127.0.0.1:8080`, `[::1]:8080`, `:8080` (loopback) or `8080`.
+    public init?(parsing text: String) {
+        var host = "127.0.0.1"
+        var portText = Substring(text)
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else if let colon = text.lastIndex(of: ":") {
+            let given = text[..<colon]
+            if !given.isEmpty { host = String(given) }
+            portText = text[text.index(after: colon)...]
+        }
+        guard let port = Int(portText), (0...65535).contains(port), !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
+}
+
+/// Quotes `text` for /bin/sh when it needs it.
+public func shellQuoted(_ text: String) -> String {
+    let safe = text.allSatisfy { $0.isLetter || $0.isNumber || "-_./:=@%+".contains($0) }
+    if safe && !text.isEmpty { return text }
+    return "'" + text.replacing("'", with: "'\\''") + "'"
+}

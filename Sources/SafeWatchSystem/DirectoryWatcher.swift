@@ -1,0 +1,206 @@
+import Dispatch
+import Glibc
+import SafeWatchCore
+
+/// A path the watcher saw change, relative to the project root.
+public struct WatchedChange: Equatable, Sendable {
+    public enum Kind: Equatable, Sendable {
+        /// Created, written, touched or moved in.
+        case changed
+        /// Deleted or moved out.
+        case removed
+        /// The kernel's queue overflowed and the tree was rescanned: anything may have changed.
+        case rescanned
+    }
+
+    public var path: String
+    public var kind: Kind
+
+    public init(path: String, kind: Kind) {
+        self.path = path
+        self.kind = kind
+    }
+}
+
+/// Watches a project tree with inotify: one watch per directory that is not ignored (DESIGN §4).
+///
+/// New directories get a watch and are scanned at once, so files written into them before the
+/// watch existed are reported too. `IN_Q_OVERFLOW` rescans the whole tree. Changes are delivered in
+/// batches (one per read of the inotify fd) on the watcher's own queue.
+public final class DirectoryWatcher: @unchecked Sendable {
+    // All mutable state below is touched only on `queue`.
+    private let queue = DispatchQueue(label: "safe-watch.inotify")
+    private let root: String
+    private let paths: [String]
+    private let ignore: IgnoreRules
+    private let fd: Int32
+    private var source: DispatchSourceRead?
+    private var directoryOfWatch: [Int32: String] = [:]
+    private var watchOfDirectory: [String: Int32] = [:]
+    private var onChange: (@Sendable ([WatchedChange]) -> Void)?
+    private var onError: (@Sendable (SystemError) -> Void)?
+
+    /// - Parameters:
+    ///   - root: the project directory (absolute).
+    ///   - paths: directories under `root` to watch (relative; "." for all of it).
+    public init(root: String, paths: [String] = ["."], ignore: IgnoreRules) throws(SystemError) {
+        self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
+        self.paths = paths.map { Self.normalize($0) }
+        self.ignore = ignore
+        self.fd = try Inotify.initialize()
+    }
+
+    deinit {
+        _ = close(self.fd)
+    }
+
+    /// Places the watches (synchronously, so a change made after `start` returns is seen) and
+    /// starts delivering changes.
+    public func start(
+        onError: @escaping @Sendable (SystemError) -> Void = { _ in },
+        onChange: @escaping @Sendable ([WatchedChange]) -> Void
+    ) throws(SystemError) {
+        var failure: SystemError?
+        self.queue.sync {
+            self.onChange = onChange
+            self.onError = onError
+            do throws(SystemError) {
+                for path in self.paths {
+                    _ = try self.watchTree(path)
+                }
+            } catch {
+                failure = error
+                return
+            }
+            let source = DispatchSource.makeReadSource(fileDescriptor: self.fd, queue: self.queue)
+            source.setEventHandler { [weak self] in self?.readAvailable() }
+            source.resume()
+            self.source = source
+        }
+        if let failure { throw failure }
+    }
+
+    public func stop() {
+        self.queue.sync {
+            self.source?.cancel()
+            self.source = nil
+            self.onChange = nil
+        }
+    }
+
+    /// The directories watched now, relative to the root (for tests and `doctor`).
+    public var watchedDirectories: [String] {
+        self.queue.sync { self.watchOfDirectory.keys.sorted() }
+    }
+
+    private func readAvailable() {
+        let events: [Inotify.Event]
+        do {
+            events = try Inotify.readEvents(self.fd)
+        } catch {
+            self.onError?(error)
+            return
+        }
+        var changes: [WatchedChange] = []
+        for event in events {
+            changes += self.handle(event)
+        }
+        if !changes.isEmpty {
+            self.onChange?(changes)
+        }
+    }
+
+    private func handle(_ event: Inotify.Event) -> [WatchedChange] {
+        if event.has(IN_Q_OVERFLOW) {
+            // Events were lost: place watches on directories we may have missed and let the
+            // caller treat the whole tree as changed.
+            for path in self.paths { _ = try? self.watchTree(path) }
+            return [WatchedChange(path: ".", kind: .rescanned)]
+        }
+        if event.has(IN_IGNORED) {
+            if let directory = self.directoryOfWatch.removeValue(forKey: event.watch),
+                self.watchOfDirectory[directory] == event.watch
+            {
+                self.watchOfDirectory.removeValue(forKey: directory)
+            }
+            return []
+        }
+        guard let directory = self.directoryOfWatch[event.watch], !event.name.isEmpty else { return [] }
+        let path = Self.join(directory, event.name)
+        let isDirectory = event.has(IN_ISDIR)
+        if self.ignore.isIgnored(path, isDirectory: isDirectory) { return [] }
+        if isDirectory {
+            if event.has(IN_CREATE) || event.has(IN_MOVED_TO) {
+                // Files may already be inside: report them all.
+                let files = (try? self.watchTree(path)) ?? []
+                return files.map { WatchedChange(path: $0, kind: .changed) }
+            }
+            if event.has(IN_MOVED_FROM) || event.has(IN_DELETE) {
+                self.forgetTree(path)
+                return [WatchedChange(path: path, kind: .removed)]
+            }
+            return []
+        }
+        let removed = event.has(IN_DELETE) || event.has(IN_MOVED_FROM)
+        return [WatchedChange(path: path, kind: removed ? .removed : .changed)]
+    }
+
+    /// Watches `relative` and every directory below it that is not ignored; returns the files found.
+    private func watchTree(_ relative: String) throws(SystemError) -> [String] {
+        var files: [String] = []
+        var pending = [relative]
+        while let directory = pending.popLast() {
+            let absolute = directory == "." ? self.root : self.root + "/" + directory
+            let watch: Int32
+            do {
+                watch = try Inotify.addWatch(self.fd, path: absolute)
+            } catch where error.errno == ENOENT || error.errno == ENOTDIR || error.errno == EACCES {
+                continue  // gone already, or not ours to read
+            }
+            if let old = self.watchOfDirectory[directory], old != watch { self.directoryOfWatch.removeValue(forKey: old) }
+            self.directoryOfWatch[watch] = directory
+            self.watchOfDirectory[directory] = watch
+            guard let stream = opendir(absolute) else { continue }
+            defer { closedir(stream) }
+            while let entry = readdir(stream) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
+                    String(decoding: bytes.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name == "." || name == ".." { continue }
+                let path = Self.join(directory, name)
+                var type = entry.pointee.d_type
+                if type == UInt8(DT_UNKNOWN) || type == UInt8(DT_LNK) {
+                    var info = stat()
+                    // Follow neither symlinks into other trees nor loops: lstat.
+                    type = lstat(self.root + "/" + path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR ? UInt8(DT_DIR) : UInt8(DT_REG)
+                }
+                if type == UInt8(DT_DIR) {
+                    if !self.ignore.isIgnored(path, isDirectory: true) { pending.append(path) }
+                } else if !self.ignore.isIgnored(path, isDirectory: false) {
+                    files.append(path)
+                }
+            }
+        }
+        return files
+    }
+
+    private func forgetTree(_ relative: String) {
+        let prefix = relative + "/"
+        for (directory, watch) in self.watchOfDirectory where directory == relative || directory.hasPrefix(prefix) {
+            Inotify.removeWatch(self.fd, watch)
+            self.watchOfDirectory.removeValue(forKey: directory)
+            self.directoryOfWatch.removeValue(forKey: watch)
+        }
+    }
+
+    private static func join(_ directory: String, _ name: String) -> String {
+        directory == "." ? name : directory + "/" + name
+    }
+
+    private static func normalize(_ path: String) -> String {
+        var path = path
+        while path.hasPrefix("./") { path.removeFirst(2) }
+        while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
+        return path.isEmpty ? "." : path
+    }
+}

@@ -1,0 +1,114 @@
+import Dispatch
+import Glibc
+import SafeWatchCore
+import Synchronization
+
+/// The one place that calls `waitpid`: SIGCHLD drives a `waitpid(-1, WNOHANG)` loop that hands each
+/// exit to whoever waits on that pid, and reaps orphans (we are a subreaper, and maybe PID 1).
+public final class Reaper: Sendable {
+    public static let shared = Reaper()
+
+    private struct State {
+        var waiters: [pid_t: [CheckedContinuation<ExitStatus, Never>]] = [:]
+        /// Exits nobody waited for yet: a child can exit before `wait(for:)` is called.
+        var unclaimed: [pid_t: ExitStatus] = [:]
+        var unclaimedOrder: [pid_t] = []
+    }
+
+    private let state = Mutex(State())
+    private let queue = DispatchQueue(label: "safe-watch.reaper")
+    private let source = Mutex<(any DispatchSourceSignal)?>(nil)
+
+    private init() {}
+
+    /// Starts reaping. Idempotent.
+    public func start() {
+        self.source.withLock { source in
+            guard source == nil else { return }
+            let signalSource = makeSignalSource(SIGCHLD, queue: self.queue) { [self] in self.reapAll() }
+            source = signalSource
+        }
+        // A child may have exited before the source existed.
+        self.queue.async { self.reapAll() }
+    }
+
+    /// Waits until `pid` has exited and been reaped.
+    public func wait(for pid: pid_t) async -> ExitStatus {
+        await withCheckedContinuation { continuation in
+            let ready: ExitStatus? = self.state.withLock { state in
+                if let status = state.unclaimed.removeValue(forKey: pid) {
+                    state.unclaimedOrder.removeAll { $0 == pid }
+                    return status
+                }
+                state.waiters[pid, default: []].append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+            // A SIGCHLD may have been coalesced with one handled before we registered.
+            self.queue.async { self.reapAll() }
+        }
+    }
+
+    private func reapAll() {
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid < 0 && errno == EINTR { continue }
+            guard pid > 0 else { return }  // 0: children left but none exited; -1/ECHILD: none left
+            let exit = Self.exitStatus(status)
+            let waiters: [CheckedContinuation<ExitStatus, Never>] = self.state.withLock { state in
+                if let waiters = state.waiters.removeValue(forKey: pid) { return waiters }
+                // Keep a bounded memory of exits: orphans' exits are never claimed.
+                state.unclaimed[pid] = exit
+                state.unclaimedOrder.append(pid)
+                if state.unclaimedOrder.count > 4096 {
+                    let oldest = state.unclaimedOrder.removeFirst()
+                    state.unclaimed.removeValue(forKey: oldest)
+                }
+                return []
+            }
+            for waiter in waiters { waiter.resume(returning: exit) }
+        }
+    }
+
+    static func exitStatus(_ status: Int32) -> ExitStatus {
+        let signal = status & 0x7f
+        if signal == 0 { return .exited((status >> 8) & 0xff) }
+        return .signalled(signal)
+    }
+}
+
+/// A Dispatch signal source whose handler is `@Sendable` and created outside any actor: a handler
+/// closure written at top level of `main.swift` compiles and then traps at run time with
+/// `_dispatch_assert_queue_fail` (reference/swift-linux.md).
+public func makeSignalSource(
+    _ signal: Int32, queue: DispatchQueue, handler: @escaping @Sendable () -> Void
+) -> any DispatchSourceSignal {
+    let source = DispatchSource.makeSignalSource(signal: signal, queue: queue)
+    source.setEventHandler(handler: handler)
+    source.resume()
+    return source
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGQUIT as an async stream of signal numbers. Their default actions
+/// are replaced by SIG_IGN so that only the stream sees them (children get default dispositions
+/// back at spawn).
+public func signalStream(_ signals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT]) -> AsyncStream<Int32> {
+    let queue = DispatchQueue(label: "safe-watch.signals")
+    let (stream, continuation) = AsyncStream<Int32>.makeStream()
+    var sources: [any DispatchSourceSignal] = []
+    for number in signals {
+        Glibc.signal(number, SIG_IGN)
+        sources.append(makeSignalSource(number, queue: queue) { continuation.yield(number) })
+    }
+    let keep = SourcesBox(sources)
+    continuation.onTermination = { _ in keep.cancelAll() }
+    return stream
+}
+
+private final class SourcesBox: @unchecked Sendable {
+    // Only touched at termination, once.
+    private let sources: [any DispatchSourceSignal]
+    init(_ sources: [any DispatchSourceSignal]) { self.sources = sources }
+    func cancelAll() { self.sources.forEach { $0.cancel() } }
+}

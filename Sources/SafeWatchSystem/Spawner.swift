@@ -1,0 +1,138 @@
+import CSafeWatchShims
+import Dispatch
+import Glibc
+import SafeWatchCore
+import Synchronization
+
+/// What to start: a program with its arguments, environment and descriptors.
+public struct SpawnRequest: Sendable {
+    /// Absolute path of the program.
+    public var executable: String
+    /// The full argv, argv[0] included.
+    public var arguments: [String]
+    public var environment: [String: String]
+    public var workingDirectory: String?
+    /// Descriptors for the child's stdout and stderr; nil for /dev/null.
+    public var standardOutput: Int32?
+    public var standardError: Int32?
+    /// Descriptors that become 3, 4, … in the child (LISTEN_FDS).
+    public var passedDescriptors: [Int32]
+
+    public init(
+        executable: String, arguments: [String], environment: [String: String],
+        workingDirectory: String? = nil, standardOutput: Int32? = nil, standardError: Int32? = nil,
+        passedDescriptors: [Int32] = []
+    ) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.standardOutput = standardOutput
+        self.standardError = standardError
+        self.passedDescriptors = passedDescriptors
+    }
+}
+
+/// Spawns every child from one dedicated, long-lived thread.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child exits, not the process: a child
+/// spawned from a concurrency-pool thread was killed while safe-watch lived on once the pool
+/// shrank (reference/swift-linux.md). One thread that never exits makes the signal mean "safe-watch
+/// died".
+public final class Spawner: Sendable {
+    public static let shared = Spawner()
+
+    private struct Job {
+        var request: SpawnRequest
+        var reply: @Sendable (Result<pid_t, SystemError>) -> Void
+    }
+
+    private let jobs = Mutex<[Job]>([])
+    private let wakeUp = DispatchSemaphore(value: 0)
+
+    private init() {
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self)
+        let created = pthread_create(&thread, nil, { context in
+            guard let context else { return nil }
+            Unmanaged<Spawner>.fromOpaque(context).takeRetainedValue().loop()
+        }, box.toOpaque())
+        if created != 0 {
+            box.release()
+            preconditionFailure("cannot create the spawning thread: \(String(cString: strerror(created)))")
+        }
+        pthread_detach(thread)
+    }
+
+    /// Starts the program in a new session (its own process group) and returns its pid. Register
+    /// with `Reaper.shared` to learn how it exits.
+    public func spawn(_ request: SpawnRequest) async throws(SystemError) -> pid_t {
+        let result: Result<pid_t, SystemError> = await withCheckedContinuation { continuation in
+            self.jobs.withLock { $0.append(Job(request: request, reply: { continuation.resume(returning: $0) })) }
+            self.wakeUp.signal()
+        }
+        return try result.get()
+    }
+
+    private func loop() -> Never {
+        while true {
+            self.wakeUp.wait()
+            let pending = self.jobs.withLock { jobs in
+                defer { jobs.removeAll() }
+                return jobs
+            }
+            for job in pending {
+                job.reply(Self.spawnNow(job.request))
+            }
+        }
+    }
+
+    private static func spawnNow(_ request: SpawnRequest) -> Result<pid_t, SystemError> {
+        let argv = request.arguments.map { strdup($0) } + [nil]
+        let envp = request.environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let code = request.passedDescriptors.withUnsafeBufferPointer { fds in
+            withOptionalCString(request.workingDirectory) { cwd in
+                sw_spawn(
+                    &pid, request.executable, argv, envp, cwd, -1, request.standardOutput ?? -1,
+                    request.standardError ?? -1, fds.baseAddress, Int32(fds.count))
+            }
+        }
+        if code != 0 {
+            return .failure(SystemError(call: "posix_spawn", errno: code, context: request.executable))
+        }
+        return .success(pid)
+    }
+}
+
+private func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let string else { return body(nil) }
+    return string.withCString { body($0) }
+}
+
+/// Process groups: every child leads its own (it was spawned with setsid), so stopping a child
+/// means signalling its whole group — the server and whatever it started.
+public enum ProcessGroup {
+    /// Sends `signal` to the group led by `pid`; false if the group is gone.
+    @discardableResult
+    public static func signal(_ pid: pid_t, _ signal: Int32) -> Bool {
+        kill(-pid, signal) == 0
+    }
+
+    /// Whether any process of the group still exists.
+    public static func exists(_ pid: pid_t) -> Bool {
+        kill(-pid, 0) == 0 || errno == EPERM
+    }
+}
+
+/// Makes safe-watch a child subreaper: orphans of its children (a server that daemonizes) are
+/// reparented to it, not to init, so they are still tracked, stopped and reaped.
+public func becomeChildSubreaper() throws(SystemError) {
+    if sw_set_child_subreaper() != 0 {
+        throw SystemError(call: "prctl(PR_SET_CHILD_SUBREAPER)", errno: sw_errno())
+    }
+}
