@@ -1,0 +1,310 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SafeWatchCore
+
+/// The public listener in proxy mode: an HTTP/1.1-aware reverse proxy.
+///
+/// A byte-level proxy would pin a keep-alive client to the generation it first reached, and a
+/// request sent in the instant that generation closes the connection would fail (DESIGN §2). Here
+/// every request is routed on its own to the newest generation; client connections stay open
+/// across swaps, and an upstream connection that closes before answering is retried on a fresh one.
+public final class HTTPProxy: Sendable {
+    public let router: TrafficRouter
+    private let channel: any Channel
+    public let address: ListenAddress
+
+    private init(router: TrafficRouter, channel: any Channel, address: ListenAddress) {
+        self.router = router
+        self.channel = channel
+        self.address = address
+    }
+
+    /// Binds `listen` and starts proxying. Throws (with the address named) when it cannot bind.
+    public static func start(
+        listen: ListenAddress, holdTimeout: Duration, router: TrafficRouter, group: any EventLoopGroup
+    ) async throws -> HTTPProxy {
+        let hold = TimeAmount.nanoseconds(Int64(holdTimeout.seconds * 1e9))
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(router: router, hold: hold))
+                }
+            }
+        let channel = try await bootstrap.bind(host: listen.host, port: listen.port).get()
+        let bound = ListenAddress(host: listen.host, port: channel.localAddress?.port ?? listen.port)
+        return HTTPProxy(router: router, channel: channel, address: bound)
+    }
+
+    public func close() async {
+        try? await self.channel.close()
+    }
+}
+
+/// One client connection: takes each whole request, sends it to the generation the router names,
+/// and streams the answer back.
+final class ProxyHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private struct Request {
+        var head: HTTPRequestHead
+        var body: ByteBuffer?
+    }
+
+    private struct Upstream {
+        var channel: any Channel
+        var generation: Generation
+        /// False once the server said `Connection: close`.
+        var reusable: Bool
+        /// Whether it already carried a request (a closed idle connection is no server failure).
+        var used: Bool
+    }
+
+    private let router: TrafficRouter
+    private let hold: TimeAmount
+    private var context: ChannelHandlerContext?
+    private var receiving: Request?
+    /// The request being forwarded, and the generation counted for it.
+    private var forwarding: Request?
+    private var routedTo: Generation?
+    private var responseStarted = false
+    private var attempts = 0
+    private var upstream: Upstream?
+
+    /// Requests safe to send twice when the first upstream connection died without an answer.
+    private static let idempotent: [HTTPMethod] = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE]
+    private static let hopByHop = [
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate",
+        "proxy-authorization", "expect",
+    ]
+
+    init(router: TrafficRouter, hold: TimeAmount) {
+        self.router = router
+        self.hold = hold
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.receiving = Request(head: head, body: nil)
+        case .body(var chunk):
+            if self.receiving?.body == nil {
+                self.receiving?.body = chunk
+            } else {
+                self.receiving?.body?.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let request = self.receiving else { return }
+            self.receiving = nil
+            self.forwarding = request
+            self.attempts = 0
+            self.route()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.finishRouting()
+        self.forwarding = nil
+        self.upstream?.channel.close(promise: nil)
+        self.upstream = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: Routing
+
+    private func route() {
+        guard let context = self.context, self.forwarding != nil else { return }
+        self.router.acquire(on: context.eventLoop, hold: self.hold).assumeIsolated().whenSuccess { target in
+            guard self.forwarding != nil, self.context != nil else {
+                if let target { self.router.release(target.generation) }
+                return
+            }
+            guard let target else {
+                self.respondWithError(.serviceUnavailable, "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n")
+                return
+            }
+            self.routedTo = target.generation
+            self.send(to: target)
+        }
+    }
+
+    private func send(to target: TrafficRouter.Target) {
+        guard let context = self.context else { return }
+        if let upstream = self.upstream, upstream.generation == target.generation, upstream.reusable,
+            upstream.channel.isActive
+        {
+            self.write(on: upstream)
+            return
+        }
+        self.upstream?.channel.close(promise: nil)
+        self.upstream = nil
+        let owner = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(.seconds(2))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(owner: owner))
+                }
+            }
+            .connect(host: "127.0.0.1", port: target.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    guard self.forwarding != nil, self.context != nil else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    let upstream = Upstream(channel: channel, generation: target.generation, reusable: true, used: false)
+                    self.upstream = upstream
+                    self.write(on: upstream)
+                case .failure:
+                    // Refused: the generation is gone or going. Route again (maybe to a newer one).
+                    self.retry(idempotentOnly: false)
+                }
+            }
+    }
+
+    private func write(on upstream: Upstream) {
+        guard let request = self.forwarding else { return }
+        self.upstream?.used = true
+        var head = request.head
+        for name in Self.hopByHop { head.headers.remove(name: name) }
+        if let remote = self.context?.channel.remoteAddress?.ipAddress {
+            let forwarded = head.headers.first(name: "x-forwarded-for").map { "\($0), \(remote)" } ?? remote
+            head.headers.replaceOrAdd(name: "x-forwarded-for", value: forwarded)
+        }
+        head.version = .http1_1
+        upstream.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body = request.body {
+            upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+        }
+        upstream.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+    }
+
+    private func retry(idempotentOnly: Bool) {
+        guard let context = self.context, let request = self.forwarding else { return }
+        self.finishRouting()
+        self.attempts += 1
+        if self.attempts > 5 || (idempotentOnly && !Self.idempotent.contains(request.head.method)) {
+            self.respondWithError(.badGateway, "safe-watch: the server closed the connection without answering\n")
+            return
+        }
+        // Give a generation that is being replaced a moment to leave the router.
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20 * Int64(self.attempts))) {
+            self.route()
+        }
+    }
+
+    private func finishRouting() {
+        if let generation = self.routedTo {
+            self.routedTo = nil
+            self.router.release(generation)
+        }
+    }
+
+    // MARK: Responses from the upstream
+
+    fileprivate func upstreamRead(_ part: HTTPClientResponsePart, from channel: any Channel) {
+        guard let context = self.context, let request = self.forwarding, self.upstream?.channel === channel else { return }
+        switch part {
+        case .head(var head):
+            if head.status.code < 200 { return }  // 100 Continue: the body was sent already
+            self.responseStarted = true
+            if !head.isKeepAlive { self.upstream?.reusable = false }
+            for name in Self.hopByHop { head.headers.remove(name: name) }
+            head.version = request.head.version
+            if !request.head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        case .body(let chunk):
+            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+        case .end(let trailers):
+            let keepAlive = request.head.isKeepAlive
+            self.forwarding = nil
+            self.responseStarted = false
+            self.finishRouting()
+            if self.upstream?.reusable == false {
+                self.upstream?.channel.close(promise: nil)
+                self.upstream = nil
+            }
+            let written = context.writeAndFlush(self.wrapOutboundOut(.end(trailers)))
+            if !keepAlive {
+                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            }
+        }
+    }
+
+    fileprivate func upstreamClosed(_ channel: any Channel) {
+        guard self.upstream?.channel === channel else { return }
+        let wasUsed = self.upstream?.used ?? false
+        self.upstream = nil
+        guard self.forwarding != nil else { return }
+        if self.responseStarted {
+            // Half an answer cannot be mended: end the client's connection as the server did.
+            self.finishRouting()
+            self.forwarding = nil
+            self.context?.close(promise: nil)
+            return
+        }
+        // Closed before answering: a keep-alive connection the server shut just as we reused it
+        // (always safe to resend), or a server that died mid-request (resend only idempotent ones).
+        _ = wasUsed
+        self.retry(idempotentOnly: true)
+    }
+
+    private func respondWithError(_ status: HTTPResponseStatus, _ message: String) {
+        guard let context = self.context, let request = self.forwarding else { return }
+        self.finishRouting()
+        self.forwarding = nil
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(message.utf8.count))
+        if !request.head.isKeepAlive { headers.add(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: request.head.version, status: status, headers: headers)
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: message)))), promise: nil)
+        let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
+        if !request.head.isKeepAlive {
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
+
+/// The proxy's connection to one generation; hands everything to the client's handler, which lives
+/// on the same event loop.
+private final class UpstreamHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let owner: NIOLoopBound<ProxyHandler>
+
+    init(owner: NIOLoopBound<ProxyHandler>) {
+        self.owner = owner
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.owner.value.upstreamRead(self.unwrapInboundIn(data), from: context.channel)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.owner.value.upstreamClosed(context.channel)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

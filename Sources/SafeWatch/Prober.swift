@@ -1,0 +1,169 @@
+import Glibc
+import NIOCore
+import NIOPosix
+import SafeWatchCore
+import SafeWatchSystem
+
+/// Probes a candidate until `HealthTracker` reaches a verdict.
+public struct Prober: Sendable {
+    public var group: any EventLoopGroup
+    public var launcher: ChildLauncher
+    public var projectDirectory: String
+
+    public init(group: any EventLoopGroup, launcher: ChildLauncher, projectDirectory: String) {
+        self.group = group
+        self.launcher = launcher
+        self.projectDirectory = projectDirectory
+    }
+
+    /// Probes every `interval` until healthy or unhealthy. `ready` is the notify-check's source:
+    /// it returns true once the candidate has sent READY=1.
+    public func verdict(
+        check: HealthCheck, port: Int?, startedAt: Moment, now: @Sendable () -> Moment,
+        ready: @Sendable () -> Bool
+    ) async -> HealthTracker.Verdict {
+        var tracker = HealthTracker(check: check, startedAt: startedAt)
+        while !Task.isCancelled {
+            let result = await self.probe(check, port: port, ready: ready)
+            let verdict = tracker.record(result, at: now())
+            if verdict != .pending { return verdict }
+            try? await Task.sleep(for: check.interval)
+        }
+        return .unhealthy("probing cancelled")
+    }
+
+    /// One probe.
+    public func probe(_ check: HealthCheck, port: Int?, ready: @Sendable () -> Bool) async -> ProbeResult {
+        switch check.kind {
+        case .none:
+            return .success
+        case .notify:
+            return ready() ? .success : .notReady("no READY=1 yet")
+        case .tcp:
+            guard let port else { return .failure("no port to probe (restart mode without a listen port)") }
+            do {
+                let channel = try await self.connect(port: port, timeout: check.timeout) { _ in }
+                try? await channel.close()
+                return .success
+            } catch {
+                return .notReady("nothing accepts connections on 127.0.0.1:\(port) yet")
+            }
+        case .http(let path):
+            guard let port else { return .failure("no port to probe") }
+            return await self.httpProbe(port: port, path: path, timeout: check.timeout)
+        case .exec(let command):
+            return await self.execProbe(command, port: port, timeout: check.timeout)
+        }
+    }
+
+    private func connect(
+        port: Int, timeout: Duration, _ initialize: @escaping @Sendable (any Channel) throws -> Void
+    ) async throws -> any Channel {
+        try await ClientBootstrap(group: self.group)
+            .connectTimeout(.nanoseconds(Int64(timeout.seconds * 1e9)))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try initialize(channel) }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+    }
+
+    private func httpProbe(port: Int, path: String, timeout: Duration) async -> ProbeResult {
+        let loop = self.group.next()
+        let status = loop.makePromise(of: Int.self)
+        let channel: any Channel
+        do {
+            channel = try await self.connect(port: port, timeout: timeout) { channel in
+                try channel.pipeline.syncOperations.addHandler(StatusLineHandler(status: status))
+            }
+        } catch {
+            status.fail(error)
+            return .notReady("nothing accepts connections on 127.0.0.1:\(port) yet")
+        }
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: safe-watch\r\nConnection: close\r\n\r\n"
+        channel.writeAndFlush(channel.allocator.buffer(string: request), promise: nil)
+        let deadline = loop.scheduleTask(in: .nanoseconds(Int64(timeout.seconds * 1e9))) {
+            status.fail(ProbeTimeout())
+        }
+        defer {
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
+        do {
+            let code = try await status.futureResult.get()
+            if (200...399).contains(code) { return .success }
+            return .failure("GET \(path) answered \(code); health.path must answer 200–399")
+        } catch is ProbeTimeout {
+            return .failure("GET \(path) did not answer within \(timeout.humanReadable) (health.timeout)")
+        } catch {
+            return .notReady("GET \(path): connection closed without an answer")
+        }
+    }
+
+    private func execProbe(_ command: String, port: Int?, timeout: Duration) async -> ProbeResult {
+        var environment = inheritedEnvironment()
+        if let port { environment["PORT"] = String(port) }
+        let pid: pid_t
+        do {
+            pid = try await self.launcher.spawn(
+                executable: "/bin/sh", arguments: ["-c", command], environment: environment,
+                workingDirectory: self.projectDirectory, output: nil, deathSignal: SIGKILL)
+        } catch {
+            return .failure("cannot run health.command: \(error)")
+        }
+        let status: ExitStatus? = await withTaskGroup(of: ExitStatus?.self) { group -> ExitStatus? in
+            group.addTask { await Reaper.shared.wait(for: pid) as ExitStatus? }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            if first == nil { ProcessGroup.signal(pid, SIGKILL) }
+            group.cancelAll()
+            return first
+        }
+        switch status {
+        case .exited(0): return .success
+        case nil: return .failure("health.command did not finish within \(timeout.humanReadable)")
+        case .some(let status): return .notReady("health.command ended with \(status)")
+        }
+    }
+}
+
+private struct ProbeTimeout: Error {}
+
+/// Reads just the status line of an HTTP response.
+private final class StatusLineHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let status: EventLoopPromise<Int>
+    private var received = ""
+
+    init(status: EventLoopPromise<Int>) {
+        self.status = status
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = self.unwrapInboundIn(data)
+        self.received += buffer.readString(length: buffer.readableBytes) ?? ""
+        guard let end = self.received.firstIndex(of: "\r\n") ?? self.received.firstIndex(of: "\n") else {
+            if self.received.count > 8192 { self.status.fail(ProbeTimeout()) }
+            return
+        }
+        let parts = self.received[..<end].split(separator: " ")
+        if parts.count >= 2, parts[0].hasPrefix("HTTP/"), let code = Int(parts[1]) {
+            self.status.succeed(code)
+        } else {
+            self.status.succeed(0)
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.status.fail(ChannelError.eof)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.status.fail(error)
+        context.close(promise: nil)
+    }
+}

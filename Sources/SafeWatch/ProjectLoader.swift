@@ -1,0 +1,143 @@
+import Foundation
+import SafeWatchCore
+import SafeWatchSystem
+
+/// Turns `--project`, `--config` and the CLI overrides into a `Project`, or a clear startup error.
+public struct ProjectLoader: Sendable {
+    public var directory: String?
+    public var configurationFile: String?
+    public var overrides: @Sendable (inout Configuration) -> Void
+    public var launcher: ChildLauncher
+
+    public init(
+        directory: String?, configurationFile: String?, launcher: ChildLauncher,
+        overrides: @escaping @Sendable (inout Configuration) -> Void
+    ) {
+        self.directory = directory
+        self.configurationFile = configurationFile
+        self.launcher = launcher
+        self.overrides = overrides
+    }
+
+    public func load() async throws(StartupError) -> Project {
+        let files = FileManager.default
+        let given = self.directory ?? files.currentDirectoryPath
+        let directory = Self.absolute(given, relativeTo: files.currentDirectoryPath)
+        var isDirectory: ObjCBool = false
+        guard files.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw StartupError("project directory \(given) does not exist (--project)", exitCode: StartupError.noInput)
+        }
+        let configurationFile = self.configurationFile.map { Self.absolute($0, relativeTo: files.currentDirectoryPath) }
+            ?? directory + "/safe-watch.toml"
+        var configuration = Configuration()
+        if files.fileExists(atPath: configurationFile) {
+            let text: String
+            do {
+                text = try String(contentsOfFile: configurationFile, encoding: .utf8)
+            } catch {
+                throw StartupError("cannot read \(configurationFile): \(error.localizedDescription)", exitCode: StartupError.noInput)
+            }
+            do {
+                configuration = try ConfigurationLoader(fileName: configurationFile).load(text)
+            } catch {
+                throw StartupError("\(error)", exitCode: StartupError.config)
+            }
+        } else if let explicit = self.configurationFile {
+            throw StartupError("configuration file \(explicit) does not exist (--config)", exitCode: StartupError.noInput)
+        }
+        self.overrides(&configuration)
+        if configuration.build.command == nil || configuration.build.binary == nil, configuration.product == nil {
+            configuration.product = try await self.discoverProduct(in: directory)
+        }
+        return Project(
+            directory: directory, configurationFile: configurationFile, configuration: configuration,
+            overrides: self.overrides)
+    }
+
+    /// The package's one executable product, from `swift package describe --type json`.
+    func discoverProduct(in directory: String) async throws(StartupError) -> String {
+        guard FileManager.default.fileExists(atPath: directory + "/Package.swift") else {
+            throw StartupError(
+                "\(directory) has no Package.swift: set build.command and build.binary in safe-watch.toml for a non-SwiftPM server",
+                exitCode: StartupError.config)
+        }
+        guard let swift = Self.findExecutable("swift") else {
+            throw StartupError("`swift` is not on PATH: install the Swift toolchain or set build.command", exitCode: StartupError.unavailable)
+        }
+        let (status, output) = await runCapturing(
+            launcher: self.launcher, executable: swift, arguments: ["package", "describe", "--type", "json"],
+            directory: directory)
+        guard status == .exited(0), let start = output.firstIndex(of: "{"),
+            let data = output[start...].data(using: .utf8),
+            let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let products = json["products"] as? [[String: Any]]
+        else {
+            throw StartupError(
+                "`swift package describe` failed in \(directory) (\(status)):\n\(output.suffix(2000))",
+                exitCode: StartupError.config)
+        }
+        let executables = products.compactMap { product -> String? in
+            guard let type = product["type"] as? [String: Any], type["executable"] != nil else { return nil }
+            return product["name"] as? String
+        }
+        switch executables.count {
+        case 1:
+            return executables[0]
+        case 0:
+            throw StartupError(
+                "the package in \(directory) has no executable product: add one, or set build.command and build.binary in safe-watch.toml",
+                exitCode: StartupError.config)
+        default:
+            throw StartupError(
+                "the package has several executable products (\(executables.sorted().joined(separator: ", "))): choose one with --product NAME or `product = \"NAME\"` in safe-watch.toml",
+                exitCode: StartupError.usage)
+        }
+    }
+
+    static func absolute(_ path: String, relativeTo base: String) -> String {
+        let joined = path.hasPrefix("/") ? path : base + "/" + path
+        return (joined as NSString).standardizingPath
+    }
+
+    static func findExecutable(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}
+
+/// Runs a program to completion and returns its status and combined output.
+func runCapturing(
+    launcher: ChildLauncher, executable: String, arguments: [String], directory: String
+) async -> (ExitStatus, String) {
+    let lines = LinesBox()
+    let output: OutputPipe
+    do {
+        output = try OutputPipe()
+    } catch {
+        return (.exited(127), "\(error)")
+    }
+    let (done, finished) = AsyncStream<Void>.makeStream()
+    output.start(onLine: { lines.append($0) }, onClose: { finished.finish() })
+    let pid: pid_t
+    do {
+        pid = try await launcher.spawn(
+            executable: executable, arguments: arguments, environment: inheritedEnvironment(),
+            workingDirectory: directory, output: output, deathSignal: SIGKILL)
+    } catch {
+        return (.exited(127), "\(error)")
+    }
+    let status = await Reaper.shared.wait(for: pid)
+    for await _ in done {}
+    return (status, lines.text)
+}
+
+private final class LinesBox: @unchecked Sendable {
+    // Appended to from the pipe's queue only, read after EOF.
+    private var lines: [String] = []
+    func append(_ line: String) { self.lines.append(line) }
+    var text: String { self.lines.joined(separator: "\n") }
+}

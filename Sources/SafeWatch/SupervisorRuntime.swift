@@ -1,0 +1,424 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SafeWatchCore
+import SafeWatchSystem
+
+/// What a `safe-watch run` needs to know about the project besides its configuration.
+public struct Project: Sendable {
+    /// Absolute project directory.
+    public var directory: String
+    /// Absolute path of the configuration file (it may not exist).
+    public var configurationFile: String
+    /// The configuration in force, CLI overrides applied.
+    public var configuration: Configuration
+    /// CLI overrides, applied again to every reloaded configuration.
+    public var overrides: @Sendable (inout Configuration) -> Void
+
+    public init(
+        directory: String, configurationFile: String, configuration: Configuration,
+        overrides: @escaping @Sendable (inout Configuration) -> Void
+    ) {
+        self.directory = directory
+        self.configurationFile = configurationFile
+        self.configuration = configuration
+        self.overrides = overrides
+    }
+
+    var stateDirectory: String { self.directory + "/.safe-watch" }
+
+    /// The configuration file relative to the project, as the watcher reports it.
+    var relativeConfigurationFile: String {
+        self.configurationFile.hasPrefix(self.directory + "/")
+            ? String(self.configurationFile.dropFirst(self.directory.count + 1)) : self.configurationFile
+    }
+}
+
+/// The thin runtime: feeds events to the `Supervisor` state machine and carries out its actions
+/// with real processes, sockets and files. All decisions are the state machine's.
+public actor SupervisorRuntime {
+
+    /// Everything that happens to the runtime, in the order it is handled.
+    enum Event: Sendable {
+        case filesChanged([WatchedChange])
+        case debounceElapsed
+        case buildFinished(BuildID, BuildOutcome)
+        case candidateHealthy(Generation)
+        case candidateUnhealthy(Generation, String)
+        case processExited(Generation, pid_t, ExitStatus)
+        case timerFired(SupervisorTimer)
+        case signal(Int32)
+        case watcherFailed(SystemError)
+    }
+
+    private var project: Project
+    private var machine: Supervisor
+    private var debouncer: Debouncer
+    private let reporter: Reporter
+    private let events: AsyncStream<Event>
+    private let post: AsyncStream<Event>.Continuation
+    private let start = ContinuousClock.now
+    private let launcher: ChildLauncher
+    private let builder: Builder
+    private let stager: Stager
+    private let prober: Prober
+    private let router: TrafficRouter
+    private var watcher: DirectoryWatcher?
+    /// Files changed since the last build started (the same-second wait looks at them).
+    private var changedSinceBuild: [String] = []
+    private var servers: [pid_t: ServerProcess] = [:]
+    private var probes: [Generation: Task<Void, Never>] = [:]
+    private var exitCode: Int32?
+
+    /// - Parameters:
+    ///   - selfExecutable: safe-watch's own binary for the exec-child trampoline (nil: exec directly).
+    public init(
+        project: Project, reporter: Reporter, router: TrafficRouter, group: any EventLoopGroup,
+        selfExecutable: String?
+    ) {
+        self.project = project
+        self.machine = Supervisor(policy: project.configuration.policy)
+        self.debouncer = Debouncer(quietPeriod: project.configuration.watch.debounce)
+        self.reporter = reporter
+        (self.events, self.post) = AsyncStream<Event>.makeStream()
+        self.launcher = ChildLauncher(selfExecutable: selfExecutable)
+        self.builder = Builder(launcher: self.launcher)
+        self.stager = Stager(stateDirectory: project.stateDirectory)
+        self.prober = Prober(group: group, launcher: self.launcher, projectDirectory: project.directory)
+        self.router = router
+    }
+
+    /// Runs until stopped by a signal; returns the exit code.
+    public func run(signals: AsyncStream<Int32>) async throws -> Int32 {
+        self.stager.discardAll()
+        try self.startWatching()
+        let post = self.post
+        let signalTask = Task {
+            for await signal in signals { post.yield(.signal(signal)) }
+        }
+        defer { signalTask.cancel() }
+        self.perform(self.machine.started(at: self.now))
+        for await event in self.events {
+            self.handle(event)
+            if let exitCode = self.exitCode {
+                self.watcher?.stop()
+                return exitCode
+            }
+        }
+        return 0
+    }
+
+    private var now: Moment { ContinuousClock.now - self.start }
+
+    // MARK: Events
+
+    private func handle(_ event: Event) {
+        let now = self.now
+        switch event {
+        case .filesChanged(let changes):
+            self.filesChanged(changes, at: now)
+        case .debounceElapsed:
+            guard let paths = self.debouncer.release(at: now) else { return }
+            self.perform(self.machine.filesChanged(paths, at: now))
+        case .buildFinished(let id, let outcome):
+            self.perform(self.machine.buildFinished(id, outcome, at: now))
+        case .candidateHealthy(let generation):
+            self.perform(self.machine.candidateHealthy(generation, at: now))
+        case .candidateUnhealthy(let generation, let reason):
+            self.perform(self.machine.candidateUnhealthy(generation, reason: reason, at: now))
+        case .processExited(let generation, let pid, let status):
+            self.servers.removeValue(forKey: pid)
+            self.probes.removeValue(forKey: generation)?.cancel()
+            if self.router.active?.generation == generation, !self.servers.values.contains(where: { $0.generation == generation }) {
+                self.router.setActive(nil)  // hold new requests until a server is healthy again
+            }
+            self.perform(self.machine.processExited(generation, status, at: now))
+        case .timerFired(let timer):
+            self.perform(self.machine.timerFired(timer, at: now))
+        case .signal(let number):
+            let signal: SupervisorSignal = number == SIGHUP ? .reload : .terminate
+            if signal == .terminate, self.exitCode == nil {
+                self.scheduleHardStop()
+            }
+            self.perform(self.machine.signalReceived(signal, at: now))
+        case .watcherFailed(let error):
+            self.reporter.warning("watching stopped working: \(error)")
+        }
+    }
+
+    private func filesChanged(_ changes: [WatchedChange], at now: Moment) {
+        let classifier = self.classifier
+        var buildPaths: [String] = []
+        var configurationChanged = false
+        for change in changes {
+            if change.kind == .rescanned {
+                buildPaths.append("(the whole tree: inotify queue overflowed)")
+                continue
+            }
+            switch classifier.classify(change.path) {
+            case .build: buildPaths.append(change.path)
+            case .configuration: configurationChanged = true
+            case .irrelevant: break
+            }
+        }
+        if configurationChanged {
+            self.perform(self.machine.signalReceived(.reload, at: now))
+        }
+        guard !buildPaths.isEmpty else { return }
+        self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") }
+        let deadline = self.debouncer.record(buildPaths, at: now)
+        let post = self.post
+        Task {
+            try? await Task.sleep(for: deadline - now)
+            post.yield(.debounceElapsed)
+        }
+    }
+
+    private var classifier: ChangeClassifier {
+        var ignore = IgnoreRules(patterns: self.project.configuration.watch.ignore)
+        ignore.add(patterns: self.gitignore)
+        return ChangeClassifier(
+            extensions: Set(self.project.configuration.watch.extensions),
+            configurationPath: self.project.relativeConfigurationFile, ignore: ignore)
+    }
+
+    private var gitignore: [String] {
+        guard let text = try? String(contentsOfFile: self.project.directory + "/.gitignore", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").map(String.init)
+    }
+
+    private func startWatching() throws {
+        var ignore = IgnoreRules(patterns: self.project.configuration.watch.ignore)
+        ignore.add(patterns: self.gitignore)
+        let watcher = try DirectoryWatcher(
+            root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: ignore)
+        let post = self.post
+        try watcher.start(onError: { post.yield(.watcherFailed($0)) }, onChange: { post.yield(.filesChanged($0)) })
+        self.watcher = watcher
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [SupervisorAction]) {
+        for action in actions {
+            self.perform(action)
+        }
+    }
+
+    private func perform(_ action: SupervisorAction) {
+        let post = self.post
+        switch action {
+        case .startBuild(let id):
+            let changed = self.changedSinceBuild
+            self.changedSinceBuild = []
+            guard let settings = self.buildSettings else {
+                post.yield(.buildFinished(id, .failed(BuildFailure(summary: "no build command: set product or build.command in safe-watch.toml"))))
+                return
+            }
+            let builder = self.builder
+            Task {
+                let outcome = await builder.build(id, settings: settings, changedFiles: changed)
+                post.yield(.buildFinished(id, outcome))
+            }
+        case .cancelBuild(let id):
+            self.builder.cancel(id)
+        case .stage(let build, let generation):
+            guard let binary = self.buildSettings?.binary else { return }
+            let absolute = binary.hasPrefix("/") ? binary : self.project.directory + "/" + binary
+            do {
+                _ = try self.stager.stage(binary: absolute, as: generation)
+                self.perform(self.machine.staged(generation, at: self.now))
+            } catch {
+                self.perform(self.machine.stagingFailed(build, reason: "\(error)"))
+            }
+        case .launchCandidate(let generation, _):
+            self.launch(generation)
+        case .switchTraffic(let generation):
+            if let server = self.servers.values.first(where: { $0.generation == generation && !$0.hasExited }),
+                self.project.configuration.serve.mode == .proxy, let port = server.port
+            {
+                self.router.setActive(TrafficRouter.Target(generation: generation, port: port))
+            }
+        case .stop(let generation, let signal, let timeout):
+            self.probes.removeValue(forKey: generation)?.cancel()
+            for server in self.servers.values where server.generation == generation {
+                self.stop(server, signal: signal, timeout: timeout)
+            }
+        case .schedule(let timer, let delay):
+            Task {
+                try? await Task.sleep(for: delay)
+                post.yield(.timerFired(timer))
+            }
+        case .discardGenerations(let generations):
+            self.stager.discard(generations)
+        case .reloadConfig:
+            self.reloadConfiguration()
+        case .report(let report):
+            self.reporter.report(report)
+        case .exit(let code):
+            self.exitCode = code
+        }
+    }
+
+    private var buildSettings: Builder.Settings? {
+        let configuration = self.project.configuration
+        guard let command = configuration.buildCommand, let binary = configuration.binaryPath else { return nil }
+        return Builder.Settings(
+            command: command, projectDirectory: self.project.directory, binary: binary,
+            timeout: configuration.build.timeout, environment: inheritedEnvironment())
+    }
+
+    private func launch(_ generation: Generation) {
+        let configuration = self.project.configuration
+        let post = self.post
+        guard let binary = configuration.binaryPath else { return }
+        let executable = self.stager.executable(of: generation, binaryName: (binary as NSString).lastPathComponent)
+        let port: Int
+        switch configuration.serve.mode {
+        case .proxy:
+            do {
+                port = try freeLoopbackPort()
+            } catch {
+                post.yield(.candidateUnhealthy(generation, "no free port for it: \(error)"))
+                return
+            }
+        case .restart:
+            port = configuration.serve.listen.port
+        }
+        var environment = inheritedEnvironment()
+        environment.merge(configuration.run.env) { $1 }
+        if !configuration.run.portEnv.isEmpty {
+            environment[configuration.run.portEnv] = String(port)
+        }
+        let notifySocket: NotifySocket?
+        if configuration.health.kind == .notify {
+            let path = self.notifySocketPath(generation)
+            do {
+                notifySocket = try NotifySocket(path: path)
+                environment["NOTIFY_SOCKET"] = path
+            } catch {
+                post.yield(.candidateUnhealthy(generation, "cannot create its notify socket: \(error)"))
+                return
+            }
+        } else {
+            notifySocket = nil
+        }
+        let arguments = configuration.run.args.map { $0.replacing("{port}", with: String(port)) }
+        let reporter = self.reporter
+        let launcher = self.launcher
+        let directory = self.project.directory
+        let check = configuration.health
+        let prober = self.prober
+        let startedAt = self.now
+        let start = self.start
+        Task {
+            let output: OutputPipe
+            let pid: pid_t
+            do {
+                output = try OutputPipe(label: "safe-watch.gen\(generation)")
+                output.start(onLine: { reporter.serverOutput(generation, $0) })
+                pid = try await launcher.spawn(
+                    executable: executable, arguments: arguments, environment: environment,
+                    workingDirectory: directory, output: output, deathSignal: SIGTERM)
+            } catch {
+                notifySocket?.close()
+                post.yield(.candidateUnhealthy(generation, "cannot start \(executable): \(error)"))
+                return
+            }
+            let server = ServerProcess(generation: generation, pid: pid, port: port)
+            notifySocket?.start { lines in
+                if lines.contains("READY=1") { server.markReady() }
+            }
+            self.register(server)
+            Task {
+                let status = await Reaper.shared.wait(for: pid)
+                server.exited(status)
+                notifySocket?.close()
+                post.yield(.processExited(generation, pid, status))
+            }
+            let verdict = await prober.verdict(
+                check: check, port: port, startedAt: startedAt, now: { ContinuousClock.now - start },
+                ready: { server.isReady })
+            guard !server.hasExited, !Task.isCancelled else { return }
+            switch verdict {
+            case .healthy: post.yield(.candidateHealthy(generation))
+            case .unhealthy(let reason): post.yield(.candidateUnhealthy(generation, reason))
+            case .pending: break
+            }
+        }
+    }
+
+    private func register(_ server: ServerProcess) {
+        self.servers[server.pid] = server
+    }
+
+    private func notifySocketPath(_ generation: Generation) -> String {
+        let path = "\(self.project.stateDirectory)/notify-\(generation).sock"
+        // sun_path holds 108 bytes; deep project paths fall back to /tmp.
+        return path.utf8.count < 100 ? path : "/tmp/safe-watch-\(getpid())-\(generation).sock"
+    }
+
+    /// Drains then stops one server: in proxy mode it first finishes the requests routed to it,
+    /// then gets `signal`, then SIGKILL for its whole group once `timeout` is over.
+    private func stop(_ server: ServerProcess, signal: Int32, timeout: Duration) {
+        let router = self.router
+        let proxied = self.project.configuration.serve.mode == .proxy
+        Task {
+            let begun = ContinuousClock.now
+            if proxied && router.active?.generation != server.generation && signal != SIGKILL {
+                await router.waitUntilIdle(server.generation, timeout: timeout)
+            }
+            let left = max(.zero, timeout - (ContinuousClock.now - begun))
+            await terminate(group: server.pid, signal: signal, timeout: left, exited: { _ = await server.waitForExit() })
+        }
+    }
+
+    /// If stopping takes much longer than stop_timeout, exit anyway (children get SIGKILL).
+    private func scheduleHardStop() {
+        let limit = self.project.configuration.run.stopTimeout + .seconds(5)
+        let servers = self.servers
+        Task {
+            try? await Task.sleep(for: limit)
+            for server in servers.values { ProcessGroup.signal(server.pid, SIGKILL) }
+            writeToStandardError("safe-watch: children did not stop within stop_timeout; killed them\n")
+            exit(70)
+        }
+    }
+
+    private func reloadConfiguration() {
+        let file = self.project.configurationFile
+        var configuration: Configuration
+        do {
+            if FileManager.default.fileExists(atPath: file) {
+                let text = try String(contentsOfFile: file, encoding: .utf8)
+                configuration = try ConfigurationLoader(fileName: file).load(text)
+            } else {
+                configuration = Configuration()
+            }
+        } catch {
+            self.perform(self.machine.configRejected("\(error)"))
+            return
+        }
+        self.project.overrides(&configuration)
+        let old = self.project.configuration
+        if configuration.product == nil { configuration.product = old.product }
+        if configuration.serve.listen != old.serve.listen || configuration.serve.mode != old.serve.mode {
+            self.reporter.warning("serve.listen and serve.mode changes take effect when safe-watch restarts")
+            configuration.serve = old.serve
+        }
+        let rebuild = configuration.build != old.build || configuration.run != old.run || configuration.product != old.product
+            || configuration.health != old.health
+        self.project.configuration = configuration
+        self.debouncer.quietPeriod = configuration.watch.debounce
+        if configuration.watch != old.watch {
+            self.watcher?.stop()
+            do {
+                try self.startWatching()
+            } catch {
+                self.reporter.warning("cannot watch with the new [watch] settings: \(error)")
+            }
+        }
+        self.perform(self.machine.configReloaded(configuration.policy, rebuild: rebuild, at: self.now))
+    }
+}

@@ -1,0 +1,168 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SafeWatch
+import SafeWatchCore
+import SafeWatchSystem
+
+struct SafeWatchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "safe-watch",
+        abstract: "Rebuild a server on every save and swap it in only once the new build is healthy.",
+        discussion: """
+            safe-watch watches the project, runs the build in the background while the current server \
+            keeps serving, leaves that server untouched when the build fails, starts the new binary beside \
+            the old one, health-checks it, and only then moves traffic over.
+            """,
+        version: "0.1.0",
+        subcommands: [Run.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+extension SafeWatchCommand {
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Watch, build, health-check and swap (the default subcommand).")
+
+        @Option(name: .long, help: ArgumentHelp("The project directory.", valueName: "dir"))
+        var project: String?
+
+        @Option(name: .long, help: ArgumentHelp("The configuration file (default: <project>/safe-watch.toml).", valueName: "file"))
+        var config: String?
+
+        @Option(name: .long, help: "The executable product to build and run.")
+        var product: String?
+
+        @Option(name: .long, help: ArgumentHelp("How traffic reaches the server: proxy or restart.", valueName: "mode"))
+        var mode: String?
+
+        @Option(name: .long, help: ArgumentHelp("The public address, e.g. 127.0.0.1:8080.", valueName: "host:port"))
+        var listen: String?
+
+        @Option(name: .long, help: ArgumentHelp("The build command (run with /bin/sh -c).", valueName: "command"))
+        var buildCommand: String?
+
+        @Option(name: .long, help: ArgumentHelp("The binary the build produces, relative to the project.", valueName: "path"))
+        var binary: String?
+
+        @Option(name: .long, help: ArgumentHelp("Quiet time after the last change before building, e.g. 100ms.", valueName: "duration"))
+        var debounce: String?
+
+        @Flag(name: .long, help: "Log debug details.")
+        var verbose = false
+
+        func validate() throws {
+            if let mode, ServeMode(rawValue: mode) == nil {
+                throw ValidationError("--mode must be proxy or restart, got \"\(mode)\"")
+            }
+            if let listen, ListenAddress(parsing: listen) == nil {
+                throw ValidationError("--listen must be an address like 127.0.0.1:8080, got \"\(listen)\"")
+            }
+            if let debounce, parseDuration(debounce) == nil {
+                throw ValidationError("--debounce must be a duration like 100ms, got \"\(debounce)\"")
+            }
+        }
+
+        /// CLI flags win over the file, on start and on every reload.
+        var overrides: @Sendable (inout Configuration) -> Void {
+            let (product, mode, listen, buildCommand, binary, debounce) =
+                (self.product, self.mode, self.listen, self.buildCommand, self.binary, self.debounce)
+            return { configuration in
+                if let product { configuration.product = product }
+                if let mode, let parsed = ServeMode(rawValue: mode) { configuration.serve.mode = parsed }
+                if let listen, let address = ListenAddress(parsing: listen) { configuration.serve.listen = address }
+                if let buildCommand { configuration.build.command = buildCommand }
+                if let binary { configuration.build.binary = binary }
+                if let debounce, let quiet = parseDuration(debounce) { configuration.watch.debounce = quiet }
+            }
+        }
+
+        func run() async throws {
+            let verbose = self.verbose
+            LoggingSystem.bootstrap { label in
+                var handler = TerminalLogHandler(label: label)
+                handler.logLevel = verbose ? .debug : .info
+                return handler
+            }
+            let code = await self.supervise()
+            throw ExitCode(code)
+        }
+
+        private func supervise() async -> Int32 {
+            let logger = Logger(label: "safe-watch")
+            let selfExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            let launcher = ChildLauncher(selfExecutable: selfExecutable)
+            do {
+                try becomeChildSubreaper()
+            } catch {
+                logger.warning("cannot become a child subreaper: \(error)")
+            }
+            Reaper.shared.start()
+            let signals = signalStream()
+
+            let project: Project
+            do {
+                project = try await ProjectLoader(
+                    directory: self.project, configurationFile: self.config, launcher: launcher,
+                    overrides: self.overrides
+                ).load()
+            } catch {
+                writeToStandardError("safe-watch: \(error)\n")
+                return error.exitCode
+            }
+
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+            let router = TrafficRouter()
+            var proxy: HTTPProxy?
+            var publicAddress = "http://\(project.configuration.serve.listen)"
+            if project.configuration.serve.mode == .proxy {
+                do {
+                    let started = try await HTTPProxy.start(
+                        listen: project.configuration.serve.listen, holdTimeout: project.configuration.serve.holdTimeout,
+                        router: router, group: group)
+                    proxy = started
+                    publicAddress = "http://\(started.address)"
+                } catch {
+                    try? await group.shutdownGracefully()
+                    writeToStandardError(
+                        "safe-watch: cannot listen on \(project.configuration.serve.listen): \(error) — another process may use it; choose another with --listen or serve.listen\n")
+                    return StartupError.unavailable
+                }
+            }
+            let reporter = Reporter(logger: logger, publicAddress: publicAddress)
+            reporter.info(
+                "safe-watch \(SafeWatchCommand.configuration.version) · \(project.directory) · \(project.configuration.serve.mode.rawValue) mode on \(publicAddress)")
+            let runtime = SupervisorRuntime(
+                project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable)
+            let code: Int32
+            do {
+                code = try await runtime.run(signals: signals)
+            } catch {
+                writeToStandardError("safe-watch: \(error)\n")
+                code = StartupError.osError
+            }
+            await proxy?.close()
+            try? await group.shutdownGracefully()
+            return code
+        }
+    }
+}
+
+extension SafeWatchCommand {
+    /// What AsyncParsableCommand.main() does; by hand because main.swift cannot be `@main`.
+    static func parseAndRun() async {
+        do {
+            var command = try SafeWatchCommand.parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            SafeWatchCommand.exit(withError: error)
+        }
+    }
+}
