@@ -313,31 +313,13 @@ extension Supervisor {
     }
 
     public mutating func candidateUnhealthy(_ generation: Generation, reason: String, at now: Moment) -> [SupervisorAction] {
-        guard let candidate = self.candidate, candidate.generation == generation else { return [] }
-        self.candidate = nil
-        var actions: [SupervisorAction] = [self.stopAction(generation)]
-        actions.append(.report(.candidateDiscarded(generation, reason: reason, stillServing: self.servingGeneration)))
-        guard self.phase == .running, self.active == nil else { return actions }
-        // Nothing serves: in restart mode the old server was stopped for this one, and after a
-        // crash the restart failed. Fall back where that makes sense.
-        switch candidate.purpose {
-        case .newBuild:
-            if self.policy.mode == .restart, let previous = self.previousStaged(before: generation) {
-                actions.append(.report(.rollingBack(from: generation, to: previous)))
-                actions += self.launch(previous, purpose: .rollback, at: now)
-            }
-        case .restart:
-            actions += self.scheduleRestart(generation, ranFor: .zero)
-        case .rollback:
-            break
-        }
-        return actions
+        self.discardCandidate(generation, reason: reason, exited: false, at: now)
     }
 
     public mutating func processExited(_ generation: Generation, _ status: ExitStatus, at now: Moment) -> [SupervisorAction] {
         if self.stopping.remove(generation) != nil {
             var actions: [SupervisorAction] = [.report(.serverStopped(generation, status: status))]
-            if let next = self.launchAfterStop, self.phase == .running, self.active == nil {
+            if let next = self.launchAfterStop, self.phase == .running, self.active == nil, self.stopping.isEmpty {
                 self.launchAfterStop = nil
                 actions += self.launchCandidate(next.generation, purpose: next.purpose, at: now)
             }
@@ -347,7 +329,7 @@ extension Supervisor {
             return actions
         }
         if let candidate = self.candidate, candidate.generation == generation {
-            return self.candidateUnhealthy(generation, reason: "exited (\(status)) before it became healthy", at: now)
+            return self.discardCandidate(generation, reason: "exited (\(status)) before it became healthy", exited: true, at: now)
         }
         guard let active = self.active, active.generation == generation else { return [] }
         self.active = nil
@@ -446,6 +428,29 @@ extension Supervisor {
         }
     }
 
+    /// Drops the candidate (stopping it unless it has `exited`) and decides what serves next.
+    private mutating func discardCandidate(_ generation: Generation, reason: String, exited: Bool, at now: Moment) -> [SupervisorAction] {
+        guard let candidate = self.candidate, candidate.generation == generation else { return [] }
+        self.candidate = nil
+        var actions: [SupervisorAction] = exited ? [] : [self.stopAction(generation)]
+        actions.append(.report(.candidateDiscarded(generation, reason: reason, stillServing: self.servingGeneration)))
+        guard self.phase == .running, self.active == nil else { return actions }
+        // Nothing serves: in restart mode the old server was stopped for this one, and after a
+        // crash the restart failed. Fall back where that makes sense.
+        switch candidate.purpose {
+        case .newBuild:
+            if self.policy.mode == .restart, let previous = self.previousStaged(before: generation) {
+                actions.append(.report(.rollingBack(from: generation, to: previous)))
+                actions += self.launch(previous, purpose: .rollback, at: now)
+            }
+        case .restart:
+            actions += self.scheduleRestart(generation, ranFor: .zero)
+        case .rollback:
+            break
+        }
+        return actions
+    }
+
     private mutating func startBuild(reason: BuildReason, at now: Moment) -> [SupervisorAction] {
         let id = self.nextBuild
         self.nextBuild += 1
@@ -470,8 +475,8 @@ extension Supervisor {
             actions.append(self.stopAction(active.generation))
             return actions
         }
-        if self.policy.mode == .restart, self.launchAfterStop != nil {
-            // Still waiting for the old server to exit: launch the newest once it has.
+        if self.policy.mode == .restart, !self.stopping.isEmpty {
+            // The port is still held by a server on its way out: launch once it has gone.
             self.launchAfterStop = (generation, purpose)
             return actions
         }
