@@ -58,8 +58,7 @@ let package = Package(
         .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["safe-watch", "SafeWatchCore"],
-            exclude: []
+            dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -11,6 +11,8 @@ public struct Configuration: Equatable, Sendable {
     public init() {}
 
     public struct Build: Equatable, Sendable {
+        public init() {}
+
         /// Run with `/bin/sh -c` in the project directory. Default `swift build --product <product>`.
         public var command: String?
         /// The binary the build produces, relative to the project. Default `.build/debug/<product>`.
@@ -20,6 +22,8 @@ public struct Configuration: Equatable, Sendable {
     }
 
     public struct Run: Equatable, Sendable {
+        public init() {}
+
         /// Arguments for the server; `{port}` is replaced by the port it must listen on.
         public var args: [String] = []
         /// Extra environment for the server.
@@ -36,6 +40,8 @@ public struct Configuration: Equatable, Sendable {
     }
 
     public struct Watch: Equatable, Sendable {
+        public init() {}
+
         /// Directories (relative to the project) to watch.
         public var paths: [String] = ["."]
         /// Extra gitignore-style patterns never watched.
@@ -47,6 +53,8 @@ public struct Configuration: Equatable, Sendable {
     }
 
     public struct Serve: Equatable, Sendable {
+        public init() {}
+
         public var mode: ServeMode = .proxy
         /// The public address: the proxy's in proxy mode, the server's own in restart mode.
         public var listen = ListenAddress(host: "127.0.0.1", port: 8080)
@@ -92,7 +100,8 @@ public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
     public init?(parsing text: String) {
         var host = "127.0.0.1"
         var portText = Substring(text)
-        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
             host = String(text[text.index(after: text.startIndex)..<close])
             let rest = text[text.index(after: close)...]
             guard rest.hasPrefix(":") else { return nil }

@@ -24,7 +24,7 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 
 /// Reads `safe-watch.toml` text into a `Configuration`, rejecting unknown keys and bad values with
 /// the file, line and key named. Pure: the caller reads the file.
-public struct ConfigurationLoader {
+public struct ConfigurationLoader: Sendable {
     public var fileName: String
 
     public init(fileName: String) {
@@ -225,7 +225,7 @@ private struct TableReader {
     /// The line where `key` is set inside `[table]` (1-based); TOMLKit keeps no positions for values.
     func line(of key: String, in table: String) -> Int? {
         var current = ""
-        for (index, raw) in self.text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, raw) in self.text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             let line = raw.trimmingWhitespace()
             if line.hasPrefix("[") && !line.hasPrefix("[[") {
                 let name = line.dropFirst().prefix { $0 != "]" }.trimmingWhitespace()

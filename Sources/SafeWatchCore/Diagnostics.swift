@@ -68,7 +68,10 @@ public struct DiagnosticsParser: Sendable {
     /// `path:line:col: error: message`, `path:line: error: message`, or go's `path:line:col: message`.
     private func located(_ line: String) -> Diagnostic? {
         let parts = line.split(separator: ":", maxSplits: 4, omittingEmptySubsequences: false).map(String.init)
-        guard parts.count >= 3, !parts[0].isEmpty, !parts[0].contains(" "), let lineNumber = Int(parts[1]) else {
+        // A space rules out excerpt lines (`12 | …`), except in a path inside the root (`/home/me/My App/…`).
+        guard parts.count >= 3, !parts[0].isEmpty, !parts[0].contains(" ") || parts[0].hasPrefix(self.root),
+            let lineNumber = Int(parts[1])
+        else {
             return nil
         }
         var rest: ArraySlice<String>

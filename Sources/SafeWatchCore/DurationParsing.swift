@@ -7,7 +7,10 @@ public func parseDuration(_ text: String) -> Duration? {
     for unit in units where trimmed.hasSuffix(unit.suffix) {
         let number = trimmed.dropLast(unit.suffix.count).trimmingWhitespace()
         guard let value = Double(number), value >= 0, value.isFinite else { return nil }
-        return .nanoseconds(Int64(value * unit.nanoseconds))
+        // Rounded: "4.1ms" is 4_100_000 ns, not 4_099_999; too large for Int64 is invalid, not a trap.
+        let nanoseconds = (value * unit.nanoseconds).rounded()
+        guard nanoseconds < Double(Int64.max) else { return nil }
+        return .nanoseconds(Int64(nanoseconds))
     }
     return nil
 }

@@ -30,8 +30,8 @@ public struct IgnoreRules: Sendable {
     public mutating func add(patterns: [String]) {
         for raw in patterns {
             var line = raw
-            while line.hasSuffix(" ") && !line.hasSuffix("\\ ") { line.removeLast() }
             if line.hasSuffix("\r") { line.removeLast() }
+            while line.hasSuffix(" ") && !line.hasSuffix("\\ ") { line.removeLast() }
             guard !line.isEmpty, !line.hasPrefix("#") else { continue }
             var negated = false
             if line.hasPrefix("!") {

@@ -88,6 +88,16 @@ public final class DirectoryWatcher: @unchecked Sendable {
         }
     }
 
+    /// Stops reading the inotify fd until `resumeReading` (tests use it to make the kernel queue
+    /// overflow).
+    public func pauseReading() {
+        self.queue.sync { self.source?.suspend() }
+    }
+
+    public func resumeReading() {
+        self.queue.sync { self.source?.resume() }
+    }
+
     /// The directories watched now, relative to the root (for tests and `doctor`).
     public var watchedDirectories: [String] {
         self.queue.sync { self.watchOfDirectory.keys.sorted() }

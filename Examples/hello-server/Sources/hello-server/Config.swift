@@ -19,7 +19,7 @@ struct Config: Sendable {
 let usage = """
     usage: hello-server [--port N] [--host ADDRESS]
 
-    Endpoints: GET / (version), GET /health, GET /slow (~300 ms); anything else is 404.
+    Endpoints: GET / (version), GET /health, GET /slow (~300 ms); other paths are 404.
 
     Environment:
       PORT                  port to listen on (--port wins; default 8080; 0 = any free port)
@@ -61,7 +61,7 @@ func loadConfig(arguments: [String]) -> Config {
         }
         func value() -> String {
             if let inlineValue { return inlineValue }
-            guard let next = rest.popFirst() else { fail("\(name) needs a value") }
+            guard let next = rest.popFirst() else { usageError("\(name) needs a value") }
             return next
         }
         switch name {
@@ -69,7 +69,7 @@ func loadConfig(arguments: [String]) -> Config {
         case "--host": config.host = value()
         case "--help", "-h": writeAll(1, usage); exit(0)
         case "--version": writeAll(1, "hello-server \(version)\n"); exit(0)
-        default: fail("unknown argument '\(argument)'\n\(usage)")
+        default: usageError("unknown argument '\(argument)'\n\(usage)")
         }
     }
 
@@ -96,19 +96,19 @@ func loadConfig(arguments: [String]) -> Config {
 }
 
 private func parsePort(_ text: String, source: String) -> UInt16 {
-    guard let port = UInt16(text) else { fail("\(source): '\(text)' is not a port number (0-65535)") }
+    guard let port = UInt16(text) else { usageError("\(source): '\(text)' is not a port number (0-65535)") }
     return port
 }
 
 private func parseSeconds(_ text: String, source: String) -> Double {
     guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else {
-        fail("\(source): '\(text)' is not a number of seconds")
+        usageError("\(source): '\(text)' is not a number of seconds")
     }
     return seconds
 }
 
 /// Reports a usage error and exits with status 2.
-func fail(_ message: String) -> Never {
+func usageError(_ message: String) -> Never {
     log("error: \(message)")
     exit(2)
 }

@@ -67,9 +67,9 @@ func serveConnection(_ fd: Int32) {
                 request = head
                 break readHead
             case .invalid(let status):
-                return fail(fd, status: status)
+                return reject(fd, status: status)
             case .incomplete:
-                if buffer.count > maxHeadSize { return fail(fd, status: 431) }
+                if buffer.count > maxHeadSize { return reject(fd, status: 431) }
             }
             // Between requests the connection is idle and shutdown closes it
             // right away; once a request has started, it is in flight and is
@@ -80,7 +80,7 @@ func serveConnection(_ fd: Int32) {
                 guard receive(fd, into: &buffer) else { return closeNow(fd) }  // peer closed or reset
                 if idle { deadline = Deadline(after: requestTimeout) }
             case .timedOut:
-                return idle ? closeNow(fd) : fail(fd, status: 408)
+                return idle ? closeNow(fd) : reject(fd, status: 408)
             case .shuttingDown:
                 return closeNow(fd)
             }
@@ -88,10 +88,10 @@ func serveConnection(_ fd: Int32) {
 
         // 2. Read and discard the body, if any, so the next request starts at
         //    the right byte.
-        if request.contentLength > maxBodySize { return fail(fd, status: 413) }
+        if request.contentLength > maxBodySize { return reject(fd, status: 413) }
         while buffer.count < request.contentLength {
             guard waitForInput(fd, deadline: deadline, interruptible: false) == .readable else {
-                return fail(fd, status: 408)
+                return reject(fd, status: 408)
             }
             guard receive(fd, into: &buffer) else { return closeNow(fd) }
         }
@@ -157,7 +157,7 @@ private func send(_ fd: Int32, _ response: Response, keepAlive: Bool, http10Keep
 
 /// Answers a malformed or unacceptable request and closes the connection:
 /// after a framing error there is no telling where the next request starts.
-private func fail(_ fd: Int32, status: Int) {
+private func reject(_ fd: Int32, status: Int) {
     let response = Response(status: status, body: "\(reasonPhrase(status).lowercased())\n")
     if send(fd, response, keepAlive: false, http10KeepAlive: false, includeBody: true) {
         closeGracefully(fd)

@@ -171,14 +171,11 @@ struct Deadline {
     init(after seconds: Double) {
         var now = Glibc.timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
-        let wholeSeconds = seconds.rounded(.down)
-        var nanoseconds = now.tv_nsec + Int((seconds - wholeSeconds) * 1e9)
-        var total = now.tv_sec + Int(min(wholeSeconds, 1e9))  // ~30 years: plenty, and no overflow
-        if nanoseconds >= 1_000_000_000 {
-            nanoseconds -= 1_000_000_000
-            total += 1
-        }
-        timespec = Glibc.timespec(tv_sec: total, tv_nsec: nanoseconds)
+        // In nanoseconds; capping at ~30 years keeps absurd inputs in range.
+        let delta = Int(min(max(seconds, 0), 1e9) * 1e9)
+        let nanoseconds = now.tv_nsec + delta % 1_000_000_000
+        timespec = Glibc.timespec(tv_sec: now.tv_sec + delta / 1_000_000_000 + nanoseconds / 1_000_000_000,
+                                  tv_nsec: nanoseconds % 1_000_000_000)
     }
 
     /// Milliseconds left, rounded up, as `poll()` wants them (0 once passed).

@@ -37,7 +37,9 @@ func pollReadable(_ fd: Int32, deadline: Deadline) -> Bool {
     while true {
         let ready = poll(&entry, 1, deadline.remainingMilliseconds)
         if ready > 0 { return true }
-        if ready == 0 || errno != EINTR { return false }
+        if ready < 0 && errno != EINTR { return false }
+        // EINTR, or poll's timeout (capped at ~24 days) ran out early.
+        if deadline.remainingMilliseconds == 0 { return false }
     }
 }
 
@@ -56,8 +58,11 @@ func waitForInput(_ fd: Int32, deadline: Deadline, interruptible: Bool) -> WaitR
     ]
     while true {
         let ready = poll(&entries, interruptible ? 2 : 1, deadline.remainingMilliseconds)
-        if ready < 0 && errno == EINTR { continue }
-        if ready <= 0 { return .timedOut }
+        if ready < 0 && errno != EINTR { return .timedOut }  // cannot happen with valid fds
+        if ready <= 0 {
+            if deadline.remainingMilliseconds == 0 { return .timedOut }
+            continue  // EINTR
+        }
         // POLLHUP/POLLERR also count: the next recv() reports them.
         if entries[0].revents != 0 { return .readable }
         return .shuttingDown

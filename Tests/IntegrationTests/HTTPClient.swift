@@ -1,0 +1,192 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// A small blocking HTTP/1.1 client on POSIX sockets, run on its own threads so load never waits
+/// on the test's concurrency pool.
+struct HTTPResponse: Sendable {
+    var status: Int
+    var body: String
+}
+
+enum HTTPFailure: Error, CustomStringConvertible {
+    case connect(Int32)
+    case io(String)
+    var description: String {
+        switch self {
+        case .connect(let code): return "connect: \(String(cString: strerror(code)))"
+        case .io(let what): return what
+        }
+    }
+}
+
+/// One connection; reusable for keep-alive requests.
+final class HTTPConnection {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: Int, timeoutSeconds: Int = 15) throws {
+        self.fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(self.fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if result != 0 {
+            let code = errno
+            Glibc.close(self.fd)
+            throw HTTPFailure.connect(code)
+        }
+    }
+
+    deinit { Glibc.close(self.fd) }
+
+    func get(_ path: String, keepAlive: Bool) throws -> HTTPResponse {
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n"
+        let bytes = Array(request.utf8)
+        guard send(self.fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else { throw HTTPFailure.io("send failed: \(String(cString: strerror(errno)))") }
+        // Head.
+        var headEnd: Int?
+        while headEnd == nil {
+            headEnd = self.find([13, 10, 13, 10])
+            if headEnd == nil { try self.fill() }
+        }
+        let head = String(decoding: self.buffer[0..<headEnd!], as: UTF8.self)
+        self.buffer.removeFirst(headEnd! + 4)
+        let lines = head.split(separator: "\r\n")
+        let statusParts = lines.first?.split(separator: " ") ?? []
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw HTTPFailure.io("bad status line: \(lines.first ?? "")") }
+        var length: Int?
+        var chunked = false
+        for line in lines.dropFirst() {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let name = parts[0].lowercased()
+            let value = parts[1].trimmingCharacters(in: .whitespaces)
+            if name == "content-length" { length = Int(value) }
+            if name == "transfer-encoding" && value.lowercased().contains("chunked") { chunked = true }
+        }
+        var body: [UInt8] = []
+        if let length {
+            while self.buffer.count < length { try self.fill() }
+            body = Array(self.buffer[0..<length])
+            self.buffer.removeFirst(length)
+        } else if chunked {
+            while true {
+                var lineEnd = self.find([13, 10])
+                while lineEnd == nil { try self.fill(); lineEnd = self.find([13, 10]) }
+                let size = Int(String(decoding: self.buffer[0..<lineEnd!], as: UTF8.self), radix: 16) ?? 0
+                self.buffer.removeFirst(lineEnd! + 2)
+                while self.buffer.count < size + 2 { try self.fill() }
+                body += self.buffer[0..<size]
+                self.buffer.removeFirst(size + 2)
+                if size == 0 { break }
+            }
+        } else {
+            while (try? self.fill()) != nil {}
+            body = self.buffer
+            self.buffer = []
+        }
+        return HTTPResponse(status: status, body: String(decoding: body, as: UTF8.self))
+    }
+
+    private func find(_ pattern: [UInt8]) -> Int? {
+        guard self.buffer.count >= pattern.count else { return nil }
+        for index in 0...(self.buffer.count - pattern.count) where self.buffer[index] == pattern[0] {
+            if Array(self.buffer[index..<(index + pattern.count)]) == pattern { return index }
+        }
+        return nil
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        let count = recv(self.fd, &chunk, chunk.count, 0)
+        if count < 0 { throw HTTPFailure.io("recv failed: \(String(cString: strerror(errno)))") }
+        if count == 0 { throw HTTPFailure.io("connection closed by peer") }
+        self.buffer += chunk[0..<count]
+    }
+}
+
+/// GET on a new connection, off the concurrency pool.
+func httpGet(port: Int, _ path: String) async -> Result<HTTPResponse, HTTPFailure> {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread {
+            do {
+                let connection = try HTTPConnection(port: port)
+                continuation.resume(returning: .success(try connection.get(path, keepAlive: false)))
+            } catch let error as HTTPFailure {
+                continuation.resume(returning: .failure(error))
+            } catch {
+                continuation.resume(returning: .failure(.io("\(error)")))
+            }
+        }
+    }
+}
+
+/// The body of GET `path`, or nil on any failure.
+func body(port: Int, _ path: String = "/") async -> String? {
+    if case .success(let response) = await httpGet(port: port, path), response.status == 200 { return response.body }
+    return nil
+}
+
+/// Clients hitting the server in a loop until stopped, counting every failure a user would see.
+final class ClientPool: Sendable {
+    struct Tally: Sendable {
+        var ok = 0
+        var failures: [String] = []
+        var bodies: Set<String> = []
+    }
+
+    private let tally = Mutex(Tally())
+    private let running = Mutex(true)
+    private let finished = Mutex(0)
+    private let threads: Int
+
+    /// `threads` clients alternating `paths`; `keepAlive` clients reuse one connection.
+    init(port: Int, threads: Int, paths: [String], keepAlive: Bool) {
+        self.threads = threads
+        for index in 0..<threads {
+            Thread.detachNewThread { [self] in
+                var connection: HTTPConnection?
+                var request = index
+                // Bounded: at most 100,000 requests per client, and only while running.
+                while self.running.withLock({ $0 }) && request < 100_000 {
+                    let path = paths[request % paths.count]
+                    request += 1
+                    do {
+                        if connection == nil || !keepAlive { connection = try HTTPConnection(port: port) }
+                        let response = try connection!.get(path, keepAlive: keepAlive)
+                        self.tally.withLock { tally in
+                            if response.status == 200 {
+                                tally.ok += 1
+                                tally.bodies.insert(response.body)
+                            } else {
+                                tally.failures.append("\(path): HTTP \(response.status) \(response.body)")
+                            }
+                        }
+                    } catch {
+                        connection = nil
+                        self.tally.withLock { $0.failures.append("\(path): \(error)") }
+                    }
+                }
+                self.finished.withLock { $0 += 1 }
+            }
+        }
+    }
+
+    var snapshot: Tally { self.tally.withLock { $0 } }
+
+    /// Stops the clients and waits for them to finish their current request.
+    func stop() async -> Tally {
+        self.running.withLock { $0 = false }
+        while self.finished.withLock({ $0 }) < self.threads {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return self.snapshot
+    }
+}

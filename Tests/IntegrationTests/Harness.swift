@@ -1,0 +1,238 @@
+import Foundation
+import Glibc
+import SafeWatchCore
+import SafeWatchSystem
+import Synchronization
+
+/// Swift Testing has an `ExitStatus` of its own (exit tests).
+typealias ExitStatus = SafeWatchCore.ExitStatus
+
+/// Where the package and its built products are.
+enum Paths {
+    /// The package root (this file is Tests/IntegrationTests/Harness.swift).
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// The safe-watch binary built beside the test bundle.
+    static let safeWatch: String = {
+        let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: testBinary).deletingLastPathComponent()
+        while directory.path != "/" {
+            let candidate = directory.appendingPathComponent("safe-watch").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory.deleteLastPathComponent()
+        }
+        return packageRoot + "/.build/debug/safe-watch"
+    }()
+}
+
+/// A private temporary directory.
+func makeTemporaryDirectory(_ prefix: String = "safe-watch-it") -> String {
+    var bytes = Array((NSTemporaryDirectory() + prefix + "-XXXXXX").utf8CString)
+    _ = mkdtemp(&bytes)
+    return bytes.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
+/// A copy of Examples/hello-server built once per test run and shared by the serialized suites.
+actor Fixture {
+    static let shared = Fixture()
+
+    private var prepared: String?
+
+    /// The fixture's directory, copied and built on first use.
+    func directory() async throws -> String {
+        if let prepared { return prepared }
+        let directory = makeTemporaryDirectory("hello-fixture")
+        try FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Examples/hello-server", toPath: directory)
+        try? FileManager.default.removeItem(atPath: directory + "/.build")
+        let (status, output) = try await run("/bin/sh", ["-c", "swift build 2>&1"], in: directory)
+        guard status == .exited(0) else { throw HarnessError("building the fixture failed: \(output)") }
+        self.prepared = directory
+        return directory
+    }
+
+    /// Resets the fixture's sources and configuration, and returns its directory.
+    func reset(version: String) async throws -> String {
+        let directory = try await self.directory()
+        try setVersion(version, in: directory)
+        try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml")
+        return directory
+    }
+}
+
+func setVersion(_ version: String, in directory: String) throws {
+    try versionSource(version).write(toFile: directory + "/Sources/hello-server/Version.swift", atomically: true, encoding: .utf8)
+}
+
+func versionSource(_ version: String) -> String {
+    "// The version served by `GET /` and `GET /slow`.\nlet version = \"\(version)\"\n"
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs a program to completion with its output captured.
+func run(_ executable: String, _ arguments: [String], in directory: String, environment: [String: String]? = nil) async throws -> (ExitStatus, String) {
+    Reaper.shared.start()
+    let output = try OutputPipe()
+    let lines = LineLog()
+    let (done, finished) = AsyncStream<Void>.makeStream()
+    output.start(onLine: { lines.append($0) }, onClose: { finished.finish() })
+    let pid = try await Spawner.shared.spawn(
+        SpawnRequest(
+            executable: executable, arguments: [executable] + arguments,
+            environment: environment ?? ProcessInfo.processInfo.environment, workingDirectory: directory,
+            standardOutput: output.writeEnd, standardError: output.writeEnd))
+    output.closeWriteEnd()
+    let status = await Reaper.shared.wait(for: pid)
+    for await _ in done {}
+    return (status, lines.all.joined(separator: "\n"))
+}
+
+/// Lines of output with waits that return as soon as a line matches.
+final class LineLog: Sendable {
+    private let lines = Mutex<[String]>([])
+    private let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
+    func append(_ line: String) {
+        self.lines.withLock { $0.append(line) }
+        self.continuation.yield()
+    }
+
+    var all: [String] { self.lines.withLock { $0 } }
+
+    /// Waits for a line containing `text` after line index `from`; returns it, or nil after `limit`.
+    @discardableResult
+    func waitForLine(containing text: String, after from: Int = 0, limit: Duration = .seconds(120)) async -> String? {
+        await self.wait(limit: limit) { lines in
+            lines.dropFirst(from).first { $0.contains(text) }
+        }
+    }
+
+    func wait<T: Sendable>(limit: Duration, _ find: @escaping @Sendable ([String]) -> T?) async -> T? {
+        if let found = find(self.all) { return found }
+        return await withTaskGroup(of: T?.self) { group in
+            group.addTask {
+                for await _ in self.stream {
+                    if let found = find(self.all) { return found }
+                }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let result = await group.next() ?? nil
+            group.cancelAll()
+            self.continuation.yield()
+            return result
+        }
+    }
+
+    var count: Int { self.lines.withLock { $0.count } }
+}
+
+/// A running `safe-watch` under test.
+final class SafeWatchProcess: Sendable {
+    let pid: pid_t
+    let log: LineLog
+    let exit: Task<ExitStatus, Never>
+
+    /// Starts safe-watch with `arguments`; `environment` is added to ours.
+    init(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil) async throws {
+        Reaper.shared.start()
+        let output = try OutputPipe()
+        let log = LineLog()
+        output.start(onLine: { log.append($0) })
+        var env = ProcessInfo.processInfo.environment
+        env["NO_COLOR"] = "1"
+        env.merge(environment) { $1 }
+        let pid = try await Spawner.shared.spawn(
+            SpawnRequest(
+                executable: Paths.safeWatch, arguments: [Paths.safeWatch] + arguments, environment: env,
+                workingDirectory: directory, standardOutput: output.writeEnd, standardError: output.writeEnd))
+        output.closeWriteEnd()
+        self.pid = pid
+        self.log = log
+        self.exit = Task { await Reaper.shared.wait(for: pid) }
+    }
+
+    /// The proxy's port, from the start line ("proxy mode on http://127.0.0.1:PORT").
+    func publicPort() async -> Int? {
+        guard let line = await self.log.waitForLine(containing: "mode on http://", limit: .seconds(60)) else { return nil }
+        return line.split(separator: ":").last.flatMap { Int($0) }
+    }
+
+    /// Server pids from their "listening" lines are not known; the children of safe-watch are.
+    var descendants: [pid_t] { processTree(below: self.pid) }
+
+    func signal(_ signal: Int32) {
+        kill(self.pid, signal)
+    }
+
+    /// SIGTERM and the exit status (nil if it did not exit within `limit`).
+    func terminate(limit: Duration = .seconds(30)) async -> ExitStatus? {
+        self.signal(SIGTERM)
+        return await self.waitForExit(limit: limit)
+    }
+
+    func waitForExit(limit: Duration = .seconds(30)) async -> ExitStatus? {
+        let exit = self.exit
+        return await withTaskGroup(of: ExitStatus?.self) { group in
+            group.addTask { await exit.value }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let result = await group.next() ?? nil
+            group.cancelAll()
+            if result == nil { kill(self.pid, SIGKILL) }
+            return result
+        }
+    }
+
+    var output: String { self.log.all.joined(separator: "\n") }
+}
+
+/// Every process whose parent chain leads to `root` (from /proc).
+func processTree(below root: pid_t) -> [pid_t] {
+    var parents: [pid_t: pid_t] = [:]
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { continue }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 1, let parent = pid_t(fields[1]) { parents[pid] = parent }
+    }
+    var found: [pid_t] = []
+    var frontier: Set<pid_t> = [root]
+    while !frontier.isEmpty {
+        let next = parents.filter { frontier.contains($0.value) }.map(\.key)
+        found += next
+        frontier = Set(next)
+    }
+    return found
+}
+
+/// Processes still running whose command line mentions `text`.
+func processes(mentioning text: String) -> [pid_t] {
+    var found: [pid_t] = []
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = pid_t(entry), pid != getpid(),
+            let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+        else { continue }
+        let command = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        if command.contains(text),
+            let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8), !stat.contains(") Z ")
+        {
+            found.append(pid)
+        }
+    }
+    return found
+}

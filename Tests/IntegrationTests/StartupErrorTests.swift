@@ -1,0 +1,113 @@
+import Foundation
+import Glibc
+import SafeWatchCore
+import SafeWatchSystem
+import Testing
+
+/// Bad input that stops safe-watch before it serves: one clear message and a sysexits code.
+@Suite(.timeLimit(.minutes(5))) struct StartupErrorTests {
+
+    func runToExit(_ arguments: [String]) async throws -> (ExitStatus?, String) {
+        let safeWatch = try await SafeWatchProcess(arguments)
+        let status = await safeWatch.waitForExit(limit: .seconds(60))
+        return (status, safeWatch.output)
+    }
+
+    func package(_ manifest: String, sources: [String: String]) throws -> String {
+        let directory = makeTemporaryDirectory("pkg")
+        try manifest.write(toFile: directory + "/Package.swift", atomically: true, encoding: .utf8)
+        for (path, text) in sources {
+            let url = URL(fileURLWithPath: directory + "/" + path)
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try text.write(to: url, atomically: true, encoding: .utf8)
+        }
+        return directory
+    }
+
+    @Test func projectDirectoryThatDoesNotExist() async throws {
+        let (status, output) = try await runToExit(["--project", "/nonexistent/safe-watch-project"])
+        #expect(status == .exited(66))
+        #expect(output.contains("project directory /nonexistent/safe-watch-project does not exist"))
+    }
+
+    @Test func invalidConfigurationNamesFileLineAndKey() async throws {
+        let directory = makeTemporaryDirectory("cfg")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "product = \"app\"\n\n[health]\nintervall = \"1s\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let (status, output) = try await runToExit(["--project", directory])
+        #expect(status == .exited(78))
+        #expect(output.contains("safe-watch.toml:4: health.intervall: unknown key in [health]"), "\(output)")
+
+        try "[serve]\nmode = \"teleport\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let (badValue, badOutput) = try await runToExit(["--project", directory])
+        #expect(badValue == .exited(78))
+        #expect(badOutput.contains("safe-watch.toml:2: serve.mode: unknown mode \"teleport\""), "\(badOutput)")
+
+        try "[serve\nmode = 1\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let (syntax, syntaxOutput) = try await runToExit(["--project", directory])
+        #expect(syntax == .exited(78))
+        #expect(syntaxOutput.contains("safe-watch.toml:1: not valid TOML"), "\(syntaxOutput)")
+    }
+
+    @Test func missingConfigurationFileGivenWithConfig() async throws {
+        let directory = makeTemporaryDirectory("cfg")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (status, output) = try await runToExit(["--project", directory, "--config", directory + "/nope.toml"])
+        #expect(status == .exited(66))
+        #expect(output.contains("nope.toml does not exist (--config)"))
+    }
+
+    @Test func severalExecutableProductsNeedProduct() async throws {
+        let directory = try package(
+            """
+            // swift-tools-version:6.0
+            import PackageDescription
+            let package = Package(name: "two", targets: [.executableTarget(name: "api"), .executableTarget(name: "worker")])
+            """, sources: ["Sources/api/main.swift": "print(1)\n", "Sources/worker/main.swift": "print(2)\n"])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (status, output) = try await runToExit(["--project", directory])
+        #expect(status == .exited(64))
+        #expect(output.contains("several executable products (api, worker): choose one with --product NAME"), "\(output)")
+    }
+
+    @Test func noExecutableProduct() async throws {
+        let directory = try package(
+            """
+            // swift-tools-version:6.0
+            import PackageDescription
+            let package = Package(name: "lib", targets: [.target(name: "Lib")])
+            """, sources: ["Sources/Lib/Lib.swift": "public let x = 1\n"])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (status, output) = try await runToExit(["--project", directory])
+        #expect(status == .exited(78))
+        #expect(output.contains("has no executable product"), "\(output)")
+    }
+
+    @Test func listenPortInUse() async throws {
+        let directory = makeTemporaryDirectory("busy")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Hold a port.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let (status, output) = try await runToExit(
+            ["--project", directory, "--build-command", "true", "--binary", "x", "--listen", "127.0.0.1:\(port)"])
+        #expect(status == .exited(69))
+        #expect(output.contains("cannot listen on 127.0.0.1:\(port)"), "\(output)")
+    }
+
+    @Test func badFlagsAreUsageErrors() async throws {
+        let (status, output) = try await runToExit(["--mode", "teleport"])
+        #expect(status == .exited(64))
+        #expect(output.contains("--mode must be proxy or restart"))
+    }
+}

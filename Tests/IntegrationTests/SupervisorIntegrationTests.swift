@@ -1,0 +1,205 @@
+import Foundation
+import Glibc
+import SafeWatchCore
+import SafeWatchSystem
+import Testing
+
+/// safe-watch itself, supervising a copy of Examples/hello-server with real builds, processes and
+/// sockets. Serialized: the suites share one fixture directory (built once per run).
+@Suite(.serialized, .timeLimit(.minutes(10))) struct SupervisorIntegrationTests {
+
+    /// Starts safe-watch on the fixture and waits until generation 1 serves.
+    func startServing(
+        version: String, arguments: [String] = [], environment: [String: String] = [:], configuration: String? = nil
+    ) async throws -> (SafeWatchProcess, Int, String) {
+        let directory = try await Fixture.shared.reset(version: version)
+        if let configuration {
+            try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        }
+        let safeWatch = try await SafeWatchProcess(
+            ["run", "--project", directory, "--listen", "127.0.0.1:0"] + arguments, environment: environment)
+        let port = try #require(await safeWatch.publicPort(), "no start line:\n\(safeWatch.output)")
+        try #require(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "gen 1 never served:\n\(safeWatch.output)")
+        return (safeWatch, port, directory)
+    }
+
+    @Test func editIsServedBrokenEditKeepsTheOldServerAndFixIsSwappedIn() async throws {
+        let (safeWatch, port, directory) = try await startServing(version: "edit-1")
+        #expect(await body(port: port) == "hello-server edit-1\n")
+
+        try setVersion("edit-2", in: directory)
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 2 healthy") != nil, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server edit-2\n")
+
+        // A broken edit: the build fails, the old server keeps serving, the terminal says why.
+        let mark = safeWatch.log.count
+        try (versionSource("edit-3") + "let broken: Int = \"not a number\"\n")
+            .write(toFile: directory + "/Sources/hello-server/Version.swift", atomically: true, encoding: .utf8)
+        let failure = await safeWatch.log.waitForLine(containing: "failed in", after: mark)
+        #expect(failure?.contains("1 error; still serving gen 2") == true, "\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "Sources/hello-server/Version.swift:3: cannot convert", after: mark) != nil, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server edit-2\n")
+
+        // The fix is built and swapped in as generation 3.
+        try setVersion("edit-4", in: directory)
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 3 healthy") != nil, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server edit-4\n")
+
+        #expect(await safeWatch.terminate() == .exited(0))
+        #expect(safeWatch.descendants.isEmpty)
+        #expect(processes(mentioning: directory + "/.safe-watch/generations").isEmpty)
+    }
+
+    @Test func twoEditsWithinOneSecondServeTheSecond() async throws {
+        let (safeWatch, port, directory) = try await startServing(version: "race-0", arguments: ["--debounce", "20ms"])
+        // Both edits land in the same wall-clock second, the second one after the first build began.
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        try await Task.sleep(for: .nanoseconds(1_000_000_000 - Int(now.tv_nsec) + 5_000_000))  // align to a second's start
+        let mark = safeWatch.log.count
+        try setVersion("race-1", in: directory)
+        _ = await safeWatch.log.waitForLine(containing: "▸ build", after: mark, limit: .milliseconds(600))
+        try setVersion("race-2", in: directory)
+        let served = await safeWatch.log.wait(limit: .seconds(120)) { _ in nil as Bool? }
+        _ = served
+        // Whatever generation serves last must serve race-2.
+        var last: String?
+        for _ in 0..<3 {
+            guard await safeWatch.log.waitForLine(containing: "healthy", after: mark + 1, limit: .seconds(60)) != nil else { break }
+            last = await body(port: port)
+            if last == "hello-server race-2\n" { break }
+            _ = await safeWatch.log.waitForLine(containing: "✓ gen 3 healthy", after: mark, limit: .seconds(60))
+        }
+        #expect(await body(port: port) == "hello-server race-2\n", "\(safeWatch.output)")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func clientPoolSeesNoFailedRequestsAcrossSwaps() async throws {
+        // A 1 s startup makes old and new overlap: the candidate is probed while the old serves.
+        let (safeWatch, port, directory) = try await startServing(
+            version: "pool-1", environment: ["HELLO_STARTUP_DELAY": "1"])
+        let fresh = ClientPool(port: port, threads: 6, paths: ["/", "/slow"], keepAlive: false)
+        let kept = ClientPool(port: port, threads: 4, paths: ["/", "/slow"], keepAlive: true)
+        for generation in 2...4 {
+            try setVersion("pool-\(generation)", in: directory)
+            #expect(await safeWatch.log.waitForLine(containing: "✓ gen \(generation) healthy") != nil, "\(safeWatch.output)")
+            #expect(await safeWatch.log.waitForLine(containing: "gen \(generation - 1) stopped") != nil, "\(safeWatch.output)")
+        }
+        let newConnections = await fresh.stop()
+        let keepAlive = await kept.stop()
+        #expect(newConnections.failures.isEmpty, "\(newConnections.failures.prefix(10))")
+        #expect(keepAlive.failures.isEmpty, "\(keepAlive.failures.prefix(10))")
+        #expect(newConnections.ok > 100 && keepAlive.ok > 100)
+        // Every generation answered, old and new.
+        for generation in 1...4 {
+            #expect(newConnections.bodies.union(keepAlive.bodies).contains("hello-server pool-\(generation)\n"))
+        }
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func sigtermDuringABuildLeavesNoProcessBehind() async throws {
+        let (safeWatch, _, directory) = try await startServing(version: "term-1")
+        let mark = safeWatch.log.count
+        try setVersion("term-2", in: directory)
+        #expect(await safeWatch.log.waitForLine(containing: "▸ build 2 started", after: mark) != nil)
+        #expect(await safeWatch.terminate(limit: .seconds(10)) == .exited(0), "\(safeWatch.output)")
+        #expect(safeWatch.descendants.isEmpty)
+        #expect(processes(mentioning: directory).isEmpty, "left: \(processes(mentioning: directory))")
+    }
+
+    @Test func restartModeServesTheNewVersionOnTheFixedPort() async throws {
+        let directory = try await Fixture.shared.reset(version: "restart-1")
+        let port = try freeLoopbackPort()
+        let safeWatch = try await SafeWatchProcess(
+            ["--project", directory, "--mode", "restart", "--listen", "127.0.0.1:\(port)"])
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server restart-1\n")
+        try setVersion("restart-2", in: directory)
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 2 healthy") != nil, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server restart-2\n")
+        let output = safeWatch.output
+        // The old server stopped before the new one started.
+        let stopped = output.range(of: "gen 1 stopped")
+        let started = output.range(of: "▸ gen 2 starting")
+        #expect(stopped != nil && started != nil && stopped!.lowerBound < started!.lowerBound, "\(output)")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func crashedServerIsRestartedWithBackoff() async throws {
+        let (safeWatch, port, _) = try await startServing(version: "crash-1", environment: ["HELLO_CRASH_AFTER": "1"])
+        #expect(await safeWatch.log.waitForLine(containing: "gen 1 exited unexpectedly (exit status 1)") != nil, "\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "restarting gen 1 in 100 ms") != nil)
+        #expect(await safeWatch.log.waitForLine(containing: "gen 1 starting (restart)") != nil)
+        // It crashes again a second after each restart; the delay doubles.
+        #expect(await safeWatch.log.waitForLine(containing: "restarting gen 1 in 200 ms") != nil, "\(safeWatch.output)")
+        _ = port
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func healthPathThatAnswers404DiscardsTheCandidate() async throws {
+        let (safeWatch, port, directory) = try await startServing(version: "h404-1")
+        // A reload that points the health check at a path the server does not have.
+        try "[health]\npath = \"/missing\"\ninterval = \"50ms\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        #expect(await safeWatch.log.waitForLine(containing: "configuration reloaded") != nil, "\(safeWatch.output)")
+        let discarded = await safeWatch.log.waitForLine(containing: "gen 2 discarded")
+        #expect(discarded?.contains("GET /missing answered 404") == true, "\(safeWatch.output)")
+        #expect(discarded?.contains("still serving gen 1") == true)
+        #expect(await body(port: port) == "hello-server h404-1\n")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func serverThatNeverBecomesHealthyIsDiscarded() async throws {
+        let configuration = "[health]\ntype = \"exec\"\ncommand = \"exit 1\"\ninterval = \"50ms\"\nstartup_timeout = \"1s\"\n"
+        let directory = try await Fixture.shared.reset(version: "never-1")
+        try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
+        let port = try #require(await safeWatch.publicPort())
+        let discarded = await safeWatch.log.waitForLine(containing: "gen 1 discarded")
+        #expect(discarded?.contains("not healthy within startup_timeout 1.0 s") == true, "\(safeWatch.output)")
+        // Nothing healthy: the proxy holds, then answers 503 rather than refusing.
+        try "[serve]\nhold_timeout = \"200ms\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        _ = port
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func serverThatExitsAtOnceIsReported() async throws {
+        let directory = try await Fixture.shared.reset(version: "exit-1")
+        let safeWatch = try await SafeWatchProcess(
+            ["--project", directory, "--listen", "127.0.0.1:0"], environment: ["HELLO_EXIT_IMMEDIATELY": "1"])
+        let discarded = await safeWatch.log.waitForLine(containing: "gen 1 discarded")
+        #expect(discarded?.contains("exited (exit status 3) before it became healthy") == true, "\(safeWatch.output)")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func invalidReloadIsReportedAndTheOldConfigurationKept() async throws {
+        let (safeWatch, port, directory) = try await startServing(version: "reload-1", configuration: "[watch]\ndebounce = \"50ms\"\n")
+        try "[watch]\ndebounce = \"50ms\"\nbogus = 1\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let rejected = await safeWatch.log.waitForLine(containing: "configuration not reloaded")
+        #expect(rejected?.contains("safe-watch.toml:3: watch.bogus: unknown key") == true, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server reload-1\n")
+        // SIGHUP reloads too.
+        try "[watch]\ndebounce = \"60ms\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        #expect(await safeWatch.log.waitForLine(containing: "✓ configuration reloaded") != nil)
+        let mark = safeWatch.log.count
+        safeWatch.signal(SIGHUP)
+        #expect(await safeWatch.log.waitForLine(containing: "✓ configuration reloaded", after: mark) != nil)
+        #expect(await body(port: port) == "hello-server reload-1\n")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func buildCommandNotFoundAndMissingBinaryAreReported() async throws {
+        let directory = try await Fixture.shared.reset(version: "bad-1")
+        let notFound = try await SafeWatchProcess(
+            ["--project", directory, "--listen", "127.0.0.1:0", "--build-command", "no-such-build-tool --fast"])
+        let line = await notFound.log.waitForLine(containing: "build 1 failed")
+        #expect(line?.contains("build command not found") == true, "\(notFound.output)")
+        #expect(line?.contains("nothing is serving yet") == true)
+        #expect(await notFound.terminate() == .exited(0))
+
+        let missing = try await SafeWatchProcess(
+            ["--project", directory, "--listen", "127.0.0.1:0", "--build-command", "true", "--binary", ".build/debug/nope"])
+        let missingLine = await missing.log.waitForLine(containing: "build 1 failed")
+        #expect(missingLine?.contains(".build/debug/nope is missing") == true, "\(missing.output)")
+        #expect(await missing.terminate() == .exited(0))
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Glibc
+import SafeWatchCore
+import SafeWatchSystem
+import Synchronization
+import Testing
+
+/// Spawning, reaping and process groups with real processes. Serialized: one test makes the test
+/// process a subreaper and they all share the one reaper.
+@Suite(.serialized) struct ProcessTests {
+    init() {
+        Reaper.shared.start()
+    }
+
+    func spawn(_ script: String, output: OutputPipe? = nil, passing: [Int32] = []) async throws -> pid_t {
+        try await Spawner.shared.spawn(
+            SpawnRequest(
+                executable: "/bin/sh", arguments: ["sh", "-c", script], environment: ["PATH": "/usr/bin:/bin"],
+                standardOutput: output?.writeEnd, standardError: output?.writeEnd, passedDescriptors: passing))
+    }
+
+    @Test func exitStatusAndSignalAreReported() async throws {
+        let exited = try await spawn("exit 3")
+        #expect(await Reaper.shared.wait(for: exited) == .exited(3))
+        let killed = try await spawn("kill -9 $$")
+        #expect(await Reaper.shared.wait(for: killed) == .signalled(9))
+    }
+
+    @Test func childLeadsItsOwnProcessGroup() async throws {
+        let output = try OutputPipe()
+        let lines = Lines()
+        output.start(onLine: { lines.append($0) })
+        let pid = try await spawn("ps -o pgid= -p $$ | tr -d ' '", output: output)
+        output.closeWriteEnd()
+        #expect(await Reaper.shared.wait(for: pid) == .exited(0))
+        #expect(await lines.wait { $0.contains(String(pid)) })
+    }
+
+    @Test func passedDescriptorBecomesFdThree() async throws {
+        let passed = try OutputPipe()
+        let lines = Lines()
+        passed.start(onLine: { lines.append($0) })
+        let pid = try await spawn("echo through-fd-3 >&3", passing: [passed.writeEnd])
+        passed.closeWriteEnd()
+        #expect(await Reaper.shared.wait(for: pid) == .exited(0))
+        #expect(await lines.wait { $0 == ["through-fd-3"] })
+    }
+
+    @Test func ignoredSignalsAreResetInTheChild() async throws {
+        // Dispatch signal sources need SIG_IGN in safe-watch; a server must still die of SIGTERM.
+        let previous = signal(SIGUSR1, SIG_IGN)
+        defer { signal(SIGUSR1, previous) }
+        let output = try OutputPipe()
+        let lines = Lines()
+        output.start(onLine: { lines.append($0) })
+        let pid = try await spawn("echo ready; exec sleep 30", output: output)
+        output.closeWriteEnd()
+        #expect(await lines.wait { $0 == ["ready"] })
+        ProcessGroup.signal(pid, SIGUSR1)
+        #expect(await Reaper.shared.wait(for: pid) == .signalled(SIGUSR1))
+    }
+
+    @Test func stoppingTheGroupStopsGrandchildren() async throws {
+        let output = try OutputPipe()
+        let lines = Lines()
+        output.start(onLine: { lines.append($0) })
+        let pid = try await spawn("sleep 30 & echo $!; wait", output: output)
+        output.closeWriteEnd()
+        #expect(await lines.wait { $0.count == 1 })
+        let grandchild = pid_t(lines.all.first ?? "") ?? 0
+        #expect(grandchild > 0)
+        ProcessGroup.signal(pid, SIGTERM)
+        #expect(await Reaper.shared.wait(for: pid) == .signalled(SIGTERM))
+        // The grandchild got the group's signal too.
+        #expect(await waitUntilGone(grandchild))
+    }
+
+    @Test func orphansAreReapedBySubreaper() async throws {
+        try becomeChildSubreaper()
+        let output = try OutputPipe()
+        let lines = Lines()
+        output.start(onLine: { lines.append($0) })
+        // sh exits at once; its background sleep is orphaned and reparented to us.
+        let pid = try await spawn("sleep 0.2 >/dev/null 2>&1 & echo $!", output: output)
+        output.closeWriteEnd()
+        #expect(await Reaper.shared.wait(for: pid) == .exited(0))
+        #expect(await lines.wait { $0.count == 1 })
+        let orphan = pid_t(lines.all.first ?? "") ?? 0
+        #expect(orphan > 0)
+        // It was reparented to us (not init) and, once it exits, reaped: no zombie is left.
+        #expect(await Reaper.shared.wait(for: orphan) == .exited(0))
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(orphan)"))
+    }
+
+    @Test func outputPipeDeliversLinesThenEOF() async throws {
+        let output = try OutputPipe()
+        let lines = Lines()
+        let closed = Mutex(false)
+        output.start(onLine: { lines.append($0) }, onClose: { closed.withLock { $0 = true } })
+        let pid = try await spawn("printf 'one\\ntwo\\r\\nthree'", output: output)
+        output.closeWriteEnd()
+        #expect(await Reaper.shared.wait(for: pid) == .exited(0))
+        #expect(await lines.wait { $0 == ["one", "two", "three"] })
+        #expect(await lines.wait { _ in closed.withLock { $0 } })
+    }
+
+    func waitUntilGone(_ pid: pid_t) async -> Bool {
+        for _ in 0..<500 {
+            if kill(pid, 0) != 0 && errno == ESRCH { return true }
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), stat.contains(") Z ") {
+                return true  // a zombie of someone else's: it is dead
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+}
+
+/// Lines from a pipe, with a wait that returns as soon as a condition holds.
+final class Lines: Sendable {
+    private let lines = Mutex<[String]>([])
+    private let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
+    func append(_ line: String) {
+        self.lines.withLock { $0.append(line) }
+        self.continuation.yield()
+    }
+
+    var all: [String] { self.lines.withLock { $0 } }
+
+    func wait(limit: Duration = .seconds(10), _ predicate: @escaping @Sendable ([String]) -> Bool) async -> Bool {
+        if predicate(self.all) { return true }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await _ in self.stream where predicate(self.all) { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let result = await group.next() ?? false
+            group.cancelAll()
+            self.continuation.yield()
+            return result
+        }
+    }
+}
