@@ -49,7 +49,6 @@ public actor SupervisorRuntime {
         case processExited(Generation, pid_t, ExitStatus)
         case timerFired(SupervisorTimer)
         case signal(Int32)
-        case watcherFailed(SystemError)
     }
 
     private var project: Project
@@ -142,8 +141,6 @@ public actor SupervisorRuntime {
                 self.scheduleHardStop()
             }
             self.perform(self.machine.signalReceived(signal, at: now))
-        case .watcherFailed(let error):
-            self.reporter.warning("watching stopped working: \(error)")
         }
     }
 
@@ -194,7 +191,7 @@ public actor SupervisorRuntime {
         let watcher = try DirectoryWatcher(
             root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: ignore)
         let post = self.post
-        try watcher.start(onError: { post.yield(.watcherFailed($0)) }, onChange: { post.yield(.filesChanged($0)) })
+        try watcher.start { post.yield(.filesChanged($0)) }
         self.watcher = watcher
     }
 

@@ -34,11 +34,10 @@ public final class DirectoryWatcher: @unchecked Sendable {
     private let paths: [String]
     private let ignore: IgnoreRules
     private let fd: Int32
-    private var source: DispatchSourceRead?
+    private let reader: DescriptorReader
     private var directoryOfWatch: [Int32: String] = [:]
     private var watchOfDirectory: [String: Int32] = [:]
     private var onChange: (@Sendable ([WatchedChange]) -> Void)?
-    private var onError: (@Sendable (SystemError) -> Void)?
 
     /// - Parameters:
     ///   - root: the project directory (absolute).
@@ -48,22 +47,19 @@ public final class DirectoryWatcher: @unchecked Sendable {
         self.paths = paths.map { Self.normalize($0) }
         self.ignore = ignore
         self.fd = try Inotify.initialize()
+        self.reader = try DescriptorReader(fd: self.fd)
     }
 
     deinit {
-        _ = close(self.fd)
+        self.reader.stop()
     }
 
     /// Places the watches (synchronously, so a change made after `start` returns is seen) and
     /// starts delivering changes.
-    public func start(
-        onError: @escaping @Sendable (SystemError) -> Void = { _ in },
-        onChange: @escaping @Sendable ([WatchedChange]) -> Void
-    ) throws(SystemError) {
+    public func start(onChange: @escaping @Sendable ([WatchedChange]) -> Void) throws(SystemError) {
         var failure: SystemError?
         self.queue.sync {
             self.onChange = onChange
-            self.onError = onError
             do throws(SystemError) {
                 for path in self.paths {
                     _ = try self.watchTree(path)
@@ -72,30 +68,28 @@ public final class DirectoryWatcher: @unchecked Sendable {
                 failure = error
                 return
             }
-            let source = DispatchSource.makeReadSource(fileDescriptor: self.fd, queue: self.queue)
-            source.setEventHandler { [weak self] in self?.readAvailable() }
-            source.resume()
-            self.source = source
         }
         if let failure { throw failure }
+        self.reader.start(name: "safe-watch.inotify", onData: { [weak self] bytes in
+            let events = Inotify.parse(bytes)
+            self?.queue.sync { self?.deliver(events) }
+        })
     }
 
+    /// Stops watching (the inotify descriptor is closed).
     public func stop() {
-        self.queue.sync {
-            self.source?.cancel()
-            self.source = nil
-            self.onChange = nil
-        }
+        self.queue.sync { self.onChange = nil }
+        self.reader.stop()
     }
 
     /// Stops reading the inotify fd until `resumeReading` (tests use it to make the kernel queue
     /// overflow).
     public func pauseReading() {
-        self.queue.sync { self.source?.suspend() }
+        self.reader.pause()
     }
 
     public func resumeReading() {
-        self.queue.sync { self.source?.resume() }
+        self.reader.resume()
     }
 
     /// The directories watched now, relative to the root (for tests and `doctor`).
@@ -103,14 +97,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
         self.queue.sync { self.watchOfDirectory.keys.sorted() }
     }
 
-    private func readAvailable() {
-        let events: [Inotify.Event]
-        do {
-            events = try Inotify.readEvents(self.fd)
-        } catch {
-            self.onError?(error)
-            return
-        }
+    private func deliver(_ events: [Inotify.Event]) {
         var changes: [WatchedChange] = []
         for event in events {
             changes += self.handle(event)

@@ -20,7 +20,7 @@ public enum Inotify {
     }
 
     public static func initialize() throws(SystemError) -> Int32 {
-        try retryingOnInterrupt("inotify_init1") { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }
+        try retryingOnInterrupt("inotify_init1") { inotify_init1(Int32(IN_CLOEXEC)) }
     }
 
     public static func addWatch(_ fd: Int32, path: String, mask: UInt32 = directoryMask) throws(SystemError) -> Int32 {
@@ -31,38 +31,23 @@ public enum Inotify {
         _ = inotify_rm_watch(fd, watch)
     }
 
-    /// Reads every event available now; empty when none is (the fd is non-blocking).
-    public static func readEvents(_ fd: Int32) throws(SystemError) -> [Event] {
+    /// Decodes the events in one `read` of an inotify descriptor (the kernel returns whole events).
+    public static func parse(_ bytes: UnsafeRawBufferPointer) -> [Event] {
         var events: [Event] = []
-        let capacity = 64 * 1024
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 8)
-        defer { buffer.deallocate() }
-        while true {
-            let count = read(fd, buffer.baseAddress, capacity)
-            if count < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK { return events }
-                throw SystemError(call: "read", errno: code, context: "inotify")
-            }
-            if count == 0 { return events }
-            var offset = 0
-            let header = MemoryLayout<inotify_event>.size  // 16 bytes
-            while offset + header <= count {
-                let raw = buffer.baseAddress! + offset
-                let watch = raw.loadUnaligned(as: Int32.self)
-                let mask = raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
-                let cookie = raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
-                let length = Int(raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
-                var name = ""
-                if length > 0 {
-                    let bytes = UnsafeRawBufferPointer(start: raw + header, count: length)
-                    let end = bytes.firstIndex(of: 0) ?? length
-                    name = String(decoding: bytes[..<end], as: UTF8.self)
-                }
-                events.append(Event(watch: watch, mask: mask, cookie: cookie, name: name))
-                offset += header + length
-            }
+        let header = MemoryLayout<inotify_event>.size  // 16 bytes; `name` follows, `len` bytes long
+        var offset = 0
+        while offset + header <= bytes.count {
+            let watch = bytes.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+            let mask = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
+            let cookie = bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
+            let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+            let nameStart = offset + header
+            let nameEnd = min(nameStart + length, bytes.count)
+            let nameBytes = bytes[nameStart..<nameEnd]
+            let name = String(decoding: nameBytes.prefix(while: { $0 != 0 }), as: UTF8.self)
+            events.append(Event(watch: watch, mask: mask, cookie: cookie, name: name))
+            offset = nameStart + length
         }
+        return events
     }
 }

@@ -1,86 +1,80 @@
 import CSafeWatchShims
-import Dispatch
 import Glibc
+import Synchronization
 
 /// A pipe whose write end goes to a child (stdout and stderr) and whose read end delivers whole
 /// lines to a handler, then `onClose` once every writer — the child and anything it started —
 /// has closed it.
-public final class OutputPipe: @unchecked Sendable {
-    /// The descriptor to give the child; close it in the parent once the child is spawned.
-    public private(set) var writeEnd: Int32
-    private let readEnd: Int32
-    // Touched only on `queue`.
-    private let queue: DispatchQueue
-    private var source: DispatchSourceRead?
-    private var partial: [UInt8] = []
+public final class OutputPipe: Sendable {
+    private let writeDescriptor: Mutex<Int32>
+    private let reader: DescriptorReader
+    private let label: String
 
     public init(label: String = "safe-watch.output") throws(SystemError) {
         var fds: [Int32] = [0, 0]
         try retryingOnInterrupt("pipe2") { sw_pipe_cloexec(&fds) }
-        self.readEnd = fds[0]
-        self.writeEnd = fds[1]
-        _ = fcntl(self.readEnd, F_SETFL, fcntl(self.readEnd, F_GETFL) | O_NONBLOCK)
-        self.queue = DispatchQueue(label: label)
+        self.writeDescriptor = Mutex(fds[1])
+        self.reader = try DescriptorReader(fd: fds[0])
+        self.label = label
     }
+
+    /// The descriptor to give the child; -1 once closed.
+    public var writeEnd: Int32 { self.writeDescriptor.withLock { $0 } }
 
     /// Closes the parent's copy of the write end (after spawning), so EOF comes when the child's
     /// copies close.
     public func closeWriteEnd() {
-        if self.writeEnd >= 0 {
-            _ = close(self.writeEnd)
-            self.writeEnd = -1
+        self.writeDescriptor.withLock { fd in
+            if fd >= 0 { _ = Glibc.close(fd) }
+            fd = -1
         }
     }
 
-    /// Starts reading. `onLine` gets each line without its newline; `onClose` runs once at EOF.
+    /// Starts reading. `onLine` gets each line without its newline (a trailing `\r` removed);
+    /// `onClose` runs once at EOF.
     public func start(onLine: @escaping @Sendable (String) -> Void, onClose: @escaping @Sendable () -> Void = {}) {
-        self.queue.async {
-            let source = DispatchSource.makeReadSource(fileDescriptor: self.readEnd, queue: self.queue)
-            source.setEventHandler { [self] in
-                if self.drain(onLine: onLine) {
-                    if !self.partial.isEmpty {
-                        onLine(String(decoding: self.partial, as: UTF8.self))
-                        self.partial = []
-                    }
-                    self.source?.cancel()
-                    self.source = nil
-                    onClose()
-                }
-            }
-            source.setCancelHandler { [readEnd = self.readEnd] in _ = close(readEnd) }
-            self.source = source
-            source.resume()
-        }
-    }
-
-    /// Reads what is there; true at EOF.
-    private func drain(onLine: (String) -> Void) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(self.readEnd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                return errno != EAGAIN && errno != EWOULDBLOCK
-            }
-            if count == 0 { return true }
-            var start = 0
-            for index in 0..<count where buffer[index] == UInt8(ascii: "\n") {
-                self.partial += buffer[start..<index]
-                var line = self.partial
-                if line.last == UInt8(ascii: "\r") { line.removeLast() }
-                onLine(String(decoding: line, as: UTF8.self))
-                self.partial = []
-                start = index + 1
-            }
-            self.partial += buffer[start..<count]
-            if self.partial.count > 64 * 1024 {  // a runaway line: pass it on in pieces
-                onLine(String(decoding: self.partial, as: UTF8.self))
-                self.partial = []
-            }
-        }
+        let splitter = LineSplitter(onLine: onLine)
+        self.reader.start(
+            name: self.label, onData: { splitter.feed($0) },
+            onEnd: {
+                splitter.finish()
+                onClose()
+            })
     }
 
     deinit {
-        if self.writeEnd >= 0 { _ = close(self.writeEnd) }
+        self.closeWriteEnd()
+    }
+}
+
+/// Cuts a byte stream into lines.
+private final class LineSplitter: @unchecked Sendable {
+    // Fed from one reader thread only.
+    private var partial: [UInt8] = []
+    private let onLine: @Sendable (String) -> Void
+
+    init(onLine: @escaping @Sendable (String) -> Void) {
+        self.onLine = onLine
+    }
+
+    func feed(_ bytes: UnsafeRawBufferPointer) {
+        var start = 0
+        for index in 0..<bytes.count where bytes[index] == UInt8(ascii: "\n") {
+            self.partial += bytes[start..<index]
+            self.emit()
+            start = index + 1
+        }
+        self.partial += bytes[start..<bytes.count]
+        if self.partial.count > 64 * 1024 { self.emit() }  // a runaway line: pass it on in pieces
+    }
+
+    func finish() {
+        if !self.partial.isEmpty { self.emit() }
+    }
+
+    private func emit() {
+        if self.partial.last == UInt8(ascii: "\r") { self.partial.removeLast() }
+        self.onLine(String(decoding: self.partial, as: UTF8.self))
+        self.partial = []
     }
 }

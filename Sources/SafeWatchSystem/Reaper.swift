@@ -101,14 +101,15 @@ public func signalStream(_ signals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT]
         Glibc.signal(number, SIG_IGN)
         sources.append(makeSignalSource(number, queue: queue) { continuation.yield(number) })
     }
-    let keep = SourcesBox(sources)
-    continuation.onTermination = { _ in keep.cancelAll() }
+    // The sources live as long as the process: cancelling a signal source while libdispatch's
+    // manager thread drains its events crashed it here (SIGSEGV in _dispatch_event_loop_drain).
+    signalSourcesKeptForever.withLock { $0.append(contentsOf: sources.map(SignalSourceBox.init)) }
     return stream
 }
 
-private final class SourcesBox: @unchecked Sendable {
-    // Only touched at termination, once.
-    private let sources: [any DispatchSourceSignal]
-    init(_ sources: [any DispatchSourceSignal]) { self.sources = sources }
-    func cancelAll() { self.sources.forEach { $0.cancel() } }
+private struct SignalSourceBox: @unchecked Sendable {
+    // Never touched again after creation: only kept alive.
+    let source: any DispatchSourceSignal
 }
+
+private let signalSourcesKeptForever = Mutex<[SignalSourceBox]>([])

@@ -10,7 +10,7 @@ struct TemporaryDirectory {
         let template = NSTemporaryDirectory() + "safe-watch-test-XXXXXX"
         var bytes = Array(template.utf8CString)
         guard mkdtemp(&bytes) != nil else { throw POSIXError(.EIO) }
-        self.path = String(cString: bytes)
+        self.path = bytes.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     func write(_ relative: String, _ text: String = "x\n") throws {
