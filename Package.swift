@@ -1,5 +1,9 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
+
+/// script/test (and CI) builds with every warning an error; a plain `swift build` does not, so a
+/// newer toolchain's new warning never stops a user.
+let strict: [SwiftSetting] = Context.environment["SAFE_WATCH_STRICT"] == "1" ? [.treatAllWarnings(as: .error)] : []
 
 let package = Package(
     name: "safe-watch",
@@ -18,7 +22,8 @@ let package = Package(
         // debounce, diagnostics, health policy. No I/O, no clocks, no processes.
         .target(
             name: "SafeWatchCore",
-            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]
+            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: strict
         ),
         // C helpers that need _GNU_SOURCE (posix_spawn_file_actions_addclosefrom_np,
         // POSIX_SPAWN_SETSID) or macros Swift cannot import (prctl options).
@@ -31,7 +36,8 @@ let package = Package(
         // Linux adapters: inotify, spawn/reap/signals, systemd.
         .target(
             name: "SafeWatchSystem",
-            dependencies: ["SafeWatchCore", "CSafeWatchShims", "CSystemd"]
+            dependencies: ["SafeWatchCore", "CSafeWatchShims", "CSystemd"],
+            swiftSettings: strict
         ),
         // The runtime: supervisor actor, builder, launcher, prober, HTTP proxy, log handler.
         .target(
@@ -43,7 +49,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         .executableTarget(
             name: "safe-watch",
@@ -52,13 +59,15 @@ let package = Package(
                 "SafeWatchCore",
                 "SafeWatchSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: strict
         ),
-        .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore"]),
-        .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem"]),
+        .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore"], swiftSettings: strict),
+        .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem"]
+            dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem"],
+            swiftSettings: strict
         ),
     ],
     swiftLanguageModes: [.v6]

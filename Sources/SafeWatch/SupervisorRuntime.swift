@@ -182,7 +182,7 @@ public actor SupervisorRuntime {
 
     private var gitignore: [String] {
         guard let text = try? String(contentsOfFile: self.project.directory + "/.gitignore", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").map(String.init)
+        return text.split(whereSeparator: { $0.isNewline }).map(String.init)
     }
 
     private func startWatching() throws {

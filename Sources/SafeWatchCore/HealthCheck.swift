@@ -78,7 +78,9 @@ public struct HealthTracker: Sendable {
             if self.successes >= self.check.successThreshold { return .healthy }
             return .pending
         case .notReady(let problem):
+            // Refused again: the server is (re)starting, which breaks a run of wrong answers.
             self.successes = 0
+            self.failures = 0
             self.lastProblem = problem
         case .failure(let problem):
             self.successes = 0

@@ -27,6 +27,7 @@ let usage = """
       HELLO_STARTUP_DELAY   seconds to sleep before listening (fractions allowed)
       HELLO_EXIT_IMMEDIATELY=1  exit with status 3 at once
       HELLO_CRASH_AFTER     seconds of serving after which to exit with status 1
+      HELLO_CRASH_VERSION   only crash (HELLO_CRASH_AFTER) when serving this version
       NOTIFY_SOCKET         unix datagram socket that receives READY=1 once listening
 
     """
@@ -75,6 +76,8 @@ func loadConfig(arguments: [String]) -> Config {
 
     config.startupDelay = environment("HELLO_STARTUP_DELAY").map { parseSeconds($0, source: "HELLO_STARTUP_DELAY") } ?? 0
     config.crashAfter = environment("HELLO_CRASH_AFTER").map { parseSeconds($0, source: "HELLO_CRASH_AFTER") }
+    // A crash limited to one version lets a test break only the newest generation (rollback).
+    if let only = environment("HELLO_CRASH_VERSION"), only != version { config.crashAfter = nil }
     config.notifySocket = environment("NOTIFY_SOCKET")
 
     // systemd socket activation: LISTEN_FDS=n means fds 3..<3+n are listening
