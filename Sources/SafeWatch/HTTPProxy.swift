@@ -109,9 +109,77 @@ final class ProxyHandler: ChannelInboundHandler {
         case .end:
             guard let request = self.receiving else { return }
             self.receiving = nil
+            if Self.isUpgrade(request.head) {
+                self.tunnel(request, context: context)
+                return
+            }
             self.forwarding = request
             self.attempts = 0
             self.route()
+        }
+    }
+
+    // MARK: Upgrades (WebSocket)
+
+    private static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "upgrade")
+            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+    }
+
+    /// Hands the connection over to the active generation as a byte tunnel: the request is sent
+    /// as it came, and whatever follows (101 Switching Protocols, frames) is relayed untouched. A
+    /// tunnel stays with the generation it reached; it ends when that server closes it.
+    private func tunnel(_ request: Request, context: ChannelHandlerContext) {
+        // From here on the client's bytes are not HTTP: the glue goes first in the pipeline, so it
+        // takes every byte from the socket and writes straight to it; the HTTP codecs behind it
+        // never see traffic again.
+        // HTTPServerPipelineHandler holds back reads until the response has passed it, which the
+        // tunnel's bytes never do: take it out.
+        let clientGlue = GlueHandler()
+        do {
+            try context.pipeline.syncOperations.addHandler(clientGlue, position: .first)
+            let pipelining = try context.pipeline.syncOperations.handler(type: HTTPServerPipelineHandler.self)
+            context.pipeline.syncOperations.removeHandler(pipelining, promise: nil)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.channel.read()
+        var bytes = context.channel.allocator.buffer(capacity: 1024)
+        bytes.writeString("\(request.head.method.rawValue) \(request.head.uri) HTTP/1.1\r\n")
+        for (name, value) in request.head.headers { bytes.writeString("\(name): \(value)\r\n") }
+        bytes.writeString("\r\n")
+        if var body = request.body { bytes.writeBuffer(&body) }
+        let requestBytes = bytes
+        let glue = NIOLoopBound(clientGlue, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let channel = context.channel
+        self.router.acquire(on: eventLoop, hold: self.hold).assumeIsolated().whenSuccess { target in
+            guard let target else {
+                channel.close(promise: nil)
+                return
+            }
+            // A tunnel is not a request in flight: it must not hold the old server's drain.
+            self.router.release(target.generation)
+            ClientBootstrap(group: eventLoop)
+                .connectTimeout(.seconds(2))
+                .channelInitializer { upstream in
+                    upstream.eventLoop.makeCompletedFuture {
+                        let upstreamGlue = GlueHandler()
+                        try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
+                        glue.value.join(upstreamGlue)
+                    }
+                }
+                .connect(host: "127.0.0.1", port: target.port)
+                .assumeIsolated()
+                .whenComplete { result in
+                    switch result {
+                    case .success(let upstream):
+                        upstream.writeAndFlush(requestBytes, promise: nil)
+                    case .failure:
+                        channel.close(promise: nil)
+                    }
+                }
         }
     }
 

@@ -119,7 +119,12 @@ public actor SupervisorRuntime {
             self.filesChanged(changes, at: now)
         case .debounceElapsed:
             guard let paths = self.debouncer.release(at: now) else { return }
-            self.perform(self.machine.filesChanged(paths, at: now))
+            // Name the files that are there now first: an editor's temporary file (`sedX1b2`,
+            // `.x.swp.tmp`) changed too, but is gone by the time the build starts.
+            let directory = self.project.directory
+            let present = paths.filter { FileManager.default.fileExists(atPath: directory + "/" + $0) }
+            let gone = paths.filter { !present.contains($0) }
+            self.perform(self.machine.filesChanged(present + gone, at: now))
         case .buildFinished(let id, let outcome):
             self.perform(self.machine.buildFinished(id, outcome, at: now))
         case .candidateHealthy(let generation):

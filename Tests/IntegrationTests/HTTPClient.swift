@@ -190,3 +190,67 @@ final class ClientPool: Sendable {
         return self.snapshot
     }
 }
+
+/// A plain TCP connection for protocols past HTTP (the upgrade tunnel).
+final class RawConnection {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: Int) throws {
+        self.fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var timeout = timeval(tv_sec: 15, tv_usec: 0)
+        setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if result != 0 {
+            Glibc.close(self.fd)
+            throw HTTPFailure.connect(errno)
+        }
+    }
+
+    deinit { Glibc.close(self.fd) }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        guard Glibc.send(self.fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else { throw HTTPFailure.io("send failed") }
+    }
+
+    /// The next line, without its line ending; nil when the peer closed.
+    func readLine() -> String? {
+        while true {
+            if let newline = self.buffer.firstIndex(of: 10) {
+                var line = Array(self.buffer[..<newline])
+                self.buffer.removeFirst(newline + 1)
+                if line.last == 13 { line.removeLast() }
+                return String(decoding: line, as: UTF8.self)
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let count = recv(self.fd, &chunk, chunk.count, 0)
+            if count <= 0 { return nil }
+            self.buffer += chunk[0..<count]
+        }
+    }
+}
+
+/// Opens an `Upgrade: echo` tunnel through the proxy and sends one line; returns the status line
+/// and the echoed line.
+func echoThroughUpgrade(port: Int, _ message: String) async -> (status: String?, echo: String?) {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread {
+            guard let connection = try? RawConnection(port: port) else {
+                continuation.resume(returning: (nil, nil))
+                return
+            }
+            try? connection.send("GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+            let status = connection.readLine()
+            while let line = connection.readLine(), !line.isEmpty {}  // the rest of the 101 head
+            try? connection.send(message + "\n")
+            continuation.resume(returning: (status, connection.readLine()))
+        }
+    }
+}

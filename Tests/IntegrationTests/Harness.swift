@@ -143,13 +143,17 @@ final class SafeWatchProcess: Sendable {
     let pid: pid_t
     let log: LineLog
     let exit: Task<ExitStatus, Never>
+    /// Ends when every writer of safe-watch's output has closed it (all lines are in `log`).
+    private let outputClosed: Task<Void, Never>
 
     /// Starts safe-watch with `arguments`; `environment` is added to ours.
     init(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil) async throws {
         Reaper.shared.start()
         let output = try OutputPipe()
         let log = LineLog()
-        output.start(onLine: { log.append($0) })
+        let (closed, finishClosed) = AsyncStream<Void>.makeStream()
+        output.start(onLine: { log.append($0) }, onClose: { finishClosed.finish() })
+        self.outputClosed = Task { for await _ in closed {} }
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
         env.merge(environment) { $1 }
@@ -182,10 +186,16 @@ final class SafeWatchProcess: Sendable {
         return await self.waitForExit(limit: limit)
     }
 
+    /// The exit status once safe-watch has exited and its output has been read to the end.
     func waitForExit(limit: Duration = .seconds(30)) async -> ExitStatus? {
         let exit = self.exit
+        let outputClosed = self.outputClosed
         return await withTaskGroup(of: ExitStatus?.self) { group in
-            group.addTask { await exit.value }
+            group.addTask {
+                let status = await exit.value
+                await outputClosed.value
+                return status
+            }
             group.addTask {
                 try? await Task.sleep(for: limit)
                 return nil

@@ -257,3 +257,61 @@ func modificationSecond(_ path: String) -> Int {
     stat(path, &info)
     return info.st_mtim.tv_sec
 }
+
+/// Health checks other than http, the build timeout, and safe-watch dying hard (same suite: they
+/// share the fixture).
+extension SupervisorIntegrationTests {
+
+    @Test func notifyAndTcpHealthChecksSwap() async throws {
+        for (kind, version) in [("notify", "notify-1"), ("tcp", "tcp-1")] {
+            let directory = try await Fixture.shared.reset(version: version)
+            try "[health]\ntype = \"\(kind)\"\ninterval = \"50ms\"\n".write(
+                toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
+            let port = try #require(await safeWatch.publicPort())
+            #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(kind): \(safeWatch.output)")
+            #expect(await body(port: port) == "hello-server \(version)\n")
+            #expect(await safeWatch.terminate() == .exited(0))
+        }
+    }
+
+    @Test func upgradedConnectionsAreTunnelledToTheNewestGeneration() async throws {
+        let (safeWatch, port, directory) = try await startServing(version: "ws-1")
+        let first = await echoThroughUpgrade(port: port, "ping")
+        #expect(first.status == "HTTP/1.1 101 Switching Protocols")
+        #expect(first.echo == "hello-server ws-1: ping")
+        try setVersion("ws-2", in: directory)
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 2 healthy") != nil, "\(safeWatch.output)")
+        let second = await echoThroughUpgrade(port: port, "pong")
+        #expect(second.echo == "hello-server ws-2: pong")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func buildThatRunsTooLongIsStoppedAndReported() async throws {
+        let directory = try await Fixture.shared.reset(version: "slow-build")
+        try "[build]\ncommand = \"sleep 30\"\nbinary = \".build/debug/hello-server\"\ntimeout = \"1s\"\n".write(
+            toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
+        let line = await safeWatch.log.waitForLine(containing: "build 1 failed", limit: .seconds(30))
+        #expect(line?.contains("timed out after 1.0 s (build.timeout)") == true, "\(safeWatch.output)")
+        #expect(processes(mentioning: "sleep 30").isEmpty)
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
+    @Test func serverDiesWithSafeWatchEvenOnSIGKILL() async throws {
+        let directory = try await Fixture.shared.reset(version: "orphan-1")
+        let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(safeWatch.output)")
+        let servers = processes(mentioning: directory + "/.safe-watch/generations/1/hello-server")
+        #expect(servers.count == 1)
+        // No chance to clean up: the parent-death signal set by the exec-child trampoline stops it.
+        safeWatch.signal(SIGKILL)
+        #expect(await safeWatch.waitForExit() == .signalled(SIGKILL))
+        var left = servers
+        for _ in 0..<300 where !left.isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+            left = processes(mentioning: directory + "/.safe-watch/generations/1/hello-server")
+        }
+        #expect(left.isEmpty, "the server outlived safe-watch")
+    }
+}

@@ -99,6 +99,9 @@ func serveConnection(_ fd: Int32) {
 
         // 3. Answer. Once shutdown has begun, the response in progress is the
         //    last one on this connection.
+        if request.path == "/echo", request.upgrade == "echo", request.method == "GET" {
+            return serveEcho(fd, buffer: buffer)
+        }
         let response = route(method: request.method, path: request.path)
         let keepAlive = request.keepAlive && !server.isShuttingDown
         let sent = send(fd, response, keepAlive: keepAlive, http10KeepAlive: request.minorVersion == 0,
@@ -106,6 +109,40 @@ func serveConnection(_ fd: Int32) {
         guard sent else { return closeNow(fd) }
         if !keepAlive { return closeGracefully(fd) }
     }
+}
+
+/// `GET /echo` with `Upgrade: echo`: answers 101, then each line sent is echoed back as
+/// `hello-server <version>: <line>` — a stand-in for a WebSocket, to test that a supervisor's proxy
+/// passes upgraded connections through. Ends when the client closes or the server shuts down.
+private func serveEcho(_ fd: Int32, buffer: [UInt8]) {
+    var buffer = buffer
+    let switching = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+    guard sendAll(fd, Array(switching.utf8)) else { return closeNow(fd) }
+    while true {
+        while let newline = buffer.firstIndex(of: lf) {
+            let line = String(decoding: buffer[..<newline], as: UTF8.self)
+            buffer.removeFirst(newline + 1)
+            guard sendAll(fd, Array("hello-server \(version): \(line)\n".utf8)) else { return closeNow(fd) }
+        }
+        switch waitForInput(fd, deadline: Deadline(after: idleTimeout), interruptible: true) {
+        case .readable:
+            guard receive(fd, into: &buffer) else { return closeNow(fd) }
+        case .timedOut, .shuttingDown:
+            return closeNow(fd)
+        }
+    }
+}
+
+/// Sends all of `bytes`; false if the peer is gone.
+private func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let sent = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if sent < 0 && errno == EINTR { continue }
+        if sent <= 0 { return false }
+        offset += sent
+    }
+    return true
 }
 
 /// Appends whatever the socket has to `buffer`. False on end of stream or error.
@@ -198,6 +235,8 @@ struct Request {
     var minorVersion: Int
     var contentLength = 0
     var keepAlive: Bool
+    /// The protocol asked for with `Upgrade:` (lowercased), if any.
+    var upgrade: String?
 }
 
 enum HeadParseResult {
@@ -259,6 +298,8 @@ func parseRequestHead(_ buffer: [UInt8]) -> HeadParseResult {
                 return .invalid(status: 400)
             }
             contentLength = length
+        case "upgrade":
+            request.upgrade = String(decoding: value, as: UTF8.self).lowercased()
         case "transfer-encoding":
             // Chunked request bodies are not supported by this small server.
             return .invalid(status: 501)
