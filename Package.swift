@@ -62,11 +62,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Waiting on readiness in tests: shared by the system and integration tests.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore"], swiftSettings: strict),
-        .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem"], swiftSettings: strict),
+        .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem"],
+            dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem", "TestSupport"],
             swiftSettings: strict
         ),
     ],

@@ -61,8 +61,6 @@ final class ProxyHandler: ChannelInboundHandler {
         var generation: Generation
         /// False once the server said `Connection: close`.
         var reusable: Bool
-        /// Whether it already carried a request (a closed idle connection is no server failure).
-        var used: Bool
     }
 
     private let router: TrafficRouter
@@ -238,7 +236,7 @@ final class ProxyHandler: ChannelInboundHandler {
                         channel.close(promise: nil)
                         return
                     }
-                    let upstream = Upstream(channel: channel, generation: target.generation, reusable: true, used: false)
+                    let upstream = Upstream(channel: channel, generation: target.generation, reusable: true)
                     self.upstream = upstream
                     self.write(on: upstream)
                 case .failure:
@@ -250,7 +248,6 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private func write(on upstream: Upstream) {
         guard let request = self.forwarding else { return }
-        self.upstream?.used = true
         var head = request.head
         for name in Self.hopByHop { head.headers.remove(name: name) }
         if let remote = self.context?.channel.remoteAddress?.ipAddress {
@@ -319,7 +316,6 @@ final class ProxyHandler: ChannelInboundHandler {
 
     fileprivate func upstreamClosed(_ channel: any Channel) {
         guard self.upstream?.channel === channel else { return }
-        let wasUsed = self.upstream?.used ?? false
         self.upstream = nil
         guard self.forwarding != nil else { return }
         if self.responseStarted {
@@ -330,8 +326,8 @@ final class ProxyHandler: ChannelInboundHandler {
             return
         }
         // Closed before answering: a keep-alive connection the server shut just as we reused it
-        // (always safe to resend), or a server that died mid-request (resend only idempotent ones).
-        _ = wasUsed
+        // (safe to resend), or a server that died mid-request (resend only idempotent ones: the
+        // two cannot be told apart from here).
         self.retry(idempotentOnly: true)
     }
 

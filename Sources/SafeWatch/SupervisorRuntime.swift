@@ -384,7 +384,7 @@ public actor SupervisorRuntime {
             try? await Task.sleep(for: limit)
             for server in servers.values { ProcessGroup.signal(server.pid, SIGKILL) }
             writeToStandardError("safe-watch: children did not stop within stop_timeout; killed them\n")
-            exit(70)
+            _exit(70)  // not exit(): see SafeWatchCommand.run
         }
     }
 

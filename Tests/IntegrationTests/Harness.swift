@@ -3,6 +3,7 @@ import Glibc
 import SafeWatchCore
 import SafeWatchSystem
 import Synchronization
+import TestSupport
 
 /// Swift Testing has an `ExitStatus` of its own (exit tests).
 typealias ExitStatus = SafeWatchCore.ExitStatus
@@ -95,48 +96,8 @@ func run(_ executable: String, _ arguments: [String], in directory: String, envi
     return (status, lines.all.joined(separator: "\n"))
 }
 
-/// Lines of output with waits that return as soon as a line matches.
-final class LineLog: Sendable {
-    private let lines = Mutex<[String]>([])
-    private let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-
-    func append(_ line: String) {
-        self.lines.withLock { $0.append(line) }
-        self.continuation.yield()
-    }
-
-    var all: [String] { self.lines.withLock { $0 } }
-
-    /// Waits for a line containing `text` after line index `from`; returns it, or nil after `limit`.
-    @discardableResult
-    func waitForLine(containing text: String, after from: Int = 0, limit: Duration = .seconds(120)) async -> String? {
-        await self.wait(limit: limit) { lines in
-            lines.dropFirst(from).first { $0.contains(text) }
-        }
-    }
-
-    func wait<T: Sendable>(limit: Duration, _ find: @escaping @Sendable ([String]) -> T?) async -> T? {
-        if let found = find(self.all) { return found }
-        return await withTaskGroup(of: T?.self) { group in
-            group.addTask {
-                for await _ in self.stream {
-                    if let found = find(self.all) { return found }
-                }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return nil
-            }
-            let result = await group.next() ?? nil
-            group.cancelAll()
-            self.continuation.yield()
-            return result
-        }
-    }
-
-    var count: Int { self.lines.withLock { $0.count } }
-}
+/// Lines of output.
+typealias LineLog = Recorder<String>
 
 /// A running `safe-watch` under test.
 final class SafeWatchProcess: Sendable {

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import SafeWatchCore
 import SafeWatchSystem
+import TestSupport
 import Testing
 
 /// Bad input that stops safe-watch before it serves: one clear message and a sysexits code.

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import SafeWatchCore
 import SafeWatchSystem
+import TestSupport
 import Testing
 
 /// safe-watch itself, supervising a copy of Examples/hello-server with real builds, processes and

@@ -1,6 +1,7 @@
 import Foundation
 import SafeWatchCore
 import SafeWatchSystem
+import TestSupport
 import Testing
 
 /// The watcher against the real kernel, in private temporary directories.
@@ -9,7 +10,7 @@ import Testing
     func watching(_ directory: TemporaryDirectory, ignore: IgnoreRules = IgnoreRules()) throws -> (DirectoryWatcher, ChangeLog) {
         let watcher = try DirectoryWatcher(root: directory.path, ignore: ignore)
         let log = ChangeLog()
-        try watcher.start { log.record($0) }
+        try watcher.start { log.append(contentsOf: $0) }
         return (watcher, log)
     }
 

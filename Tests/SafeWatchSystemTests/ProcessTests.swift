@@ -3,6 +3,7 @@ import Glibc
 import SafeWatchCore
 import SafeWatchSystem
 import Synchronization
+import TestSupport
 import Testing
 
 /// Spawning, reaping and process groups with real processes. Serialized: one test makes the test
@@ -33,7 +34,7 @@ import Testing
         let pid = try await spawn("ps -o pgid= -p $$ | tr -d ' '", output: output)
         output.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
-        #expect(await lines.wait { $0.contains(String(pid)) })
+        #expect(await lines.wait(until: { $0.contains(String(pid)) }))
     }
 
     @Test func passedDescriptorBecomesFdThree() async throws {
@@ -43,7 +44,7 @@ import Testing
         let pid = try await spawn("echo through-fd-3 >&3", passing: [passed.writeEnd])
         passed.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
-        #expect(await lines.wait { $0 == ["through-fd-3"] })
+        #expect(await lines.wait(until: { $0 == ["through-fd-3"] }))
     }
 
     @Test func ignoredSignalsAreResetInTheChild() async throws {
@@ -55,7 +56,7 @@ import Testing
         output.start(onLine: { lines.append($0) })
         let pid = try await spawn("echo ready; exec sleep 30", output: output)
         output.closeWriteEnd()
-        #expect(await lines.wait { $0 == ["ready"] })
+        #expect(await lines.wait(until: { $0 == ["ready"] }))
         ProcessGroup.signal(pid, SIGUSR1)
         #expect(await Reaper.shared.wait(for: pid) == .signalled(SIGUSR1))
     }
@@ -66,7 +67,7 @@ import Testing
         output.start(onLine: { lines.append($0) })
         let pid = try await spawn("sleep 30 & echo $!; wait", output: output)
         output.closeWriteEnd()
-        #expect(await lines.wait { $0.count == 1 })
+        #expect(await lines.wait(until: { $0.count == 1 }))
         let grandchild = pid_t(lines.all.first ?? "") ?? 0
         #expect(grandchild > 0)
         ProcessGroup.signal(pid, SIGTERM)
@@ -84,7 +85,7 @@ import Testing
         let pid = try await spawn("sleep 0.2 >/dev/null 2>&1 & echo $!", output: output)
         output.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
-        #expect(await lines.wait { $0.count == 1 })
+        #expect(await lines.wait(until: { $0.count == 1 }))
         let orphan = pid_t(lines.all.first ?? "") ?? 0
         #expect(orphan > 0)
         // It was reparented to us (not init) and, once it exits, reaped: no zombie is left.
@@ -100,8 +101,8 @@ import Testing
         let pid = try await spawn("printf 'one\\ntwo\\r\\nthree'", output: output)
         output.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
-        #expect(await lines.wait { $0 == ["one", "two", "three"] })
-        #expect(await lines.wait { _ in closed.withLock { $0 } })
+        #expect(await lines.wait(until: { $0 == ["one", "two", "three"] }))
+        #expect(await lines.wait(until: { _ in closed.withLock { $0 } }))
     }
 
     func waitUntilGone(_ pid: pid_t) async -> Bool {
@@ -116,33 +117,5 @@ import Testing
     }
 }
 
-/// Lines from a pipe, with a wait that returns as soon as a condition holds.
-final class Lines: Sendable {
-    private let lines = Mutex<[String]>([])
-    private let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-
-    func append(_ line: String) {
-        self.lines.withLock { $0.append(line) }
-        self.continuation.yield()
-    }
-
-    var all: [String] { self.lines.withLock { $0 } }
-
-    func wait(limit: Duration = .seconds(10), _ predicate: @escaping @Sendable ([String]) -> Bool) async -> Bool {
-        if predicate(self.all) { return true }
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for await _ in self.stream where predicate(self.all) { return true }
-                return false
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return false
-            }
-            let result = await group.next() ?? false
-            group.cancelAll()
-            self.continuation.yield()
-            return result
-        }
-    }
-}
+/// Lines from a pipe.
+typealias Lines = Recorder<String>
