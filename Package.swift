@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // Pure decisions: config model, the Supervisor state machine, change classification,
@@ -23,6 +26,23 @@ let package = Package(
         .target(
             name: "SafeWatchCore",
             dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: strict
+        ),
+        // Pure: migration files, sqlx checksums, the sum file, rules and verdicts.
+        .target(
+            name: "SafeWatchMigrations",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        // `_sqlx_migrations` in PostgreSQL and SQLite: read, apply, revert, checksum fix, backup.
+        .target(
+            name: "SafeWatchMigrationsDatabase",
+            dependencies: [
+                "SafeWatchMigrations",
+                "SafeWatchSystem",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ],
             swiftSettings: strict
         ),
         // C helpers that need _GNU_SOURCE (posix_spawn_file_actions_addclosefrom_np,
@@ -45,6 +65,8 @@ let package = Package(
             dependencies: [
                 "SafeWatchCore",
                 "SafeWatchSystem",
+                "SafeWatchMigrations",
+                "SafeWatchMigrationsDatabase",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -58,6 +80,7 @@ let package = Package(
                 "SafeWatch",
                 "SafeWatchCore",
                 "SafeWatchSystem",
+                "SafeWatchMigrations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -65,6 +88,12 @@ let package = Package(
         // Waiting on readiness in tests: shared by the system and integration tests.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore"], swiftSettings: strict),
+        .testTarget(name: "SafeWatchMigrationsTests", dependencies: ["SafeWatchMigrations"], swiftSettings: strict),
+        .testTarget(
+            name: "MigrationsDatabaseTests",
+            dependencies: ["SafeWatchMigrationsDatabase", "SafeWatchMigrations", "TestSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",

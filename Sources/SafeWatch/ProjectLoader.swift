@@ -1,6 +1,7 @@
 import Foundation
 import SafeWatchCore
 import SafeWatchSystem
+import Synchronization
 
 /// Turns `--project`, `--config` and the CLI overrides into a `Project`, or a clear startup error.
 public struct ProjectLoader: Sendable {
@@ -94,7 +95,7 @@ public struct ProjectLoader: Sendable {
         }
     }
 
-    static func absolute(_ path: String, relativeTo base: String) -> String {
+    public static func absolute(_ path: String, relativeTo base: String) -> String {
         let joined = path.hasPrefix("/") ? path : base + "/" + path
         return (joined as NSString).standardizingPath
     }
@@ -109,35 +110,36 @@ public struct ProjectLoader: Sendable {
     }
 }
 
-/// Runs a program to completion and returns its status and combined output.
+/// Runs a program to completion and returns its status and combined output as text.
 func runCapturing(
     launcher: ChildLauncher, executable: String, arguments: [String], directory: String
 ) async -> (ExitStatus, String) {
-    let lines = LinesBox()
+    let (status, bytes) = await runCapturingBytes(launcher: launcher, executable: executable, arguments: arguments, directory: directory)
+    return (status, String(decoding: bytes, as: UTF8.self))
+}
+
+/// Runs a program to completion and returns its status and exact combined output.
+func runCapturingBytes(
+    launcher: ChildLauncher, executable: String, arguments: [String], directory: String
+) async -> (ExitStatus, [UInt8]) {
+    let collected = Mutex<[UInt8]>([])
     let output: OutputPipe
     do {
         output = try OutputPipe()
     } catch {
-        return (.exited(127), "\(error)")
+        return (.exited(127), Array("\(error)".utf8))
     }
     let (done, finished) = AsyncStream<Void>.makeStream()
-    output.start(onLine: { lines.append($0) }, onClose: { finished.finish() })
+    output.start(onData: { bytes in collected.withLock { $0 += bytes } }, onClose: { finished.finish() })
     let pid: pid_t
     do {
         pid = try await launcher.spawn(
             executable: executable, arguments: arguments, environment: inheritedEnvironment(),
             workingDirectory: directory, output: output, deathSignal: SIGKILL)
     } catch {
-        return (.exited(127), "\(error)")
+        return (.exited(127), Array("\(error)".utf8))
     }
     let status = await Reaper.shared.wait(for: pid)
     for await _ in done {}
-    return (status, lines.text)
-}
-
-private final class LinesBox: @unchecked Sendable {
-    // Appended to from the pipe's queue only, read after EOF.
-    private var lines: [String] = []
-    func append(_ line: String) { self.lines.append(line) }
-    var text: String { self.lines.joined(separator: "\n") }
+    return (status, collected.withLock { $0 })
 }

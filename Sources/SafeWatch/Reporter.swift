@@ -23,6 +23,7 @@ public struct Reporter: Sendable {
             .stagingFailed(let id, _, _):
             metadata["build"] = .stringConvertible(id)
         case .candidateLaunched(let generation, _), .swapped(_, let generation, _), .candidateDiscarded(let generation, _, _),
+            .migrationsBlocked(let generation, _, _),
             .serverCrashed(let generation, _), .restartScheduled(let generation, _), .rollingBack(let generation, _),
             .serverStopped(let generation, _):
             metadata["generation"] = .stringConvertible(generation)
@@ -91,6 +92,8 @@ public struct Reporter: Sendable {
             }
             let address = self.publicAddress.map { ", serving on \($0)" } ?? ""
             return (.notice, "✓ gen \(to) healthy in \(after.humanReadable)\(address)", "swapped")
+        case .migrationsBlocked(let generation, let reason, let still):
+            return (.error, "✗ gen \(generation) not started: migrations \(reason)\(serving(still))", "migrations_blocked")
         case .candidateDiscarded(let generation, let reason, let still):
             return (.error, "✗ gen \(generation) discarded: \(reason)\(serving(still))", "candidate_discarded")
         case .serverCrashed(let generation, let status):

@@ -28,6 +28,17 @@ public struct Project: Sendable {
 
     var stateDirectory: String { self.directory + "/.safe-watch" }
 
+    var migrationsDirectory: String {
+        let dir = self.configuration.migrations.dir
+        return dir.hasPrefix("/") ? dir : self.directory + "/" + dir
+    }
+
+    /// `[migrations] database_url`, else $DATABASE_URL.
+    var databaseURL: String? {
+        self.configuration.migrations.databaseURL
+            ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     /// The configuration file relative to the project, as the watcher reports it.
     var relativeConfigurationFile: String {
         self.configurationFile.hasPrefix(self.directory + "/")
@@ -47,6 +58,7 @@ public actor SupervisorRuntime {
         case candidateHealthy(Generation)
         case candidateUnhealthy(Generation, String)
         case processExited(Generation, pid_t, ExitStatus)
+        case migrationsChecked(Generation, blockedBecause: String?)
         case timerFired(SupervisorTimer)
         case signal(Int32)
     }
@@ -64,6 +76,8 @@ public actor SupervisorRuntime {
     private let prober: Prober
     private let router: TrafficRouter
     private var watcher: DirectoryWatcher?
+    /// A migration file changed in the burst being debounced: its verdict is printed when it ends.
+    private var migrationsChangedInBurst = false
     /// Files changed since the last build started (the same-second wait looks at them).
     private var changedSinceBuild: [String] = []
     private var servers: [pid_t: ServerProcess] = [:]
@@ -77,7 +91,7 @@ public actor SupervisorRuntime {
         selfExecutable: String?
     ) {
         self.project = project
-        self.machine = Supervisor(policy: project.configuration.policy)
+        self.machine = Supervisor(policy: Self.policy(project))
         self.debouncer = Debouncer(quietPeriod: project.configuration.watch.debounce)
         self.reporter = reporter
         (self.events, self.post) = AsyncStream<Event>.makeStream()
@@ -110,6 +124,16 @@ public actor SupervisorRuntime {
 
     private var now: Moment { ContinuousClock.now - self.start }
 
+    /// The configuration's policy; generations pass the migrations gate when the project has a
+    /// migrations directory.
+    static func policy(_ project: Project) -> SupervisorPolicy {
+        var policy = project.configuration.policy
+        var isDirectory: ObjCBool = false
+        policy.gatesMigrations = FileManager.default.fileExists(
+            atPath: project.migrationsDirectory, isDirectory: &isDirectory) && isDirectory.boolValue
+        return policy
+    }
+
     // MARK: Events
 
     private func handle(_ event: Event) {
@@ -119,6 +143,10 @@ public actor SupervisorRuntime {
             self.filesChanged(changes, at: now)
         case .debounceElapsed:
             guard let paths = self.debouncer.release(at: now) else { return }
+            if self.migrationsChangedInBurst {
+                self.migrationsChangedInBurst = false
+                self.reportMigrationsVerdict()
+            }
             // Name the files that are there now first: an editor's temporary file (`sedX1b2`,
             // `.x.swp.tmp`) changed too, but is gone by the time the build starts.
             let directory = self.project.directory
@@ -140,6 +168,8 @@ public actor SupervisorRuntime {
             self.perform(self.machine.processExited(generation, status, at: now))
         case .timerFired(let timer):
             self.perform(self.machine.timerFired(timer, at: now))
+        case .migrationsChecked(let generation, let reason):
+            self.perform(self.machine.migrationsChecked(generation, blockedBecause: reason, at: now))
         case .signal(let number):
             let signal: SupervisorSignal = number == SIGHUP ? .reload : .terminate
             if signal == .terminate, self.exitCode == nil {
@@ -152,6 +182,7 @@ public actor SupervisorRuntime {
     private func filesChanged(_ changes: [WatchedChange], at now: Moment) {
         let classifier = self.classifier
         var buildPaths: [String] = []
+        var migrationsChanged = false
         var configurationChanged = false
         for change in changes {
             if change.kind == .rescanned {
@@ -160,12 +191,18 @@ public actor SupervisorRuntime {
             }
             switch classifier.classify(change.path) {
             case .build: buildPaths.append(change.path)
+            case .migration:
+                migrationsChanged = true
+                buildPaths.append(change.path)
             case .configuration: configurationChanged = true
             case .irrelevant: break
             }
         }
         if configurationChanged {
             self.perform(self.machine.signalReceived(.reload, at: now))
+        }
+        if migrationsChanged {
+            self.migrationsChangedInBurst = true
         }
         guard !buildPaths.isEmpty else { return }
         self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") }
@@ -182,7 +219,8 @@ public actor SupervisorRuntime {
         ignore.add(patterns: self.gitignore)
         return ChangeClassifier(
             extensions: Set(self.project.configuration.watch.extensions),
-            configurationPath: self.project.relativeConfigurationFile, ignore: ignore)
+            configurationPath: self.project.relativeConfigurationFile, ignore: ignore,
+            migrationsDirectory: self.project.configuration.migrations.dir)
     }
 
     private var gitignore: [String] {
@@ -236,6 +274,12 @@ public actor SupervisorRuntime {
             }
         case .launchCandidate(let generation, _):
             self.launch(generation)
+        case .checkMigrations(let generation):
+            let gate = self.migrationsGate
+            Task {
+                let reason = await gate.check()
+                post.yield(.migrationsChecked(generation, blockedBecause: reason))
+            }
         case .switchTraffic(let generation):
             if let server = self.servers.values.first(where: { $0.generation == generation && !$0.hasExited }),
                 self.project.configuration.serve.mode == .proxy, let port = server.port
@@ -351,6 +395,19 @@ public actor SupervisorRuntime {
         }
     }
 
+    private var migrationsGate: MigrationsGate {
+        MigrationsGate(
+            workspace: MigrationsWorkspace(
+                projectDirectory: self.project.directory, directory: self.project.migrationsDirectory, launcher: self.launcher),
+            databaseURL: self.project.databaseURL, settings: self.project.configuration.migrations, reporter: self.reporter)
+    }
+
+    /// A migration file changed: say at once what a server starting now would make of it.
+    private func reportMigrationsVerdict() {
+        let gate = self.migrationsGate
+        Task { await gate.reportVerdict() }
+    }
+
     private func register(_ server: ServerProcess) {
         self.servers[server.pid] = server
     }
@@ -421,6 +478,6 @@ public actor SupervisorRuntime {
                 self.reporter.warning("cannot watch with the new [watch] settings: \(error)")
             }
         }
-        self.perform(self.machine.configReloaded(configuration.policy, rebuild: rebuild, at: self.now))
+        self.perform(self.machine.configReloaded(Self.policy(self.project), rebuild: rebuild, at: self.now))
     }
 }

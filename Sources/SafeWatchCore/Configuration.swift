@@ -7,8 +7,30 @@ public struct Configuration: Equatable, Sendable {
     public var watch = Watch()
     public var serve = Serve()
     public var health = HealthCheck()
+    public var migrations = Migrations()
 
     public init() {}
+
+    public struct Migrations: Equatable, Sendable {
+        public init() {}
+
+        public enum Applier: String, Equatable, Sendable {
+            /// The new server applies pending migrations when it starts (sqlx's `migrate!().run`).
+            case server
+            /// safe-watch applies them before it launches the new server.
+            case safeWatch = "safe-watch"
+        }
+
+        /// The sqlx-layout migrations directory, relative to the project.
+        public var dir = "migrations"
+        /// The database to check live (and apply to); default: $DATABASE_URL.
+        public var databaseURL: String?
+        public var apply: Applier = .server
+        /// Back the database up before pending migrations are applied.
+        public var backup = false
+        /// Where backups go, relative to the project.
+        public var backupDir = ".safe-watch/backups"
+    }
 
     public struct Build: Equatable, Sendable {
         public init() {}

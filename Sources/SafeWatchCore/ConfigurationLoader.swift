@@ -33,7 +33,8 @@ public struct ConfigurationLoader: Sendable {
 
     /// The keys each table accepts; anything else is an error (a typo must not pass silently).
     static let knownKeys: [String: Set<String>] = [
-        "": ["product", "build", "run", "watch", "serve", "health"],
+        "": ["product", "build", "run", "watch", "serve", "health", "migrations"],
+        "migrations": ["dir", "database_url", "apply", "backup", "backup_dir"],
         "build": ["command", "binary", "timeout"],
         "run": ["args", "env", "port_env", "stop_signal", "stop_timeout", "keep_generations", "rollback_window"],
         "watch": ["paths", "ignore", "extensions", "debounce"],
@@ -102,6 +103,21 @@ public struct ConfigurationLoader: Sendable {
         }
         if let health = try reader.table(root, "health") {
             config.health = try reader.healthCheck(health)
+        }
+        if let migrations = try reader.table(root, "migrations") {
+            config.migrations.dir = try reader.nonEmptyString(migrations, "migrations", "dir") ?? config.migrations.dir
+            config.migrations.databaseURL = try reader.nonEmptyString(migrations, "migrations", "database_url")
+            if let apply = try reader.string(migrations, "migrations", "apply") {
+                guard let applier = Configuration.Migrations.Applier(rawValue: apply) else {
+                    throw reader.error("migrations", "apply", "unknown value \"\(apply)\" (use \"server\" or \"safe-watch\")")
+                }
+                config.migrations.apply = applier
+            }
+            if let value = migrations["backup"] {
+                guard let backup = value.bool else { throw reader.error("migrations", "backup", "must be true or false") }
+                config.migrations.backup = backup
+            }
+            config.migrations.backupDir = try reader.nonEmptyString(migrations, "migrations", "backup_dir") ?? config.migrations.backupDir
         }
         return config
     }

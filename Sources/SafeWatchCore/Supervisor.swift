@@ -63,6 +63,9 @@ public enum SupervisorAction: Equatable, Sendable {
     case cancelBuild(BuildID)
     /// Copy the build's binary into generation `Generation`'s directory.
     case stage(BuildID, Generation)
+    /// Check the migrations (and apply them, if safe-watch applies them) before `Generation`
+    /// may start; answered by `migrationsChecked`.
+    case checkMigrations(Generation)
     /// Start `Generation` beside whatever serves now and health-check it.
     case launchCandidate(Generation, LaunchPurpose)
     /// Route new requests to `Generation`.
@@ -87,6 +90,8 @@ public enum Report: Equatable, Sendable {
     case buildCancelled(BuildID)
     case stagingFailed(BuildID, reason: String, stillServing: Generation?)
     case candidateLaunched(Generation, LaunchPurpose)
+    /// The migrations gate said no: `Generation` never starts.
+    case migrationsBlocked(Generation, reason: String, stillServing: Generation?)
     case swapped(from: Generation?, to: Generation, healthyAfter: Duration)
     case candidateDiscarded(Generation, reason: String, stillServing: Generation?)
     case serverCrashed(Generation, status: ExitStatus)
@@ -131,6 +136,8 @@ public struct SupervisorPolicy: Equatable, Sendable {
     public var stableAfter: Duration
     /// How many staged generations to keep (at least 2, so a rollback is one launch away).
     public var keepGenerations: Int
+    /// Whether a new generation must pass the migrations gate before it starts.
+    public var gatesMigrations: Bool
 
     public init(
         mode: ServeMode = .proxy,
@@ -139,7 +146,8 @@ public struct SupervisorPolicy: Equatable, Sendable {
         rollbackWindow: Duration = .seconds(10),
         restartBackoff: Backoff = Backoff(),
         stableAfter: Duration = .seconds(10),
-        keepGenerations: Int = 3
+        keepGenerations: Int = 3,
+        gatesMigrations: Bool = false
     ) {
         self.mode = mode
         self.stopSignal = stopSignal
@@ -148,6 +156,7 @@ public struct SupervisorPolicy: Equatable, Sendable {
         self.restartBackoff = restartBackoff
         self.stableAfter = stableAfter
         self.keepGenerations = max(2, keepGenerations)
+        self.gatesMigrations = gatesMigrations
     }
 }
 
@@ -205,6 +214,8 @@ public struct Supervisor: Sendable {
     private var crashes = 0
     /// The generation whose crash restart is scheduled.
     private var pendingRestart: Generation?
+    /// A staged generation waiting for the migrations gate.
+    private var gated: Generation?
 
     public init(policy: SupervisorPolicy) {
         self.policy = policy
@@ -272,8 +283,14 @@ extension Supervisor {
     public mutating func staged(_ generation: Generation, at now: Moment) -> [SupervisorAction] {
         guard self.phase == .running else { return [] }
         self.staged.append(generation)
-        var actions = self.launch(generation, purpose: .newBuild, at: now)
-        let inUse = Set([self.active?.generation, self.candidate?.generation, self.launchAfterStop?.generation].compactMap { $0 })
+        var actions: [SupervisorAction]
+        if self.policy.gatesMigrations {
+            self.gated = generation
+            actions = [.checkMigrations(generation)]
+        } else {
+            actions = self.launch(generation, purpose: .newBuild, at: now)
+        }
+        let inUse = Set([self.active?.generation, self.candidate?.generation, self.launchAfterStop?.generation, self.gated].compactMap { $0 })
         var discarded: [Generation] = []
         while self.staged.count > self.policy.keepGenerations,
             let oldest = self.staged.first(where: { !inUse.contains($0) })
@@ -285,6 +302,14 @@ extension Supervisor {
             actions.append(.discardGenerations(discarded))
         }
         return actions
+    }
+
+    /// The migrations gate's answer for `generation`: nil lets it start, a reason blocks it.
+    public mutating func migrationsChecked(_ generation: Generation, blockedBecause reason: String?, at now: Moment) -> [SupervisorAction] {
+        guard self.gated == generation, self.phase == .running else { return [] }
+        self.gated = nil
+        guard let reason else { return self.launch(generation, purpose: .newBuild, at: now) }
+        return [.report(.migrationsBlocked(generation, reason: reason, stillServing: self.servingGeneration))]
     }
 
     public mutating func stagingFailed(_ build: BuildID, reason: String) -> [SupervisorAction] {

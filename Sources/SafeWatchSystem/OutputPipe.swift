@@ -42,6 +42,11 @@ public final class OutputPipe: Sendable {
             })
     }
 
+    /// Starts reading raw bytes: `onData` gets each chunk; `onClose` runs once at EOF.
+    public func start(onData: @escaping @Sendable ([UInt8]) -> Void, onClose: @escaping @Sendable () -> Void = {}) {
+        self.reader.start(name: self.label, onData: { onData(Array($0)) }, onEnd: onClose)
+    }
+
     deinit {
         self.closeWriteEnd()
     }

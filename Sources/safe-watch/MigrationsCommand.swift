@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import SafeWatch
+import SafeWatchSystem
+
+extension SafeWatchCommand {
+    struct Migrations: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate, record, create and apply sqlx-format migrations.",
+            discussion: """
+                The migrations directory (default: migrations/) uses sqlx's layout: \
+                <VERSION>_<description>.sql, or .up.sql + .down.sql. migrations/safe-watch.sum records \
+                every file's checksum (commit it): an edit, deletion or rename of a recorded migration is \
+                caught without a database. Use `validate --strict` in CI and as a pre-commit hook.
+                """,
+            subcommands: [Validate.self, Hash.self, Add.self, Run.self, Revert.self, Info.self, FixChecksum.self]
+        )
+    }
+
+    struct MigrationOptions: ParsableArguments {
+        @Option(name: .long, help: ArgumentHelp("The project directory.", valueName: "dir"))
+        var project: String?
+
+        @Option(name: .long, help: ArgumentHelp("The migrations directory, relative to the project.", valueName: "dir"))
+        var dir = "migrations"
+
+        @Option(name: .long, help: ArgumentHelp("postgres://… or sqlite:… (default: $DATABASE_URL).", valueName: "url"))
+        var databaseURL: String?
+
+        func tool() -> MigrationsTool {
+            let project = ProjectLoader.absolute(self.project ?? FileManager.default.currentDirectoryPath, relativeTo: FileManager.default.currentDirectoryPath)
+            let launcher = ChildLauncher(selfExecutable: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            Reaper.shared.start()
+            let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+            return MigrationsTool(
+                workspace: MigrationsWorkspace(projectDirectory: project, directory: self.dir, launcher: launcher),
+                databaseURL: url, print: { writeToStandardOutput($0 + "\n") })
+        }
+    }
+}
+
+extension SafeWatchCommand.Migrations {
+    struct Validate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the migrations (and the database, if given); exit 1 on BLOCK.")
+        @OptionGroup var options: SafeWatchCommand.MigrationOptions
+        @Flag(help: "Warnings block too (for CI).") var strict = false
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws { _exit(await self.options.tool().validate(strict: self.strict, json: self.json)) }
+    }
+
+    struct Hash: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Rewrite migrations/safe-watch.sum from the files.")
+        @OptionGroup var options: SafeWatchCommand.MigrationOptions
+        @Flag(help: "Record changed or removed entries too.") var force = false
+        func run() async throws { _exit(self.options.tool().hash(force: self.force)) }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create the next migration file(s), named as sqlx does.")
+        @OptionGroup var options: SafeWatchCommand.MigrationOptions
+        @Argument(help: "What the migration does, e.g. create_users.") var name: String
+        @Flag(help: "Create .up.sql and .down.sql.") var reversible = false
+        @Flag(help: "Version YYYYMMDDHHMMSS (UTC).") var timestamp = false
+        @Flag(help: "Version = the last one + 1.") var sequential = false
+        func validate() throws {
+            if self.timestamp && self.sequential { throw ValidationError("--timestamp and --sequential exclude each other") }
+        }
+        func run() async throws {
+            let style: MigrationsTool.VersionStyle = self.timestamp ? .timestamp : (self.sequential ? .sequential : .inferred)
+            _exit(self.options.tool().add(name: self.name, reversible: self.reversible ? true : nil, style: style))
+        }
+    }
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Apply the pending migrations (sqlx-compatible).")
+        @OptionGroup var options: SafeWatchCommand.MigrationOptions
+        @Option(help: ArgumentHelp("Back the database up into this directory first.", valueName: "dir")) var backup: String?
+        func run() async throws { _exit(await self.options.tool().run(backupDirectory: self.backup)) }
+    }
+
+    struct Revert: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revert the newest applied migration with its .down.sql.")
+        @OptionGroup var options: SafeWatchCommand.MigrationOptions
+        func run() async throws { _exit(await self.options.tool().revert()) }
+    }
+
+    struct Info: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List every version: applied, pending, modified or missing.")
+        @OptionGroup var options: SafeWatchCommand.MigrationOptions
+        func run() async throws { _exit(await self.options.tool().info()) }
+    }
+
+    struct FixChecksum: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "fix-checksum",
+            abstract: "Record an edited migration's new checksum, only when the edit is proven equivalent.")
+        @OptionGroup var options: SafeWatchCommand.MigrationOptions
+        @Argument(help: "The version to fix.") var version: Int64
+        @Flag(help: "Also when the statements changed (you made the database match by hand).") var force = false
+        func run() async throws { _exit(await self.options.tool().fixChecksum(version: self.version, force: self.force)) }
+    }
+}
+
+/// Writes straight to fd 1.
+func writeToStandardOutput(_ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes.withUnsafeMutableBytes { Glibc.write(1, $0.baseAddress! + offset, $0.count - offset) }
+        if written <= 0 { return }
+        offset += written
+    }
+}
