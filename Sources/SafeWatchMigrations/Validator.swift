@@ -163,7 +163,7 @@ public struct Validator: Sendable {
                     findings.append(Finding(.renamed, .block, file: moved.name, version: moved.version,
                         message: "migration \(row.version) (\(row.description)) was applied, and its file is now \(moved.name) with version \(moved.version)",
                         evidence: .database, recovery: "rename it back to version \(row.version): `git mv 'migrations/\(moved.name)' 'migrations/\(row.version)_\(moved.name.drop { $0 != "_" }.dropFirst())'`"))
-                } else if recorded?.entries.contains(where: { Int64($0.name.prefix { $0.isNumber }) == row.version }) == false,
+                } else if !(recorded?.entries.contains(where: { Int64($0.name.prefix { $0.isNumber }) == row.version }) ?? false),
                     newestFile.map({ row.version > $0 }) ?? true
                 {
                     findings.append(Finding(.unknownApplied, .block, file: nil, version: row.version,

@@ -61,6 +61,7 @@ actor Fixture {
         let directory = try await self.directory()
         try setVersion(version, in: directory)
         try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml")
+        try? FileManager.default.removeItem(atPath: directory + "/migrations")
         return directory
     }
 }

@@ -288,6 +288,37 @@ extension SupervisorIntegrationTests {
         #expect(await safeWatch.terminate() == .exited(0))
     }
 
+    @Test func migrationsGateKeepsTheOldServerOnABadEditAndAppliesGoodOnes() async throws {
+        let directory = try await Fixture.shared.reset(version: "mig-1")
+        let database = makeTemporaryDirectory("gate-db") + "/dev.db"
+        try FileManager.default.createDirectory(atPath: directory + "/migrations", withIntermediateDirectories: true)
+        let users = "CREATE TABLE users (id integer PRIMARY KEY);\n"
+        try users.write(toFile: directory + "/migrations/0001_users.sql", atomically: true, encoding: .utf8)
+        try "[migrations]\ndatabase_url = \"sqlite:\(database)\"\napply = \"safe-watch\"\nbackup = true\n"
+            .write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
+        let port = try #require(await safeWatch.publicPort())
+        #expect(await safeWatch.log.waitForLine(containing: "applied 0001_users.sql") != nil, "\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil)
+
+        // An applied migration edited: blocked with the finding; the old server keeps serving.
+        try setVersion("mig-2", in: directory)
+        try "CREATE TABLE users (id integer PRIMARY KEY, name text);\n".write(toFile: directory + "/migrations/0001_users.sql", atomically: true, encoding: .utf8)
+        #expect(await safeWatch.log.waitForLine(containing: "BLOCK SW101 0001_users.sql") != nil, "\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "not started: migrations BLOCK (SW101)") != nil, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server mig-1\n")
+
+        // Undone, and a valid migration added: backed up, applied, swapped in.
+        let mark = safeWatch.log.count
+        try users.write(toFile: directory + "/migrations/0001_users.sql", atomically: true, encoding: .utf8)
+        try "CREATE TABLE posts (id integer PRIMARY KEY);\n".write(toFile: directory + "/migrations/0002_posts.sql", atomically: true, encoding: .utf8)
+        #expect(await safeWatch.log.waitForLine(containing: "backed up to", after: mark) != nil, "\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "applied 0002_posts.sql", after: mark) != nil)
+        #expect(await safeWatch.log.waitForLine(containing: "healthy", after: mark) != nil)
+        #expect(await body(port: port) == "hello-server mig-2\n")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
     @Test func buildThatRunsTooLongIsStoppedAndReported() async throws {
         let directory = try await Fixture.shared.reset(version: "slow-build")
         try "[build]\ncommand = \"sleep 30\"\nbinary = \".build/debug/hello-server\"\ntimeout = \"1s\"\n".write(

@@ -291,6 +291,42 @@ struct PostgresMigrationDatabaseTests {
         #expect(error?.message.contains("secret") == false)
     }
 
+    /// The cluster's pg_hba.conf makes `safe_watch_password` authenticate with SCRAM over TCP.
+    @Test func passwordAuthenticationAndBackupWithAPassword() async throws {
+        let ownerURL = try await cluster.freshDatabase("password_auth")
+        let admin = try await PostgresMigrationDatabase.connect(url: try await cluster.url())
+        _ = try await admin.queryText("DROP ROLE IF EXISTS safe_watch_password")
+        _ = try await admin.queryText("SET password_encryption = 'scram-sha-256'")
+        _ = try await admin.queryText("CREATE ROLE safe_watch_password LOGIN PASSWORD 'right pass'")
+        _ = try await admin.queryText("ALTER DATABASE password_auth OWNER TO safe_watch_password")
+        await admin.close()
+        let base = ownerURL.replacing("postgres://postgres@", with: "postgres://safe_watch_password@")
+
+        let wrong = await migrationError {
+            _ = try await MigrationDatabases.open(url: base.replacing("safe_watch_password@", with: "safe_watch_password:wrong@"))
+        }
+        #expect(wrong?.kind == .authentication)
+        #expect(wrong?.message.contains("password authentication failed") == true, "\(wrong?.message ?? "")")
+        #expect(wrong?.message.contains("wrong") == false)
+
+        let none = await migrationError { _ = try await MigrationDatabases.open(url: base) }
+        #expect(none?.kind == .authentication)
+        #expect(none?.message.contains("the URL has none") == true, "\(none?.message ?? "")")
+
+        let database = try await MigrationDatabases.open(
+            url: base.replacing("safe_watch_password@", with: "safe_watch_password:right%20pass@"))
+        _ = try await database.apply(pending("1_items.sql", "CREATE TABLE items (name text);\nINSERT INTO items VALUES ('x');\n"))
+        let directory = try makeTemporaryDirectory()
+        let restore = try await database.backup(to: directory + "/with-password.dump")
+        #expect(!restore.contains("right"), "the password stays out of the restore command")
+        _ = try await (database as? PostgresMigrationDatabase)?.queryText("DROP TABLE items")
+        let restored = try await ExternalCommand.run("/bin/sh", ["-c", restore], environment: ["PGPASSWORD": "right pass"])
+        #expect(restored.succeeded, "\(restored.diagnostic)")
+        #expect(try await (database as? PostgresMigrationDatabase)?.queryText("SELECT name FROM items") == [["x"]])
+        await database.close()
+        await removeTree(directory)
+    }
+
     @Test func openAcceptsBothSchemesAndTheSocket() async throws {
         let url = try await cluster.url()
         for variant in [url, url.replacing("postgres://", with: "postgresql://")] {
