@@ -8,10 +8,10 @@ package enum DatabaseURL: Equatable, Sendable {
 
     /// `postgres://` / `postgresql://` or `sqlite:` / `sqlite://` / `sqlite::memory:`.
     package static func parse(_ text: String, environment: [String: String]) throws(MigrationDatabaseError) -> DatabaseURL {
-        let accepted = "postgres://, postgresql:// and sqlite: (sqlite://PATH, sqlite:PATH, sqlite::memory:)"
+        let accepted = "postgres://, postgresql:// and sqlite: URLs (sqlite://PATH, sqlite:PATH, sqlite::memory:)"
         guard let colon = text.firstIndex(of: ":") else {
             throw MigrationDatabaseError(
-                .badURL, "'\(text)' is not a database URL: safe-watch accepts \(accepted) URLs")
+                .badURL, "'\(text)' is not a database URL: safe-watch accepts \(accepted)")
         }
         let scheme = text[..<colon].lowercased()
         switch scheme {
@@ -21,10 +21,10 @@ package enum DatabaseURL: Equatable, Sendable {
             return .sqlite(try SQLiteURL.parse(text))
         case "mysql", "mariadb":
             throw MigrationDatabaseError(
-                .badURL, "\(scheme):// URLs are not supported: safe-watch works with PostgreSQL and SQLite (\(accepted))")
+                .badURL, "\(scheme):// URLs are not supported: safe-watch works with PostgreSQL and SQLite, through \(accepted)")
         default:
             throw MigrationDatabaseError(
-                .badURL, "unsupported database URL scheme '\(text[..<colon])': safe-watch accepts \(accepted) URLs")
+                .badURL, "unsupported database URL scheme '\(text[..<colon])': safe-watch accepts \(accepted)")
         }
     }
 }
