@@ -39,6 +39,7 @@ let package = Package(
             name: "SafeWatchMigrationsDatabase",
             dependencies: [
                 "SafeWatchMigrations",
+                "SafeWatchCore",
                 "SafeWatchSystem",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),

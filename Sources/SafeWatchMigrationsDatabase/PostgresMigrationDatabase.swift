@@ -27,8 +27,6 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
     private var waiting: [CheckedContinuation<Void, Never>] = []
     private var closed = false
 
-    static let table = "_sqlx_migrations"
-
     private init(connection: PostgresConnection, url: PostgresURL, logger: Logger, databaseName: String) {
         self.connection = connection
         self.url = url

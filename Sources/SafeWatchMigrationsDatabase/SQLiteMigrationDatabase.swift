@@ -6,7 +6,8 @@ import SafeWatchMigrations
 ///
 /// SQLiteNIO prepares only the first statement of a string, so a file is cut into statements with
 /// SQLite's own boundary rules (`StatementSplitter.sqlite`) and run one by one, which is what
-/// sqlx's prepare-the-tail loop does. `-- no-transaction` is honoured as sqlx ≥ 0.9 does
+/// sqlx's prepare-the-tail loop does. The connection has sqlx's defaults (`foreign_keys = ON`,
+/// 5 s busy timeout). `-- no-transaction` is honoured as sqlx ≥ 0.9 does
 /// (launchbadge/sqlx#4015); sqlx ≤ 0.8 ignored it on SQLite and always used a transaction.
 public actor SQLiteMigrationDatabase: MigrationDatabase {
     private let connection: SQLiteConnection
@@ -303,12 +304,24 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
         }
     }
 
+    /// Opens with sqlx's connection defaults: `foreign_keys = ON` (SQLite's own default is off, and
+    /// a migration that breaks a reference must fail here as it fails under sqlx) and a 5 s busy
+    /// timeout (SQLiteNIO's handler would wait forever for a lock another process holds).
     private static func openConnection(_ storage: SQLiteConnection.Storage, describing name: String) async throws -> SQLiteConnection {
+        let connection: SQLiteConnection
         do {
-            return try await SQLiteConnection.open(storage: storage)
+            connection = try await SQLiteConnection.open(storage: storage)
         } catch {
             throw MigrationDatabaseError(.connection, "cannot open the SQLite database \(name): \(describeSQLite(error))")
         }
+        do {
+            _ = try await connection.query("PRAGMA foreign_keys = ON", [])
+            _ = try await connection.query("PRAGMA busy_timeout = 5000", [])
+        } catch {
+            try? await connection.close()
+            throw MigrationDatabaseError(.connection, "\(name) is not a usable SQLite database: \(describeSQLite(error))")
+        }
+        return connection
     }
 }
 

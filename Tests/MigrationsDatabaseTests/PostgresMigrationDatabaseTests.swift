@@ -245,35 +245,34 @@ struct PostgresMigrationDatabaseTests {
     }
 
     @Test func backupIsVerifiedAndRestores() async throws {
-        let directory = try makeTemporaryDirectory()
-        let backupPath = directory + "/app.dump"
-        try await withDatabase("backup_source") { database, url in
-            _ = try await database.apply(
-                pending("1_items.sql", "CREATE TABLE items (name text);\nINSERT INTO items VALUES ('a'), ('b');\n"))
-            let restore = try await database.backup(to: backupPath)
-            #expect(exists(backupPath))
-            #expect(restore.hasPrefix("pg_restore --clean --if-exists --dbname '"))
-            #expect(restore.hasSuffix(" \(backupPath)"))
-            #expect(restore.contains("/backup_source?"))
+        try await withTemporaryDirectory { directory in
+            let backupPath = directory + "/app.dump"
+            try await withDatabase("backup_source") { database, _ in
+                _ = try await database.apply(
+                    pending("1_items.sql", "CREATE TABLE items (name text);\nINSERT INTO items VALUES ('a'), ('b');\n"))
+                let restore = try await database.backup(to: backupPath)
+                #expect(exists(backupPath))
+                #expect(restore.hasPrefix("pg_restore --clean --if-exists --dbname '"))
+                #expect(restore.hasSuffix(" \(backupPath)"))
+                #expect(restore.contains("/backup_source?"))
 
-            // Into a second database…
-            let targetURL = try await cluster.freshDatabase("backup_target")
-            try await shell(restore.replacing("/backup_source?", with: "/backup_target?"))
-            let target = try await PostgresMigrationDatabase.connect(url: targetURL)
-            #expect(try await target.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
-            #expect(try await target.appliedMigrations().map(\.version) == [1])
-            await target.close()
+                // Into a second database…
+                let targetURL = try await cluster.freshDatabase("backup_target")
+                try await shell(restore.replacing("/backup_source?", with: "/backup_target?"))
+                let target = try await PostgresMigrationDatabase.connect(url: targetURL)
+                #expect(try await target.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
+                #expect(try await target.appliedMigrations().map(\.version) == [1])
+                await target.close()
 
-            // …and, as printed, over the original.
-            _ = try await database.queryText("DELETE FROM items")
-            try await shell(restore)
-            #expect(try await database.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
+                // …and, as printed, over the original.
+                _ = try await database.queryText("DELETE FROM items")
+                try await shell(restore)
+                #expect(try await database.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
 
-            let again = await migrationError { _ = try await database.backup(to: backupPath) }
-            #expect(again?.kind == .backupFailed)
-            _ = url
+                let again = await migrationError { _ = try await database.backup(to: backupPath) }
+                #expect(again?.kind == .backupFailed)
+            }
         }
-        await removeTree(directory)
     }
 
     @Test func openReportsAMissingDatabase() async throws {
@@ -316,15 +315,15 @@ struct PostgresMigrationDatabaseTests {
         let database = try await MigrationDatabases.open(
             url: base.replacing("safe_watch_password@", with: "safe_watch_password:right%20pass@"))
         _ = try await database.apply(pending("1_items.sql", "CREATE TABLE items (name text);\nINSERT INTO items VALUES ('x');\n"))
-        let directory = try makeTemporaryDirectory()
-        let restore = try await database.backup(to: directory + "/with-password.dump")
-        #expect(!restore.contains("right"), "the password stays out of the restore command")
-        _ = try await (database as? PostgresMigrationDatabase)?.queryText("DROP TABLE items")
-        let restored = try await ExternalCommand.run("/bin/sh", ["-c", restore], environment: ["PGPASSWORD": "right pass"])
-        #expect(restored.succeeded, "\(restored.diagnostic)")
-        #expect(try await (database as? PostgresMigrationDatabase)?.queryText("SELECT name FROM items") == [["x"]])
+        try await withTemporaryDirectory { directory in
+            let restore = try await database.backup(to: directory + "/with-password.dump")
+            #expect(!restore.contains("right"), "the password stays out of the restore command")
+            _ = try await (database as? PostgresMigrationDatabase)?.queryText("DROP TABLE items")
+            let restored = try await ExternalCommand.run("/bin/sh", ["-c", restore], environment: ["PGPASSWORD": "right pass"])
+            #expect(restored.succeeded, "\(restored.diagnostic)")
+            #expect(try await (database as? PostgresMigrationDatabase)?.queryText("SELECT name FROM items") == [["x"]])
+        }
         await database.close()
-        await removeTree(directory)
     }
 
     @Test func openAcceptsBothSchemesAndTheSocket() async throws {

@@ -8,18 +8,17 @@ import Testing
 struct SQLiteMigrationDatabaseTests {
     /// A new database file (created by opening with `mode=rwc`) in its own directory.
     private func withDatabase(_ body: (SQLiteMigrationDatabase, String, String) async throws -> Void) async throws {
-        let directory = try makeTemporaryDirectory()
-        let path = directory + "/app.db"
-        let database = try await SQLiteMigrationDatabase.open(url: "sqlite://\(path)?mode=rwc")
-        do {
-            try await body(database, path, directory)
-        } catch {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/app.db"
+            let database = try await SQLiteMigrationDatabase.open(url: "sqlite://\(path)?mode=rwc")
+            do {
+                try await body(database, path, directory)
+            } catch {
+                await database.close()
+                throw error
+            }
             await database.close()
-            await removeTree(directory)
-            throw error
         }
-        await database.close()
-        await removeTree(directory)
     }
 
     @Test func applyWritesSQLxsSchemaAndRow() async throws {
@@ -117,6 +116,18 @@ struct SQLiteMigrationDatabaseTests {
         }
     }
 
+    @Test func foreignKeysAreEnforcedAsUnderSQLx() async throws {
+        try await withDatabase { database, _, _ in
+            _ = try await database.apply(
+                pending(
+                    "1_tables.sql",
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);\nCREATE TABLE child (parent_id INTEGER REFERENCES parent (id));\n"))
+            let error = await migrationError { _ = try await database.apply(pending("2_orphan.sql", "INSERT INTO child VALUES (42);\n")) }
+            #expect(error?.message.contains("FOREIGN KEY constraint failed") == true)
+            #expect(try await database.appliedMigrations().map(\.version) == [1])
+        }
+    }
+
     @Test func revertRunsTheDownSQLAndDeletesTheRow() async throws {
         try await withDatabase { database, _, _ in
             _ = try await database.apply(pending("1_users.up.sql", "CREATE TABLE users (id INTEGER);\n"))
@@ -163,20 +174,20 @@ struct SQLiteMigrationDatabaseTests {
     }
 
     @Test func missingFileIsReportedAndNotCreated() async throws {
-        let directory = try makeTemporaryDirectory()
-        let path = directory + "/missing.db"
-        for url in ["sqlite://\(path)", "sqlite:\(path)"] {
-            let error = await migrationError { _ = try await MigrationDatabases.open(url: url) }
-            #expect(error?.kind == .fileMissing)
-            #expect(error?.message == "no database at \(path) yet")
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/missing.db"
+            for url in ["sqlite://\(path)", "sqlite:\(path)"] {
+                let error = await migrationError { _ = try await MigrationDatabases.open(url: url) }
+                #expect(error?.kind == .fileMissing)
+                #expect(error?.message == "no database at \(path) yet")
+            }
+            #expect(!exists(path))
+            // Asked to, it is created.
+            let created = try await MigrationDatabases.open(url: "sqlite:\(path)", createIfMissing: true)
+            #expect(try await created.appliedMigrations() == [])
+            await created.close()
+            #expect(exists(path))
         }
-        #expect(!exists(path))
-        // Asked to, it is created.
-        let created = try await MigrationDatabases.open(url: "sqlite:\(path)", createIfMissing: true)
-        #expect(try await created.appliedMigrations() == [])
-        await created.close()
-        #expect(exists(path))
-        await removeTree(directory)
     }
 
     @Test func unsuccessfulRowIsReadBackAsSuch() async throws {
@@ -192,34 +203,34 @@ struct SQLiteMigrationDatabaseTests {
     }
 
     @Test func backupIsVerifiedAndRestores() async throws {
-        let directory = try makeTemporaryDirectory()
-        let path = directory + "/app.db"
-        let backupPath = directory + "/backup it's.db"
-        var database = try await SQLiteMigrationDatabase.open(url: "sqlite:\(path)?mode=rwc")
-        _ = try await database.apply(
-            pending("1_items.sql", "CREATE TABLE items (name TEXT);\nINSERT INTO items VALUES ('a'), ('b');\n"))
-        let restore = try await database.backup(to: backupPath)
-        #expect(exists(backupPath))
-        #expect(restore.contains("cp "))
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/app.db"
+            let backupPath = directory + "/backup it's.db"
+            var database = try await SQLiteMigrationDatabase.open(url: "sqlite:\(path)?mode=rwc")
+            _ = try await database.apply(
+                pending("1_items.sql", "CREATE TABLE items (name TEXT);\nINSERT INTO items VALUES ('a'), ('b');\n"))
+            let restore = try await database.backup(to: backupPath)
+            #expect(exists(backupPath))
+            #expect(restore.contains("cp "))
 
-        // The backup opens on its own and holds the rows.
-        let copy = try await SQLiteMigrationDatabase.open(url: "sqlite:\(backupPath)")
-        #expect(try await copy.appliedMigrations().map(\.version) == [1])
-        #expect(try await copy.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
-        await copy.close()
+            // The backup opens on its own and holds the rows.
+            let copy = try await SQLiteMigrationDatabase.open(url: "sqlite:\(backupPath)")
+            #expect(try await copy.appliedMigrations().map(\.version) == [1])
+            #expect(try await copy.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
+            await copy.close()
 
-        // Never overwrites a backup.
-        let again = await migrationError { _ = try await database.backup(to: backupPath) }
-        #expect(again?.kind == .backupFailed)
+            // Never overwrites a backup.
+            let again = await migrationError { _ = try await database.backup(to: backupPath) }
+            #expect(again?.kind == .backupFailed)
 
-        // The returned command restores it over the (stopped) database.
-        _ = try await database.queryText("DELETE FROM items")
-        await database.close()
-        try await shell(restore)
-        database = try await SQLiteMigrationDatabase.open(url: "sqlite:\(path)")
-        #expect(try await database.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
-        await database.close()
-        await removeTree(directory)
+            // The returned command restores it over the (stopped) database.
+            _ = try await database.queryText("DELETE FROM items")
+            await database.close()
+            try await shell(restore)
+            database = try await SQLiteMigrationDatabase.open(url: "sqlite:\(path)")
+            #expect(try await database.queryText("SELECT name FROM items ORDER BY name") == [["a"], ["b"]])
+            await database.close()
+        }
     }
 
     @Test func inMemoryDatabase() async throws {
@@ -244,10 +255,10 @@ struct SQLiteMigrationDatabaseTests {
     }
 
     @Test func notADatabase() async throws {
-        let directory = try makeTemporaryDirectory()
-        try await shell("printf 'this is not sqlite, just text that is long enough to be a header........' > '\(directory)/text.db'")
-        let error = await migrationError { _ = try await MigrationDatabases.open(url: "sqlite:\(directory)/text.db") }
-        #expect(error?.message.contains("not a usable SQLite database") == true)
-        await removeTree(directory)
+        try await withTemporaryDirectory { directory in
+            try await shell("printf 'this is not sqlite, just text that is long enough to be a header........' > '\(directory)/text.db'")
+            let error = await migrationError { _ = try await MigrationDatabases.open(url: "sqlite:\(directory)/text.db") }
+            #expect(error?.message.contains("not a usable SQLite database") == true)
+        }
     }
 }

@@ -29,6 +29,19 @@ func makeTemporaryDirectory(_ prefix: String = "safe-watch-db") throws -> String
     return String(cString: result)
 }
 
+/// Runs `body` with a new directory under /tmp, removed afterwards whatever happens.
+func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws -> T {
+    let directory = try makeTemporaryDirectory()
+    do {
+        let result = try await body(directory)
+        await removeTree(directory)
+        return result
+    } catch {
+        await removeTree(directory)
+        throw error
+    }
+}
+
 func removeTree(_ path: String) async {
     _ = try? await ExternalCommand.run("/bin/rm", ["-rf", path])
 }
