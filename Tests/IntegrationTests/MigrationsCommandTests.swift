@@ -11,7 +11,9 @@ import Testing
     /// A project with two applied-to-be migrations.
     struct Project {
         let directory = makeTemporaryDirectory("migrations")
-        var database: String { "sqlite:\(self.directory)/dev.db" }
+        /// Another database than the project's SQLite file.
+        var databaseOverride: String?
+        var database: String { self.databaseOverride ?? "sqlite:\(self.directory)/dev.db" }
 
         init() throws {
             try FileManager.default.createDirectory(atPath: self.directory + "/migrations", withIntermediateDirectories: true)
@@ -156,5 +158,54 @@ import Testing
         let (code, output) = try await project.migrations(["validate", "--database-url", "postgres://nobody@127.0.0.1:1/db"], database: false)
         #expect(ContinuousClock.now - started < .seconds(15))
         #expect(code == 0 && output.contains("the database was not checked") && output.contains("verdict: SAFE_AFTER_APPLY"), "\(output)")
+    }
+}
+
+/// The same commands against a real PostgreSQL (a throwaway cluster from script/postgres-test-cluster).
+@Suite(.serialized, .timeLimit(.minutes(5))) struct MigrationsPostgresCommandTests {
+    @Test func runEditDirtyRowAndRevertOnPostgres() async throws {
+        // Directly under /tmp: the cluster runs as the postgres user, who must reach it.
+        let cluster = NSTemporaryDirectory() + "safe-watch-pg-\(UUID().uuidString)"
+        let script = Paths.packageRoot + "/script/postgres-test-cluster"
+        let (started, urlText) = try await run("/bin/bash", [script, "start", cluster], in: Paths.packageRoot)
+        try #require(started == .exited(0), "the PostgreSQL test cluster did not start (apt-get install postgresql; script/bootstrap does): \(urlText)")
+        let url = try #require(urlText.split(separator: "\n").last { $0.hasPrefix("postgres") }.map(String.init))
+        do {
+            try await self.exercise(url: url)
+        } catch {
+            Issue.record(error)
+        }
+        _ = try await run("/bin/bash", [script, "stop", cluster], in: Paths.packageRoot)
+    }
+
+    func exercise(url: String) async throws {
+
+        var project = try MigrationsCommandTests.Project()
+        project.databaseOverride = url
+        try project.write("0003_tags.up.sql", "CREATE TABLE tags (id integer);\n")
+        try project.write("0003_tags.down.sql", "DROP TABLE tags;\n")
+        var (code, output) = try await project.migrations(["run"])
+        #expect(code == 0 && output.contains("applied 0003_tags.up.sql"), "\(output)")
+        (code, output) = try await project.migrations(["info"])
+        #expect(output.contains("3\tapplied\t0003_tags.up.sql"), "\(output)")
+
+        // A CRLF-only edit of an applied file: SW101, classified from the checksum alone.
+        try project.write("0002_add_email.sql", "ALTER TABLE users ADD COLUMN email text;\r\n")
+        (code, output) = try await project.migrations(["validate"])
+        #expect(code == 1 && output.contains("SW101 0002_add_email.sql (version 2, database)") && output.contains("only line endings"), "\(output)")
+        try project.write("0002_add_email.sql", "ALTER TABLE users ADD COLUMN email text;\n")
+
+        // A dirty row: what sqlx reports first.
+        let (psqlStatus, psqlOutput) = try await run(
+            "/usr/bin/psql", [url, "-c", "UPDATE _sqlx_migrations SET success = false WHERE version = 3"], in: project.directory)
+        #expect(psqlStatus == .exited(0), "\(psqlOutput)")
+        (code, output) = try await project.migrations(["validate"])
+        #expect(code == 1 && output.contains("SW105") && output.contains("partially applied"), "\(output)")
+        _ = try await run("/usr/bin/psql", [url, "-c", "UPDATE _sqlx_migrations SET success = true WHERE version = 3"], in: project.directory)
+
+        (code, output) = try await project.migrations(["revert"])
+        #expect(code == 0 && output.contains("reverted 0003_tags.down.sql"), "\(output)")
+        (code, output) = try await project.migrations(["run", "--backup", project.directory + "/backups"])
+        #expect(code == 0 && output.contains("backed up to") && output.contains("restore with: pg_restore"), "\(output)")
     }
 }
