@@ -1,4 +1,5 @@
 import Foundation
+import SafeWatchCore
 import SafeWatchMigrations
 import SafeWatchMigrationsDatabase
 
@@ -125,6 +126,21 @@ public struct MigrationsTool: Sendable {
         }
         // The new file is not recorded yet: its first edit must not look like a modified migration.
         self.print("write the migration, then `safe-watch migrations hash` records it (run and the pre-commit hook do too)")
+        return 0
+    }
+
+    /// `validate --build`: the project must also compile (what the old validate script checked).
+    public func build(command: String) async -> Int32 {
+        let (status, output) = await runCapturing(
+            launcher: self.workspace.launcher, executable: "/bin/sh", arguments: ["-c", command],
+            directory: self.workspace.projectDirectory)
+        guard status == .exited(0) else {
+            let failure = BuildFailure.from(output: output, status: status, parser: DiagnosticsParser(root: self.workspace.projectDirectory))
+            self.print("build failed (\(command)): \(failure.summary)")
+            for diagnostic in failure.diagnostics.prefix(5) { self.print("    \(diagnostic)") }
+            return 1
+        }
+        self.print("build succeeded (\(command))")
         return 0
     }
 

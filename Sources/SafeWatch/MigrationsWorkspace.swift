@@ -44,7 +44,16 @@ public struct MigrationsWorkspace: Sendable {
             if isDirectory.boolValue { return DirectoryEntry(name: name, isDirectory: true, bytes: nil) }
             return DirectoryEntry(name: name, bytes: FileManager.default.contents(atPath: path).map { Array($0) })
         }
-        return MigrationDirectory(entries: entries)
+        return MigrationDirectory(entries: entries, now: Self.utcNow())
+    }
+
+    /// Now as `YYYYMMDDHHMMSS` in UTC, sqlx's timestamp version format.
+    static func utcNow() -> Int64? {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyyMMddHHmmss"
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        return Int64(formatter.string(from: Date()))
     }
 
     /// The sum file: nil when absent, `.failure` when it cannot be trusted.

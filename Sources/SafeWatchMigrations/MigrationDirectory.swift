@@ -24,7 +24,9 @@ public struct MigrationDirectory: Equatable, Sendable {
 
     /// Resolves `entries` the way sqlx does: top level only; `<VERSION>_<desc>.sql`,
     /// `.up.sql`/`.down.sql` pairs; files without `_` or a lower-case `.sql` suffix are ignored.
-    public init(entries: [DirectoryEntry]) {
+    /// - Parameter now: the current UTC time as `YYYYMMDDHHMMSS`, to flag timestamp versions in the
+    ///   future (nil: not checked).
+    public init(entries: [DirectoryEntry], now: Int64? = nil) {
         var files: [MigrationFile] = []
         var findings: [Finding] = []
         for entry in entries.sorted(by: { $0.name < $1.name }) where entry.name != Self.sumFileName {
@@ -81,7 +83,39 @@ public struct MigrationDirectory: Equatable, Sendable {
             files.append(MigrationFile(name: name, version: version, description: rest.replacing("_", with: " "), kind: kind, bytes: bytes))
         }
         self.files = files
-        self.findings = findings + Self.structuralFindings(files)
+        self.findings = findings + Self.structuralFindings(files) + Self.versionFindings(files, now: now)
+    }
+
+    /// SW004: versions that are not written the way the rest are (width), or timestamps that are not
+    /// a real UTC time or lie in the future.
+    private static func versionFindings(_ files: [MigrationFile], now: Int64?) -> [Finding] {
+        var findings: [Finding] = []
+        let forward = files.filter { $0.kind != .down }
+        let prefixes = forward.map { ($0, String($0.name.prefix { $0.isNumber })) }
+        for (file, prefix) in prefixes where prefix.count == 14 {
+            let digits = prefix.compactMap { Int(String($0)) }
+            func number(_ range: Range<Int>) -> Int { digits[range].reduce(0) { $0 * 10 + $1 } }
+            let (month, day, hour, minute, second) = (number(4..<6), number(6..<8), number(8..<10), number(10..<12), number(12..<14))
+            if !(1...12).contains(month) || !(1...31).contains(day) || hour > 23 || minute > 59 || second > 59 {
+                findings.append(Finding(.versionNotCanonical, .warn, file: file.name, version: file.version,
+                    message: "\(file.name): \(prefix) is not a valid YYYYMMDDHHMMSS time",
+                    evidence: .files, recovery: "rename it with the current UTC time (`safe-watch migrations add` does)"))
+            } else if let now, file.version > now {
+                findings.append(Finding(.versionNotCanonical, .warn, file: file.name, version: file.version,
+                    message: "\(file.name): the timestamp \(prefix) is in the future, so migrations added today would sort before it",
+                    evidence: .files, recovery: "rename it with the current UTC time"))
+            }
+        }
+        let sequential = prefixes.filter { $0.1.count < 14 }
+        let widths = Dictionary(grouping: sequential, by: { $0.1.count })
+        if widths.count > 1, let usual = widths.max(by: { $0.value.count < $1.value.count })?.key {
+            for (file, prefix) in sequential where prefix.count != usual {
+                findings.append(Finding(.versionNotCanonical, .warn, file: file.name, version: file.version,
+                    message: "\(file.name): version \(prefix) is \(prefix.count) digits wide where the others use \(usual)",
+                    evidence: .files, recovery: "rename it to \(String(repeating: "0", count: max(0, usual - String(file.version).count)))\(file.version)_…"))
+            }
+        }
+        return findings
     }
 
     /// Simple and up files: what sqlx applies and checks.

@@ -47,7 +47,20 @@ extension SafeWatchCommand.Migrations {
         @OptionGroup var options: SafeWatchCommand.MigrationOptions
         @Flag(help: "Warnings block too (for CI).") var strict = false
         @Flag(help: "Print JSON.") var json = false
-        func run() async throws { _exit(await self.options.tool().validate(strict: self.strict, json: self.json)) }
+        @Flag(help: "Also run the build command (build.command, or swift build).") var build = false
+        func run() async throws {
+            let tool = self.options.tool()
+            var code = await tool.validate(strict: self.strict, json: self.json)
+            if self.build {
+                let project = try? await ProjectLoader(
+                    directory: tool.workspace.projectDirectory, configurationFile: nil, launcher: tool.workspace.launcher,
+                    overrides: { _ in }
+                ).load()
+                let built = await tool.build(command: project?.configuration.buildCommand ?? "swift build")
+                code = max(code, built)
+            }
+            _exit(code)
+        }
     }
 
     struct Hash: AsyncParsableCommand {

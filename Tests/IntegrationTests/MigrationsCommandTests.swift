@@ -147,6 +147,17 @@ import Testing
         #expect(code == 1 && output.contains("SW101"), "\(output)")
     }
 
+    @Test func validateBuildAlsoRunsTheBuildCommand() async throws {
+        let project = try Project()
+        try "[build]\ncommand = \"echo 'main.swift:3:1: error: nope' && exit 1\"\nbinary = \"app\"\n"
+            .write(toFile: project.directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        var (code, output) = try await project.migrations(["validate", "--build"], database: false)
+        #expect(code == 1 && output.contains("build failed") && output.contains("main.swift:3: nope"), "\(output)")
+        try "[build]\ncommand = \"true\"\nbinary = \"app\"\n".write(toFile: project.directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        (code, output) = try await project.migrations(["validate", "--build"], database: false)
+        #expect(code == 0 && output.contains("build succeeded"), "\(output)")
+    }
+
     @Test func missingDirectoryAndUnreachableDatabaseAreClear() async throws {
         let directory = makeTemporaryDirectory("nomig")
         let safeWatch = try await SafeWatchProcess(["migrations", "validate", "--project", directory])

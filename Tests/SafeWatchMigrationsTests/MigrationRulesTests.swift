@@ -59,6 +59,14 @@ import Testing
         #expect(Validator().validate(MigrationDirectory(entries: clean + [entry("02_x.sql", "SELECT 1;")]), sumFile: nil, applied: nil).verdict == .block)
     }
 
+    @Test func SW004VersionNotCanonical() {
+        #expect(rules(clean + [entry("3_short.sql", "SELECT 1;\n")]) == ["SW004"])
+        #expect(rules([entry("20261399120000_bad_month.sql", "SELECT 1;\n")]) == ["SW004"])
+        let future = MigrationDirectory(entries: [entry("20301231120000_later.sql", "SELECT 1;\n")], now: 20261126080000)
+        #expect(future.findings.map(\.rule) == [.versionNotCanonical])
+        #expect(MigrationDirectory(entries: [entry("20261126070000_now.sql", "SELECT 1;\n")], now: 20261126080000).findings.isEmpty)
+    }
+
     @Test func SW005PairIncomplete() {
         #expect(rules([entry("0001_a.up.sql", "CREATE TABLE a (id int);")]) == ["SW005"])
         #expect(rules([entry("0001_a.down.sql", "DROP TABLE a;")]) == ["SW005"])
