@@ -19,7 +19,10 @@ public struct MigrationFile: Equatable, Sendable {
     public var description: String
     public var kind: Kind
     /// The file's exact bytes.
-    public var bytes: [UInt8]
+    public let bytes: [UInt8]
+    /// sqlx's checksum: SHA-384 of the exact bytes (BOM, CRLF and comments all count). Computed
+    /// once: the validator compares it many times.
+    public let checksum: [UInt8]
 
     public init(name: String, version: Int64, description: String, kind: Kind, bytes: [UInt8]) {
         self.name = name
@@ -27,10 +30,8 @@ public struct MigrationFile: Equatable, Sendable {
         self.description = description
         self.kind = kind
         self.bytes = bytes
+        self.checksum = sqlxChecksum(bytes)
     }
-
-    /// sqlx's checksum: SHA-384 of the exact bytes (BOM, CRLF and comments all count).
-    public var checksum: [UInt8] { sqlxChecksum(self.bytes) }
 
     /// sqlx runs a migration outside a transaction only when these are its very first bytes.
     public var noTransaction: Bool { self.bytes.starts(with: Array("-- no-transaction".utf8)) }
