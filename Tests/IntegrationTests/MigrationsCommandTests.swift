@@ -26,6 +26,13 @@ import Testing
             try text.write(toFile: self.directory + "/migrations/" + name, atomically: true, encoding: .utf8)
         }
 
+        /// Commits everything, so the validator can find previous versions in git.
+        func commit() async throws {
+            let script = "git init -q && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm migrations"
+            let (status, output) = try await run("/bin/sh", ["-c", script], in: self.directory)
+            #expect(status == .exited(0), "\(output)")
+        }
+
         func remove(_ name: String) throws {
             try FileManager.default.removeItem(atPath: self.directory + "/migrations/" + name)
         }
@@ -54,11 +61,18 @@ import Testing
         #expect(code == 1)
         #expect(output.contains("\"rule\":\"SW101\"") && output.contains("\"modification\":\"line-endings-or-bom\""), "\(output)")
 
-        // A comment: proven equivalent from safe-watch's copy or git — here from the snapshot the
-        // supervisor keeps; the CLI alone knows only the checksum, so it says it cannot compare.
+        // The previous bytes come from git: comments only, and statements appended.
+        try project.write("0002_add_email.sql", "ALTER TABLE users ADD COLUMN email text;\n")
+        try await project.commit()
+        try project.write("0002_add_email.sql", "-- the users' address\nALTER TABLE users\n  ADD COLUMN email text;\n")
+        (code, output) = try await project.migrations(["validate", "--json"])
+        #expect(code == 1 && output.contains("\"modification\":\"whitespace-or-comments\""), "\(output)")
         try project.write("0002_add_email.sql", "ALTER TABLE users ADD COLUMN email text;\nCREATE INDEX users_email ON users (email);\n")
+        (code, output) = try await project.migrations(["validate", "--json"])
+        #expect(code == 1 && output.contains("\"modification\":\"statements-appended\""), "\(output)")
+        try project.write("0002_add_email.sql", "ALTER TABLE users ADD COLUMN mail text;\n")
         (code, output) = try await project.migrations(["validate"])
-        #expect(code == 1 && output.contains("BLOCK SW101 0002_add_email.sql"), "\(output)")
+        #expect(code == 1 && output.contains("BLOCK SW101 0002_add_email.sql") && output.contains("its statements changed"), "\(output)")
 
         // Deleted.
         try project.remove("0002_add_email.sql")

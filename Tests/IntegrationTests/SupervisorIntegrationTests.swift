@@ -316,6 +316,16 @@ extension SupervisorIntegrationTests {
         #expect(await safeWatch.log.waitForLine(containing: "applied 0002_posts.sql", after: mark) != nil)
         #expect(await safeWatch.log.waitForLine(containing: "healthy", after: mark) != nil)
         #expect(await body(port: port) == "hello-server mig-2\n")
+
+        // SQL that fails: nothing recorded, the database state said, the old server keeps serving.
+        let failing = safeWatch.log.count
+        try setVersion("mig-3", in: directory)
+        try "CREATE TABLE tags (id integer);\nINSERT INTO missing_table VALUES (1);\n"
+            .write(toFile: directory + "/migrations/0003_tags.sql", atomically: true, encoding: .utf8)
+        let refused = await safeWatch.log.waitForLine(containing: "not started: migrations failed to apply 0003_tags.sql", after: failing)
+        #expect(refused?.contains("the transaction rolled back") == true, "\(safeWatch.output)")
+        #expect(refused?.contains("still serving gen") == true)
+        #expect(await body(port: port) == "hello-server mig-2\n")
         #expect(await safeWatch.terminate() == .exited(0))
     }
 

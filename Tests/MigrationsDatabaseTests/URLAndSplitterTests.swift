@@ -144,7 +144,7 @@ struct UnreachablePostgresTests {
         let error = await migrationError {
             _ = try await MigrationDatabases.open(url: "postgres://u:pw@127.0.0.1:\(port)/db", connectTimeout: .seconds(3))
         }
-        #expect(start.duration(to: clock.now) < .seconds(4))
+        #expect(start.duration(to: clock.now) < .seconds(8))
         #expect(error?.kind == .unreachable)
         #expect(error?.message == "cannot reach PostgreSQL at 127.0.0.1:\(port): connection refused")
     }
@@ -160,7 +160,7 @@ struct UnreachablePostgresTests {
         }
         let elapsed = start.duration(to: clock.now)
         #expect(elapsed >= .seconds(1))
-        #expect(elapsed < .seconds(2))
+        #expect(elapsed < .seconds(6))  // the 1 s timeout, with room for a loaded machine
         #expect(error?.kind == .unreachable)
         #expect(error?.message == "cannot reach PostgreSQL at 127.0.0.1:\(port): no answer within 1 s")
     }
@@ -171,7 +171,7 @@ struct UnreachablePostgresTests {
         let error = await migrationError {
             _ = try await MigrationDatabases.open(url: "postgres://u@no-such-host.invalid/db", connectTimeout: .seconds(2))
         }
-        #expect(start.duration(to: clock.now) < .seconds(3))
+        #expect(start.duration(to: clock.now) < .seconds(8))
         #expect(error?.kind == .unreachable)
         #expect(error?.message.hasPrefix("cannot reach PostgreSQL at no-such-host.invalid:5432: ") == true)
     }
