@@ -48,21 +48,8 @@ struct MigrationsGate: Sendable {
         }
         guard self.settings.apply == .safeWatch else { return nil }
         let tool = MigrationsTool(workspace: self.workspace, databaseURL: self.databaseURL, print: { self.reporter.info($0) })
-        for version in report.pending {
-            guard let file = directory.appliable.first(where: { $0.version == version }),
-                let sql = String(validating: file.bytes, as: UTF8.self)
-            else { continue }
-            do {
-                let took = try await database.apply(
-                    PendingMigration(version: file.version, description: file.description, sql: sql, checksum: file.checksum,
-                                     noTransaction: file.noTransaction))
-                self.reporter.info("✓ applied \(file.name) in \(took.humanReadable)")
-            } catch {
-                let state = file.noTransaction
-                    ? "statements before the failure may have been applied; nothing was recorded"
-                    : "the transaction rolled back; the database is as it was before \(file.name)"
-                return "failed to apply \(file.name): \(error) (\(state))"
-            }
+        if let failure = await tool.applyPending(report.pending, of: directory, to: database) {
+            return failure
         }
         tool.recordInSumFile(directory)
         return nil

@@ -186,24 +186,34 @@ public struct MigrationsTool: Sendable {
             guard let restore = await self.backup(database, into: backupDirectory) else { return 1 }
             self.print("restore with: \(restore)")
         }
-        for version in report.pending {
+        if let failure = await self.applyPending(report.pending, of: directory, to: database) {
+            self.print("failed: \(failure)")
+            return 1
+        }
+        self.recordInSumFile(directory)
+        return 0
+    }
+
+    /// Applies `versions` in order, printing each; on the first failure returns what failed and
+    /// what state the database is in (nothing recorded for that migration).
+    func applyPending(_ versions: [Int64], of directory: MigrationDirectory, to database: any MigrationDatabase) async -> String? {
+        for version in versions {
             guard let file = directory.appliable.first(where: { $0.version == version }),
                 let sql = String(validating: file.bytes, as: UTF8.self)
             else { continue }
             do {
                 let took = try await database.apply(
-                    PendingMigration(version: file.version, description: file.description, sql: sql, checksum: file.checksum, noTransaction: file.noTransaction))
-                self.print("applied \(file.name) in \(took.formatted(.units(allowed: [.seconds, .milliseconds], width: .abbreviated)))")
+                    PendingMigration(version: file.version, description: file.description, sql: sql, checksum: file.checksum,
+                                     noTransaction: file.noTransaction))
+                self.print("✓ applied \(file.name) in \(took.humanReadable)")
             } catch {
-                self.print("failed: \(error)")
-                self.print(file.noTransaction
-                    ? "\(file.name) runs without a transaction: statements before the failure may have been applied; nothing was recorded"
-                    : "the transaction rolled back: the database is as it was before \(file.name); migrations before it stay applied")
-                return 1
+                let state = file.noTransaction
+                    ? "it runs without a transaction: statements before the failure may have been applied; nothing was recorded"
+                    : "the transaction rolled back; the database is as it was before \(file.name)"
+                return "failed to apply \(file.name): \(error) (\(state))"
             }
         }
-        self.recordInSumFile(directory)
-        return 0
+        return nil
     }
 
     /// Reverts the newest applied migration that has a down file.
