@@ -72,6 +72,8 @@ final class ProxyHandler: ChannelInboundHandler {
     private var routedTo: Generation?
     private var responseStarted = false
     private var attempts = 0
+    /// Counts requests on this connection, so a retry scheduled for one never routes the next.
+    private var requestNumber = 0
     private var upstream: Upstream?
 
     /// Requests safe to send twice when the first upstream connection died without an answer.
@@ -112,6 +114,7 @@ final class ProxyHandler: ChannelInboundHandler {
                 return
             }
             self.forwarding = request
+            self.requestNumber += 1
             self.attempts = 0
             self.route()
         }
@@ -184,9 +187,16 @@ final class ProxyHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.finishRouting()
         self.forwarding = nil
-        self.upstream?.channel.close(promise: nil)
-        self.upstream = nil
+        self.dropUpstream()
         context.fireChannelInactive()
+    }
+
+    /// Forgets the upstream connection, then closes it. In that order: closing can call
+    /// `upstreamClosed` at once, which must not take it for a failure of the current request.
+    private func dropUpstream() {
+        let upstream = self.upstream
+        self.upstream = nil
+        upstream?.channel.close(promise: nil)
     }
 
     // MARK: Routing
@@ -202,6 +212,7 @@ final class ProxyHandler: ChannelInboundHandler {
                 self.respondWithError(.serviceUnavailable, "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n")
                 return
             }
+            self.finishRouting()  // never count one request twice
             self.routedTo = target.generation
             self.send(to: target)
         }
@@ -215,8 +226,7 @@ final class ProxyHandler: ChannelInboundHandler {
             self.write(on: upstream)
             return
         }
-        self.upstream?.channel.close(promise: nil)
-        self.upstream = nil
+        self.dropUpstream()
         let owner = NIOLoopBound(self, eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.seconds(2))
@@ -271,7 +281,9 @@ final class ProxyHandler: ChannelInboundHandler {
             return
         }
         // Give a generation that is being replaced a moment to leave the router.
+        let number = self.requestNumber
         context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20 * Int64(self.attempts))) {
+            guard self.requestNumber == number else { return }
             self.route()
         }
     }
@@ -304,8 +316,7 @@ final class ProxyHandler: ChannelInboundHandler {
             self.responseStarted = false
             self.finishRouting()
             if self.upstream?.reusable == false {
-                self.upstream?.channel.close(promise: nil)
-                self.upstream = nil
+                self.dropUpstream()
             }
             let written = context.writeAndFlush(self.wrapOutboundOut(.end(trailers)))
             if !keepAlive {
