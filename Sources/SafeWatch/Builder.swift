@@ -12,6 +12,8 @@ public final class Builder: Sendable {
         public var binary: String
         public var timeout: Duration
         public var environment: [String: String]
+        /// SwiftPM's whole-second race only concerns `swift build`; other build tools start at once.
+        public var waitsOutSameSecond: Bool
     }
 
     private struct Running {
@@ -35,9 +37,11 @@ public final class Builder: Sendable {
         defer { self.running.withLock { $0 = nil } }
 
         // SwiftPM compares whole-second mtimes: wait until the clock is past the newest edit's second.
-        let newest = changedFiles.compactMap { modificationTime(settings.projectDirectory + "/" + $0) }.max()
-        let wait = sameSecondWait(now: wallClock(), newestModification: newest)
-        if wait > .zero { try? await Task.sleep(for: wait) }
+        if settings.waitsOutSameSecond {
+            let newest = changedFiles.compactMap { modificationTime(settings.projectDirectory + "/" + $0) }.max()
+            let wait = sameSecondWait(now: wallClock(), newestModification: newest)
+            if wait > .zero { try? await Task.sleep(for: wait) }
+        }
         if self.isCancelled(id) { return .cancelled }
 
         let collected = Mutex<[String]>([])

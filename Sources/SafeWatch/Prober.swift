@@ -23,11 +23,15 @@ public struct Prober: Sendable {
         ready: @Sendable () -> Bool
     ) async -> HealthTracker.Verdict {
         var tracker = HealthTracker(check: check, startedAt: startedAt)
+        // A fast server is up within milliseconds: probe at 5, 10, 20, 40 ms… up to `interval`,
+        // so the swap does not wait a whole interval after the first refused probe.
+        var pause = Duration.milliseconds(5)
         while !Task.isCancelled {
             let result = await self.probe(check, port: port, ready: ready)
             let verdict = tracker.record(result, at: now())
             if verdict != .pending { return verdict }
-            try? await Task.sleep(for: check.interval)
+            try? await Task.sleep(for: min(pause, check.interval))
+            pause = pause * 2
         }
         return .unhealthy("probing cancelled")
     }

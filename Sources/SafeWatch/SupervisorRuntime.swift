@@ -76,6 +76,8 @@ public actor SupervisorRuntime {
     private let prober: Prober
     private let router: TrafficRouter
     private var watcher: DirectoryWatcher?
+    private var classifier: ChangeClassifier
+    private var debounceCheckScheduled = false
     /// A migration file changed in the burst being debounced: its verdict is printed when it ends.
     private var migrationsChangedInBurst = false
     /// Files changed since the last build started (the same-second wait looks at them).
@@ -100,6 +102,7 @@ public actor SupervisorRuntime {
         self.stager = Stager(stateDirectory: project.stateDirectory)
         self.prober = Prober(group: group, launcher: self.launcher, projectDirectory: project.directory)
         self.router = router
+        self.classifier = Self.classifier(for: project)
     }
 
     /// Runs until stopped by a signal; returns the exit code.
@@ -142,7 +145,11 @@ public actor SupervisorRuntime {
         case .filesChanged(let changes):
             self.filesChanged(changes, at: now)
         case .debounceElapsed:
-            guard let paths = self.debouncer.release(at: now) else { return }
+            self.debounceCheckScheduled = false
+            guard let paths = self.debouncer.release(at: now) else {
+                if let next = self.debouncer.nextCheck { self.scheduleDebounceCheck(at: next) }
+                return
+            }
             if self.migrationsChangedInBurst {
                 self.migrationsChangedInBurst = false
                 self.reportMigrationsVerdict()
@@ -207,32 +214,42 @@ public actor SupervisorRuntime {
         guard !buildPaths.isEmpty else { return }
         self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") }
         let deadline = self.debouncer.record(buildPaths, at: now)
+        self.scheduleDebounceCheck(at: deadline)
+    }
+
+    /// One timer for the whole burst (not one per batch of events): when it fires before the tree
+    /// is quiet, it is set again for the end of the new quiet period.
+    private func scheduleDebounceCheck(at deadline: Moment) {
+        guard !self.debounceCheckScheduled else { return }
+        self.debounceCheckScheduled = true
         let post = self.post
+        let delay = deadline - self.now
         Task {
-            try? await Task.sleep(for: deadline - now)
+            try? await Task.sleep(for: delay)
             post.yield(.debounceElapsed)
         }
     }
 
-    private var classifier: ChangeClassifier {
-        var ignore = IgnoreRules(patterns: self.project.configuration.watch.ignore)
-        ignore.add(patterns: self.gitignore)
-        return ChangeClassifier(
-            extensions: Set(self.project.configuration.watch.extensions),
-            configurationPath: self.project.relativeConfigurationFile, ignore: ignore,
-            migrationsDirectory: self.project.configuration.migrations.dir)
+    /// Decides what a changed path means; made once per configuration, not per event.
+    private static func classifier(for project: Project) -> ChangeClassifier {
+        ChangeClassifier(
+            extensions: Set(project.configuration.watch.extensions),
+            configurationPath: project.relativeConfigurationFile, ignore: Self.ignoreRules(for: project),
+            migrationsDirectory: project.configuration.migrations.dir)
     }
 
-    private var gitignore: [String] {
-        guard let text = try? String(contentsOfFile: self.project.directory + "/.gitignore", encoding: .utf8) else { return [] }
-        return text.split(whereSeparator: { $0.isNewline }).map(String.init)
+    /// `watch.ignore` and the project's `.gitignore`.
+    private static func ignoreRules(for project: Project) -> IgnoreRules {
+        var ignore = IgnoreRules(patterns: project.configuration.watch.ignore)
+        if let text = try? String(contentsOfFile: project.directory + "/.gitignore", encoding: .utf8) {
+            ignore.add(patterns: text.split(whereSeparator: { $0.isNewline }).map(String.init))
+        }
+        return ignore
     }
 
     private func startWatching() throws {
-        var ignore = IgnoreRules(patterns: self.project.configuration.watch.ignore)
-        ignore.add(patterns: self.gitignore)
         let watcher = try DirectoryWatcher(
-            root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: ignore)
+            root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: Self.ignoreRules(for: self.project))
         let post = self.post
         try watcher.start { post.yield(.filesChanged($0)) }
         self.watcher = watcher
@@ -312,7 +329,8 @@ public actor SupervisorRuntime {
         guard let command = configuration.buildCommand, let binary = configuration.binaryPath else { return nil }
         return Builder.Settings(
             command: command, projectDirectory: self.project.directory, binary: binary,
-            timeout: configuration.build.timeout, environment: inheritedEnvironment())
+            timeout: configuration.build.timeout, environment: inheritedEnvironment(),
+            waitsOutSameSecond: command.contains("swift build"))
     }
 
     private func launch(_ generation: Generation) {
@@ -469,6 +487,7 @@ public actor SupervisorRuntime {
         let rebuild = configuration.build != old.build || configuration.run != old.run || configuration.product != old.product
             || configuration.health != old.health
         self.project.configuration = configuration
+        self.classifier = Self.classifier(for: self.project)
         self.debouncer.quietPeriod = configuration.watch.debounce
         if configuration.watch != old.watch {
             self.watcher?.stop()
