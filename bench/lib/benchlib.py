@@ -456,7 +456,8 @@ def machine_description():
 
 def header(title, argv):
     print(f"# {title}")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; machine: {machine_description()}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; machine: {machine_description()}; load average at start: {load}")
     print(f"command: {' '.join(argv)}")
     print(flush=True)
 
