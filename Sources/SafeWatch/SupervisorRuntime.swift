@@ -157,8 +157,15 @@ public actor SupervisorRuntime {
             // Name the files that are there now first: an editor's temporary file (`sedX1b2`,
             // `.x.swp.tmp`) changed too, but is gone by the time the build starts.
             let directory = self.project.directory
-            let present = paths.filter { FileManager.default.fileExists(atPath: directory + "/" + $0) }
-            let gone = paths.filter { !present.contains($0) }
+            var present: [String] = []
+            var gone: [String] = []
+            for path in paths {
+                if FileManager.default.fileExists(atPath: directory + "/" + path) {
+                    present.append(path)
+                } else {
+                    gone.append(path)
+                }
+            }
             self.perform(self.machine.filesChanged(present + gone, at: now))
         case .buildFinished(let id, let outcome):
             self.perform(self.machine.buildFinished(id, outcome, at: now))
