@@ -21,7 +21,7 @@ public struct TerminalLogHandler: LogHandler {
     }
 
     public static func wantsColours(fd: Int32) -> Bool {
-        isatty(fd) == 1 && getenv("NO_COLOR") == nil && String(cString: getenv("TERM") ?? strdup("")) != "dumb"
+        isatty(fd) == 1 && getenv("NO_COLOR") == nil && getenv("TERM").map { String(cString: $0) } != "dumb"
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
