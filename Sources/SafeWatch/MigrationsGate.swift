@@ -15,31 +15,24 @@ struct MigrationsGate: Sendable {
 
     /// nil when the generation may start; otherwise why not.
     func check() async -> String? {
-        let started = ContinuousClock.now
         // safe-watch creates a missing SQLite database when it is the one applying migrations.
-        let (database, databaseProblem) = await self.openDatabase(create: self.settings.apply == .safeWatch)
-        defer { if let database { Task { await database.close() } } }
-        let directory: MigrationDirectory
-        let report: ValidationReport
+        let checked: Checked
         do {
-            let applied = try await database?.appliedMigrations()
-            (directory, report) = try await self.workspace.validate(strict: false, applied: applied)
+            checked = try await self.validate(createDatabase: self.settings.apply == .safeWatch)
         } catch {
             return "could not be checked: \(error)"
         }
+        defer { checked.close() }
+        let (directory, report) = (checked.directory, checked.report)
         self.workspace.snapshot(directory)
-        self.announce(report, databaseProblem: databaseProblem, took: ContinuousClock.now - started)
         if report.verdict == .block {
             let rules = Set(report.findings.filter { $0.severity == .block }.map(\.rule.rawValue)).sorted()
             return "BLOCK (\(rules.joined(separator: ", "))) — fix the migrations, see above"
         }
-        guard report.verdict == .safeAfterApply else { return nil }
-        guard let database else {
-            // Nothing to apply them to: the server applies them at its start.
-            return nil
-        }
+        // Without a database the server applies pending migrations at its start.
+        guard report.verdict == .safeAfterApply, let database = checked.database else { return nil }
+        let tool = MigrationsTool(workspace: self.workspace, databaseURL: self.databaseURL, print: { self.reporter.info($0) })
         if self.settings.backup {
-            let tool = MigrationsTool(workspace: self.workspace, databaseURL: self.databaseURL, print: { self.reporter.info($0) })
             let backupDirectory = self.settings.backupDir.hasPrefix("/") ? self.settings.backupDir : self.workspace.projectDirectory + "/" + self.settings.backupDir
             guard let restore = await tool.backup(database, into: backupDirectory) else {
                 return "not applied: the backup failed (see above); the database is unchanged"
@@ -47,7 +40,6 @@ struct MigrationsGate: Sendable {
             self.reporter.info("  restore with: \(restore)")
         }
         guard self.settings.apply == .safeWatch else { return nil }
-        let tool = MigrationsTool(workspace: self.workspace, databaseURL: self.databaseURL, print: { self.reporter.info($0) })
         if let failure = await tool.applyPending(report.pending, of: directory, to: database) {
             return failure
         }
@@ -57,15 +49,36 @@ struct MigrationsGate: Sendable {
 
     /// Prints the verdict right after a migration file changed (before any build).
     func reportVerdict() async {
-        let started = ContinuousClock.now
-        let (database, databaseProblem) = await self.openDatabase(create: false)
-        defer { if let database { Task { await database.close() } } }
         do {
-            let applied = try await database?.appliedMigrations()
-            let (_, report) = try await self.workspace.validate(strict: false, applied: applied)
-            self.announce(report, databaseProblem: databaseProblem, took: ContinuousClock.now - started)
+            try await self.validate(createDatabase: false).close()
         } catch {
             self.reporter.warning("migrations could not be checked: \(error)")
+        }
+    }
+
+    /// A validation and the database it consulted (still open, for applying).
+    private struct Checked {
+        var directory: MigrationDirectory
+        var report: ValidationReport
+        var database: (any MigrationDatabase)?
+
+        func close() {
+            if let database { Task { await database.close() } }
+        }
+    }
+
+    /// Validates (live when a database is configured and reachable) and announces the verdict.
+    private func validate(createDatabase: Bool) async throws -> Checked {
+        let started = ContinuousClock.now
+        let (database, databaseProblem) = await self.openDatabase(create: createDatabase)
+        do {
+            let applied = try await database?.appliedMigrations()
+            let (directory, report) = try await self.workspace.validate(strict: false, applied: applied)
+            self.announce(report, databaseProblem: databaseProblem, took: ContinuousClock.now - started)
+            return Checked(directory: directory, report: report, database: database)
+        } catch {
+            if let database { Task { await database.close() } }
+            throw error
         }
     }
 

@@ -84,11 +84,6 @@ public final class TrafficRouter: Sendable {
         for waiter in idle { waiter.resume() }
     }
 
-    /// Requests in flight to `generation`.
-    public func inFlight(_ generation: Generation) -> Int {
-        self.state.withLock { $0.inFlight[generation, default: 0] }
-    }
-
     /// Returns once no request is in flight to `generation` (it must no longer be active), or
     /// after `timeout`, whichever comes first.
     public func waitUntilIdle(_ generation: Generation, timeout: Duration) async {

@@ -224,8 +224,6 @@ public struct Supervisor: Sendable {
     /// The generation serving traffic, if any.
     public var servingGeneration: Generation? { self.active?.generation }
 
-    /// Whether a build is running.
-    public var isBuilding: Bool { self.build != .idle }
 }
 
 // MARK: - Events

@@ -151,7 +151,8 @@ final class ClientPool: Sendable {
 
     private let tally = Mutex(Tally())
     private let running = Mutex(true)
-    private let finished = Mutex(0)
+    /// Clients done, and the waiter `stop()` resumes when the last one is.
+    private let finished = Mutex<(count: Int, waiter: CheckedContinuation<Void, Never>?)>((0, nil))
     private let threads: Int
 
     /// `threads` clients alternating `paths`; `keepAlive` clients reuse one connection.
@@ -181,7 +182,13 @@ final class ClientPool: Sendable {
                         self.tally.withLock { $0.failures.append("\(path): \(error)") }
                     }
                 }
-                self.finished.withLock { $0 += 1 }
+                let waiter: CheckedContinuation<Void, Never>? = self.finished.withLock { finished in
+                    finished.count += 1
+                    guard finished.count == self.threads else { return nil }
+                    defer { finished.waiter = nil }
+                    return finished.waiter
+                }
+                waiter?.resume()
             }
         }
     }
@@ -191,8 +198,13 @@ final class ClientPool: Sendable {
     /// Stops the clients and waits for them to finish their current request.
     func stop() async -> Tally {
         self.running.withLock { $0 = false }
-        while self.finished.withLock({ $0 }) < self.threads {
-            try? await Task.sleep(for: .milliseconds(20))
+        await withCheckedContinuation { continuation in
+            let done = self.finished.withLock { finished in
+                if finished.count == self.threads { return true }
+                finished.waiter = continuation
+                return false
+            }
+            if done { continuation.resume() }
         }
         return self.snapshot
     }
