@@ -20,14 +20,13 @@ public final class HTTPProxy: Sendable {
         self.address = address
     }
 
-    /// Binds `listen` and starts proxying. Throws (with the address named) when it cannot bind.
+    /// Starts proxying on `socket`, a listening socket safe-watch bound or systemd passed; the
+    /// proxy owns it from here on.
     public static func start(
-        listen: ListenAddress, holdTimeout: Duration, router: TrafficRouter, group: any EventLoopGroup
+        socket: Int32, holdTimeout: Duration, router: TrafficRouter, group: any EventLoopGroup
     ) async throws -> HTTPProxy {
         let hold = TimeAmount.nanoseconds(Int64(holdTimeout.seconds * 1e9))
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -35,9 +34,10 @@ public final class HTTPProxy: Sendable {
                     try channel.pipeline.syncOperations.addHandler(ProxyHandler(router: router, hold: hold))
                 }
             }
-        let channel = try await bootstrap.bind(host: listen.host, port: listen.port).get()
-        let bound = ListenAddress(host: listen.host, port: channel.localAddress?.port ?? listen.port)
-        return HTTPProxy(router: router, channel: channel, address: bound)
+        let channel = try await bootstrap.withBoundSocket(socket).get()
+        let local = channel.localAddress
+        let address = ListenAddress(host: local?.ipAddress ?? "127.0.0.1", port: local?.port ?? 0)
+        return HTTPProxy(router: router, channel: channel, address: address)
     }
 
     public func close() async {

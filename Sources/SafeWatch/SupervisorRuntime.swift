@@ -61,6 +61,8 @@ public actor SupervisorRuntime {
         case migrationsChecked(Generation, blockedBecause: String?)
         case timerFired(SupervisorTimer)
         case signal(Int32)
+        /// Time to tell systemd's watchdog the loop is alive.
+        case watchdogTick
     }
 
     private var project: Project
@@ -85,13 +87,23 @@ public actor SupervisorRuntime {
     private var servers: [pid_t: ServerProcess] = [:]
     private var probes: [Generation: Task<Void, Never>] = [:]
     private var exitCode: Int32?
+    /// Socket mode: the listening sockets every generation gets as fds 3….
+    private let sharedSockets: [PublicSockets.Socket]
+    private let serviceManager: ServiceManager
+    private var serviceStatus: ServiceStatus
 
     /// - Parameters:
     ///   - selfExecutable: safe-watch's own binary for the exec-child trampoline (nil: exec directly).
+    ///   - sharedSockets: in socket mode, the sockets passed to every generation.
+    ///   - serviceManager: systemd, when safe-watch runs as a service.
     public init(
         project: Project, reporter: Reporter, router: TrafficRouter, group: any EventLoopGroup,
-        selfExecutable: String?
+        selfExecutable: String?, sharedSockets: [PublicSockets.Socket] = [], serviceManager: ServiceManager = ServiceManager()
     ) {
+        self.sharedSockets = sharedSockets
+        self.serviceManager = serviceManager
+        self.serviceStatus = ServiceStatus(
+            buildTimeout: project.configuration.build.timeout, startupTimeout: project.configuration.health.startupTimeout)
         self.project = project
         self.machine = Supervisor(policy: Self.policy(project))
         self.debouncer = Debouncer(quietPeriod: project.configuration.watch.debounce)
@@ -114,6 +126,8 @@ public actor SupervisorRuntime {
             for await signal in signals { post.yield(.signal(signal)) }
         }
         defer { signalTask.cancel() }
+        let watchdogTask = self.startWatchdog()
+        defer { watchdogTask?.cancel() }
         self.perform(self.machine.started(at: self.now))
         for await event in self.events {
             self.handle(event)
@@ -126,6 +140,25 @@ public actor SupervisorRuntime {
     }
 
     private var now: Moment { ContinuousClock.now - self.start }
+
+    /// WATCHDOG=1 at half of WATCHDOG_USEC. The tick goes through the event loop like every other
+    /// event, so a wedged supervisor stops answering and systemd restarts it; a long build or
+    /// probe does not (they run in their own tasks).
+    private func startWatchdog() -> Task<Void, Never>? {
+        let setting = WatchdogSetting(
+            usec: ProcessInfo.processInfo.environment["WATCHDOG_USEC"], pid: ProcessInfo.processInfo.environment["WATCHDOG_PID"],
+            ownPID: getpid())
+        if let warning = setting.warning { self.reporter.warning(warning) }
+        guard let period = setting.period, self.serviceManager.isPresent else { return nil }
+        self.serviceManager.send("WATCHDOG=1")
+        let post = self.post
+        return Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: period)
+                post.yield(.watchdogTick)
+            }
+        }
+    }
 
     /// The configuration's policy; generations pass the migrations gate when the project has a
     /// migrations directory.
@@ -184,6 +217,8 @@ public actor SupervisorRuntime {
             self.perform(self.machine.timerFired(timer, at: now))
         case .migrationsChecked(let generation, let reason):
             self.perform(self.machine.migrationsChecked(generation, blockedBecause: reason, at: now))
+        case .watchdogTick:
+            self.serviceManager.send("WATCHDOG=1")
         case .signal(let number):
             let signal: SupervisorSignal = number == SIGHUP ? .reload : .terminate
             if signal == .terminate, self.exitCode == nil {
@@ -323,9 +358,13 @@ public actor SupervisorRuntime {
         case .discardGenerations(let generations):
             self.stager.discard(generations)
         case .reloadConfig:
+            self.serviceManager.send(self.serviceStatus.reloadStarted(monotonicMicroseconds: ServiceManager.monotonicMicroseconds()))
             self.reloadConfiguration()
         case .report(let report):
             self.reporter.report(report)
+            if self.serviceManager.isPresent, let state = self.serviceStatus.record(report) {
+                self.serviceManager.send(state)
+            }
         case .exit(let code):
             self.exitCode = code
         }
@@ -345,9 +384,15 @@ public actor SupervisorRuntime {
         let post = self.post
         guard let binary = configuration.binaryPath else { return }
         let executable = self.stager.executable(of: generation, binaryName: (binary as NSString).lastPathComponent)
-        let port: Int
+        let port: Int?
         switch configuration.serve.mode {
-        case .proxy:
+        case .proxy, .socket:
+            // Proxy mode: the port traffic goes to. Socket mode: a private health port, only when
+            // the check needs one (never the shared socket, which the old server answers too).
+            if configuration.serve.mode == .socket, !configuration.health.needsPort {
+                port = nil
+                break
+            }
             do {
                 port = try freeLoopbackPort()
             } catch {
@@ -359,8 +404,14 @@ public actor SupervisorRuntime {
         }
         var environment = inheritedEnvironment()
         environment.merge(configuration.run.env) { $1 }
-        if !configuration.run.portEnv.isEmpty {
+        if !configuration.run.portEnv.isEmpty, let port {
             environment[configuration.run.portEnv] = String(port)
+        }
+        let sharedSockets = self.sharedSockets
+        if !sharedSockets.isEmpty {
+            // LISTEN_PID is set to the server's own pid by the exec-child trampoline.
+            environment["LISTEN_FDS"] = String(sharedSockets.count)
+            environment["LISTEN_FDNAMES"] = sharedSockets.map(\.name).joined(separator: ":")
         }
         let notifySocket: NotifySocket?
         if configuration.health.kind == .notify {
@@ -375,7 +426,9 @@ public actor SupervisorRuntime {
         } else {
             notifySocket = nil
         }
-        let arguments = configuration.run.args.map { $0.replacing("{port}", with: String(port)) }
+        let arguments = configuration.run.args.map { argument in
+            port.map { argument.replacing("{port}", with: String($0)) } ?? argument
+        }
         let reporter = self.reporter
         let launcher = self.launcher
         let directory = self.project.directory
@@ -391,7 +444,8 @@ public actor SupervisorRuntime {
                 output.start(onLine: { reporter.serverOutput(generation, $0) })
                 pid = try await launcher.spawn(
                     executable: executable, arguments: arguments, environment: environment,
-                    workingDirectory: directory, output: output, deathSignal: SIGTERM)
+                    workingDirectory: directory, output: output, deathSignal: SIGTERM,
+                    passedDescriptors: sharedSockets.map(\.fd))
             } catch {
                 notifySocket?.close()
                 post.yield(.candidateUnhealthy(generation, "cannot start \(executable): \(error)"))
@@ -413,11 +467,34 @@ public actor SupervisorRuntime {
                 ready: { server.isReady })
             guard !server.hasExited, !Task.isCancelled else { return }
             switch verdict {
-            case .healthy: post.yield(.candidateHealthy(generation))
+            case .healthy:
+                if let ownListeners = Self.listenersBesideSharedSockets(pid: pid, shared: sharedSockets, healthPort: port) {
+                    post.yield(.candidateUnhealthy(generation, ownListeners))
+                    return
+                }
+                post.yield(.candidateHealthy(generation))
             case .unhealthy(let reason): post.yield(.candidateUnhealthy(generation, reason))
             case .pending: break
             }
         }
+    }
+
+    /// Socket mode: a server that binds its own port instead of serving on fd 3 would be healthy
+    /// but never get the shared socket's traffic. Names what it listens on, or nil when all is well.
+    nonisolated private static func listenersBesideSharedSockets(
+        pid: pid_t, shared: [PublicSockets.Socket], healthPort: Int?
+    ) -> String? {
+        guard !shared.isEmpty else { return nil }
+        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].flatMap { file in
+            ((try? String(contentsOfFile: file, encoding: .utf8)).map { ListeningTCPSocket.parse(procNetTCP: $0) }) ?? []
+        }
+        let own = listenersOutsideSocketMode(
+            serverSocketInodes: ListeningSockets.socketInodes(of: pid), listening: listening,
+            sharedInodes: Set(shared.compactMap { ListeningSockets.inode($0.fd) }), healthPort: healthPort)
+        guard !own.isEmpty else { return nil }
+        let addresses = own.map { "\($0.address):\($0.port)" }.joined(separator: ", ")
+        return "it listens on \(addresses) itself instead of serving on the socket passed as fd 3 (LISTEN_FDS); "
+            + "in socket mode the server must take its socket with sd_listen_fds, or use mode = \"proxy\" for servers that bind a port"
     }
 
     private var migrationsGate: MigrationsGate {

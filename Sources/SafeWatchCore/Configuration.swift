@@ -78,8 +78,12 @@ public struct Configuration: Equatable, Sendable {
         public init() {}
 
         public var mode: ServeMode = .proxy
-        /// The public address: the proxy's in proxy mode, the server's own in restart mode.
+        /// The public address: the proxy's in proxy mode, the shared socket's in socket mode, the
+        /// server's own in restart mode. Sockets systemd passes (socket activation) take its place.
         public var listen = ListenAddress(host: "127.0.0.1", port: 8080)
+        /// Use only the sockets systemd passes under this name (`FileDescriptorName=` of the
+        /// `.socket` unit); nil takes every socket passed.
+        public var socketName: String?
         /// How long the proxy holds a connection while no healthy server exists, before 503.
         public var holdTimeout: Duration = .seconds(30)
     }

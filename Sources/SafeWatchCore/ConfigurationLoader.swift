@@ -38,7 +38,7 @@ public struct ConfigurationLoader: Sendable {
         "build": ["command", "binary", "timeout"],
         "run": ["args", "env", "port_env", "stop_signal", "stop_timeout", "keep_generations", "rollback_window"],
         "watch": ["paths", "ignore", "extensions", "debounce"],
-        "serve": ["mode", "listen", "hold_timeout"],
+        "serve": ["mode", "listen", "hold_timeout", "socket_name"],
         "health": ["type", "path", "command", "interval", "timeout", "success_threshold", "failure_threshold",
                    "startup_timeout"],
     ]
@@ -89,7 +89,7 @@ public struct ConfigurationLoader: Sendable {
         if let serve = try reader.table(root, "serve") {
             if let mode = try reader.string(serve, "serve", "mode") {
                 guard let parsed = ServeMode(rawValue: mode) else {
-                    throw reader.error("serve", "mode", "unknown mode \"\(mode)\" (use \"proxy\" or \"restart\")")
+                    throw reader.error("serve", "mode", "unknown mode \"\(mode)\" (use \"proxy\", \"socket\" or \"restart\")")
                 }
                 config.serve.mode = parsed
             }
@@ -100,6 +100,13 @@ public struct ConfigurationLoader: Sendable {
                 config.serve.listen = address
             }
             config.serve.holdTimeout = try reader.duration(serve, "serve", "hold_timeout") ?? config.serve.holdTimeout
+            if let name = try reader.nonEmptyString(serve, "serve", "socket_name") {
+                // systemd's FDNAME: at most 255 characters, no ':' (the LISTEN_FDNAMES separator).
+                guard name.count <= 255, !name.contains(":"), name.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+                    throw reader.error("serve", "socket_name", "\"\(name)\" cannot be a systemd FileDescriptorName (printable ASCII, no ':' or spaces)")
+                }
+                config.serve.socketName = name
+            }
         }
         if let health = try reader.table(root, "health") {
             config.health = try reader.healthCheck(health)

@@ -14,6 +14,14 @@ public struct HealthCheck: Equatable, Sendable {
     }
 
     public var kind: Kind
+
+    /// Whether the check talks to the server's port (http, tcp).
+    public var needsPort: Bool {
+        switch self.kind {
+        case .http, .tcp: true
+        case .exec, .notify, .none: false
+        }
+    }
     /// Time between probes.
     public var interval: Duration
     /// Longest a single probe may take.

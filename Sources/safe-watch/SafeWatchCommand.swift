@@ -36,7 +36,7 @@ extension SafeWatchCommand {
         @Option(name: .long, help: "The executable product to build and run.")
         var product: String?
 
-        @Option(name: .long, help: ArgumentHelp("How traffic reaches the server: proxy or restart.", valueName: "mode"))
+        @Option(name: .long, help: ArgumentHelp("How traffic reaches the server: proxy, socket or restart.", valueName: "mode"))
         var mode: String?
 
         @Option(name: .long, help: ArgumentHelp("The public address, e.g. 127.0.0.1:8080.", valueName: "host:port"))
@@ -56,7 +56,7 @@ extension SafeWatchCommand {
 
         func validate() throws {
             if let mode, ServeMode(rawValue: mode) == nil {
-                throw ValidationError("--mode must be proxy or restart, got \"\(mode)\"")
+                throw ValidationError("--mode must be proxy, socket or restart, got \"\(mode)\"")
             }
             if let listen, ListenAddress(parsing: listen) == nil {
                 throw ValidationError("--listen must be an address like 127.0.0.1:8080, got \"\(listen)\"")
@@ -82,7 +82,14 @@ extension SafeWatchCommand {
 
         func run() async throws {
             let verbose = self.verbose
+            // As a systemd service stderr is the journal's stream: structured entries say more.
+            let journal = JournalLogHandler.isWanted
             LoggingSystem.bootstrap { label in
+                if journal {
+                    var handler = JournalLogHandler()
+                    handler.logLevel = verbose ? .debug : .info
+                    return handler
+                }
                 var handler = TerminalLogHandler(label: label)
                 handler.logLevel = verbose ? .debug : .info
                 return handler
@@ -117,29 +124,40 @@ extension SafeWatchCommand {
                 return error.exitCode
             }
 
+            let manager = ServiceManager()
+            let sockets: PublicSockets
+            do {
+                sockets = try PublicSockets.open(project.configuration.serve, manager: manager)
+            } catch {
+                writeToStandardError("safe-watch: \(error)\n")
+                return error.exitCode
+            }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
             let router = TrafficRouter()
-            var proxy: HTTPProxy?
-            var publicAddress = "http://\(project.configuration.serve.listen)"
+            var proxies: [HTTPProxy] = []
             if project.configuration.serve.mode == .proxy {
-                do {
-                    let started = try await HTTPProxy.start(
-                        listen: project.configuration.serve.listen, holdTimeout: project.configuration.serve.holdTimeout,
-                        router: router, group: group)
-                    proxy = started
-                    publicAddress = "http://\(started.address)"
-                } catch {
-                    try? await group.shutdownGracefully()
-                    writeToStandardError(
-                        "safe-watch: cannot listen on \(project.configuration.serve.listen): \(error) — another process may use it; choose another with --listen or serve.listen\n")
-                    return StartupError.unavailable
+                for socket in sockets.sockets {
+                    do {
+                        proxies.append(
+                            try await HTTPProxy.start(
+                                socket: socket.fd, holdTimeout: project.configuration.serve.holdTimeout, router: router, group: group))
+                    } catch {
+                        try? await group.shutdownGracefully()
+                        writeToStandardError("safe-watch: cannot serve on \(socket.address): \(error)\n")
+                        return StartupError.unavailable
+                    }
                 }
             }
+            let address = sockets.sockets.first?.address ?? project.configuration.serve.listen
+            let publicAddress = "http://\(address)"
             let reporter = Reporter(logger: logger, publicAddress: publicAddress)
+            for warning in sockets.warnings { reporter.warning(warning) }
+            let origin = sockets.sockets.isEmpty ? "" : " · socket \(sockets.origin)"
             reporter.info(
-                "safe-watch \(SafeWatchCommand.configuration.version) · \(project.directory) · \(project.configuration.serve.mode.rawValue) mode on \(publicAddress)")
+                "safe-watch \(SafeWatchCommand.configuration.version) · \(project.directory)\(origin) · \(project.configuration.serve.mode.rawValue) mode on \(publicAddress)")
             let runtime = SupervisorRuntime(
-                project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable)
+                project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable,
+                sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager)
             let code: Int32
             do {
                 code = try await runtime.run(signals: signals)
@@ -147,7 +165,7 @@ extension SafeWatchCommand {
                 writeToStandardError("safe-watch: \(error)\n")
                 code = StartupError.osError
             }
-            await proxy?.close()
+            for proxy in proxies { await proxy.close() }
             try? await group.shutdownGracefully()
             return code
         }
