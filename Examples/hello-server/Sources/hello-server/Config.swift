@@ -2,10 +2,14 @@ import Glibc
 
 /// Everything hello-server can be told, from its arguments and environment.
 struct Config: Sendable {
-    /// Address to bind when no socket is inherited.
+    /// Address to bind when no socket is inherited, or for the health listener.
     var host = "127.0.0.1"
-    /// Port to bind when no socket is inherited (0 = let the kernel pick one).
+    /// Port to bind when no socket is inherited, or for the health listener
+    /// (0 = let the kernel pick one).
     var port: UInt16 = 8080
+    /// `PORT` or `--port` was given. Beside an inherited socket this asks for
+    /// a second, private listener on host:port (see `wantsHealthListener`).
+    var portGiven = false
     /// Use the listening socket inherited on fd 3 (systemd socket activation).
     var inheritedListener = false
     /// Seconds to wait before binding (`HELLO_STARTUP_DELAY`).
@@ -14,21 +18,41 @@ struct Config: Sendable {
     var crashAfter: Double?
     /// Unix datagram socket to tell "READY=1" once listening (`NOTIFY_SOCKET`).
     var notifySocket: String?
+    /// Never send "READY=1", though listening and serving (`HELLO_NO_READY=1`).
+    var suppressReady = false
+
+    /// Serve on the inherited socket and also on a listener of our own.
+    /// The inherited socket may be shared by several processes (say, two
+    /// generations during a rolling restart), so a request to it can reach
+    /// any of them; a private port lets a supervisor health-check this one.
+    var wantsHealthListener: Bool { inheritedListener && portGiven }
 }
 
 let usage = """
     usage: hello-server [--port N] [--host ADDRESS]
 
+    Serves on ADDRESS:N, or on the listening socket inherited as fd 3. Given both an
+    inherited socket and --port/PORT, it serves on both: fd 3 is the public (possibly
+    shared) socket and ADDRESS:N a private health port; the "listening on" line then
+    ends with " (health on ADDRESS:PORT)".
+
     Endpoints: GET / (version), GET /health, GET /slow (~300 ms); other paths are 404.
 
+    SIGTERM/SIGINT: stop accepting, let requests in flight finish (at most 10 s); an
+    idle keep-alive connection still gets 1 s for one last request, answered with
+    "Connection: close".
+
     Environment:
-      PORT                  port to listen on (--port wins; default 8080; 0 = any free port)
+      PORT                  port to listen on (--port wins; default 8080; 0 = any free port);
+                            beside an inherited socket, the private health port
       LISTEN_FDS/LISTEN_PID serve on the listening socket inherited as fd 3 (socket activation)
       HELLO_STARTUP_DELAY   seconds to sleep before listening (fractions allowed)
       HELLO_EXIT_IMMEDIATELY=1  exit with status 3 at once
       HELLO_CRASH_AFTER     seconds of serving after which to exit with status 1
       HELLO_CRASH_VERSION   only crash (HELLO_CRASH_AFTER) when serving this version
       NOTIFY_SOCKET         unix datagram socket that receives READY=1 once listening
+      HELLO_NO_READY=1      never send READY=1 to NOTIFY_SOCKET (still listens and serves)
+      HELLO_NO_READY_VERSION  only apply HELLO_NO_READY=1 when serving this version
 
     """
 
@@ -48,6 +72,7 @@ func loadConfig(arguments: [String]) -> Config {
 
     if let port = environment("PORT") {
         config.port = parsePort(port, source: "PORT")
+        config.portGiven = true
     }
 
     // Arguments win over the environment.
@@ -66,7 +91,7 @@ func loadConfig(arguments: [String]) -> Config {
             return next
         }
         switch name {
-        case "--port", "-p": config.port = parsePort(value(), source: name)
+        case "--port", "-p": config.port = parsePort(value(), source: name); config.portGiven = true
         case "--host": config.host = value()
         case "--help", "-h": writeAll(1, usage); exit(0)
         case "--version": writeAll(1, "hello-server \(version)\n"); exit(0)
@@ -79,6 +104,11 @@ func loadConfig(arguments: [String]) -> Config {
     // A crash limited to one version lets a test break only the newest generation (rollback).
     if let only = environment("HELLO_CRASH_VERSION"), only != version { config.crashAfter = nil }
     config.notifySocket = environment("NOTIFY_SOCKET")
+    // Lets a test have a server that works but never reports ready, e.g. to
+    // check that a supervisor's readiness timeout rolls the deploy back; the
+    // version filter breaks only the newest generation, as above.
+    config.suppressReady = environment("HELLO_NO_READY") == "1"
+    if let only = environment("HELLO_NO_READY_VERSION"), only != version { config.suppressReady = false }
 
     // systemd socket activation: LISTEN_FDS=n means fds 3..<3+n are listening
     // sockets meant for the process whose pid is LISTEN_PID. A LISTEN_PID that

@@ -7,6 +7,14 @@ import Glibc
 
 /// How long a keep-alive connection may sit idle between requests.
 let idleTimeout = 30.0
+/// Once shutdown has begun, how long an idle keep-alive connection still
+/// waits for its next request. The client cannot know we are stopping until
+/// it sees `Connection: close` or the close itself, so one that sends its
+/// next request in the same instant would see the connection close under it:
+/// a failed request. The grace turns that into one more answered request
+/// (with `Connection: close`); it is short because idle clients that send
+/// nothing hold up the exit for that long.
+let shutdownIdleGrace = 1.0
 /// How long a client may take to send one complete request once it started.
 let requestTimeout = 10.0
 /// Largest request head (request line + headers) accepted.
@@ -52,6 +60,9 @@ func route(method: String, path: String) -> Response {
 func serveConnection(_ fd: Int32) {
     defer { server.connectionClosed() }
     var buffer: [UInt8] = []
+    // Set once shutdown has found this connection idle: from then on it only
+    // waits out `shutdownIdleGrace` for a last request.
+    var draining = false
 
     while true {
         // 1. Read until a complete request head has arrived.
@@ -71,18 +82,24 @@ func serveConnection(_ fd: Int32) {
             case .incomplete:
                 if buffer.count > maxHeadSize { return reject(fd, status: 431) }
             }
-            // Between requests the connection is idle and shutdown closes it
-            // right away; once a request has started, it is in flight and is
-            // allowed to finish.
+            // Between requests the connection is idle and shutdown gives it
+            // `shutdownIdleGrace` for one last request, then closes it; once
+            // a request has started, it is in flight and is allowed to finish.
             let idle = buffer.isEmpty
-            switch waitForInput(fd, deadline: deadline, interruptible: idle) {
+            switch waitForInput(fd, deadline: deadline, interruptible: idle && !draining) {
             case .readable:
                 guard receive(fd, into: &buffer) else { return closeNow(fd) }  // peer closed or reset
                 if idle { deadline = Deadline(after: requestTimeout) }
             case .timedOut:
                 return idle ? closeNow(fd) : reject(fd, status: 408)
             case .shuttingDown:
-                return closeNow(fd)
+                // Keep waiting, uninterruptibly now, until the grace (or the
+                // idle timeout, if sooner) runs out. A request that arrives
+                // is answered as usual, and since shutdown has begun its
+                // response is the last one on this connection.
+                draining = true
+                let grace = Deadline(after: shutdownIdleGrace)
+                if grace.remainingMilliseconds < deadline.remainingMilliseconds { deadline = grace }
             }
         }
 
