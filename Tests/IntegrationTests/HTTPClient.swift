@@ -8,6 +8,8 @@ import TestSupport
 struct HTTPResponse: Sendable {
     var status: Int
     var body: String
+    /// The server said `Connection: close`: a client opens a new connection for the next request.
+    var closesConnection = false
 }
 
 enum HTTPFailure: Error, CustomStringConvertible {
@@ -70,6 +72,7 @@ final class HTTPConnection {
         guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw HTTPFailure.io("bad status line: \(lines.first ?? "")") }
         var length: Int?
         var chunked = false
+        var closes = false
         for line in lines.dropFirst() {
             let parts = line.split(separator: ":", maxSplits: 1)
             guard parts.count == 2 else { continue }
@@ -77,6 +80,7 @@ final class HTTPConnection {
             let value = parts[1].trimmingCharacters(in: .whitespaces)
             if name == "content-length" { length = Int(value) }
             if name == "transfer-encoding" && value.lowercased().contains("chunked") { chunked = true }
+            if name == "connection" && value.lowercased() == "close" { closes = true }
         }
         var body: [UInt8] = []
         if let length {
@@ -99,7 +103,7 @@ final class HTTPConnection {
             body = self.buffer
             self.buffer = []
         }
-        return HTTPResponse(status: status, body: String(decoding: body, as: UTF8.self))
+        return HTTPResponse(status: status, body: String(decoding: body, as: UTF8.self), closesConnection: closes)
     }
 
     private func find(_ pattern: [UInt8]) -> Int? {
@@ -169,6 +173,7 @@ final class ClientPool: Sendable {
                     do {
                         if connection == nil || !keepAlive { connection = try HTTPConnection(port: port) }
                         let response = try connection!.get(path, keepAlive: keepAlive)
+                        if response.closesConnection { connection = nil }
                         self.tally.withLock { tally in
                             if response.status == 200 {
                                 tally.ok += 1

@@ -108,8 +108,13 @@ final class SafeWatchProcess: Sendable {
     /// Ends when every writer of safe-watch's output has closed it (all lines are in `log`).
     private let outputClosed: Task<Void, Never>
 
-    /// Starts safe-watch with `arguments`; `environment` is added to ours.
-    init(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil) async throws {
+    /// Starts safe-watch with `arguments`; `environment` is added to ours. `wrapper` runs first and
+    /// execs safe-watch (`systemd-socket-activate -l …`); `journalStream` sets JOURNAL_STREAM to
+    /// safe-watch's stderr, as systemd does for a service.
+    init(
+        _ arguments: [String], environment: [String: String] = [:], directory: String? = nil, wrapper: [String] = [],
+        journalStream: Bool = false
+    ) async throws {
         Reaper.shared.start()
         let output = try OutputPipe()
         let log = LineLog()
@@ -119,9 +124,15 @@ final class SafeWatchProcess: Sendable {
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
         env.merge(environment) { $1 }
+        if journalStream {
+            var status = stat()
+            fstat(output.writeEnd, &status)
+            env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
+        }
+        let command = wrapper + [Paths.safeWatch] + arguments
         let pid = try await Spawner.shared.spawn(
             SpawnRequest(
-                executable: Paths.safeWatch, arguments: [Paths.safeWatch] + arguments, environment: env,
+                executable: command[0], arguments: command, environment: env,
                 workingDirectory: directory, standardOutput: output.writeEnd, standardError: output.writeEnd))
         output.closeWriteEnd()
         self.pid = pid

@@ -1,0 +1,90 @@
+/// The user units that run safe-watch as a systemd service (DESIGN §5). Pure text: `safe-watch
+/// init --systemd` fills in the real paths, and `systemd/` in the repository holds the same text
+/// with example paths (a test keeps the two equal).
+public struct SystemdUnits: Equatable, Sendable {
+    public static let serviceName = "safe-watch.service"
+    public static let socketName = "safe-watch.socket"
+
+    /// safe-watch's absolute path.
+    public var executable: String
+    /// The project's absolute path.
+    public var projectDirectory: String
+    /// The public address the socket unit listens on.
+    public var listen: ListenAddress
+
+    public init(executable: String, projectDirectory: String, listen: ListenAddress) {
+        self.executable = executable
+        self.projectDirectory = projectDirectory
+        self.listen = listen
+    }
+
+    /// systemd quotes: a path with spaces in ExecStart= must be quoted; `%` is a specifier.
+    static func escaped(_ text: String) -> String {
+        let specifiersEscaped = text.replacing("%", with: "%%")
+        guard specifiersEscaped.contains(where: { $0 == " " || $0 == "\"" || $0 == "\\" }) else { return specifiersEscaped }
+        return "\"" + specifiersEscaped.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
+    }
+
+    public var service: String {
+        """
+        # safe-watch as a systemd user service: rebuilds the dev server on every save and swaps the new
+        # build in only once it is healthy. Written by `safe-watch init --systemd`.
+        [Unit]
+        Description=safe-watch dev server supervisor for \(self.projectDirectory.replacing("%", with: "%%"))
+        # The public socket lives in the socket unit: connections wait in its queue while safe-watch
+        # (re)starts, and requests are never refused.
+        Requires=\(Self.socketName)
+        After=\(Self.socketName)
+
+        [Service]
+        Type=notify
+        # Only safe-watch itself speaks for the unit; its servers get their own notify sockets.
+        NotifyAccess=main
+        ExecStart=\(Self.escaped(self.executable)) run --project \(Self.escaped(self.projectDirectory))
+        ExecReload=/bin/kill -HUP $MAINPID
+        WorkingDirectory=\(Self.escaped(self.projectDirectory))
+        # safe-watch sends WATCHDOG=1 every half period from its own event loop: a wedged supervisor
+        # is restarted, a long build is not.
+        WatchdogSec=30s
+        # The first build can take minutes; safe-watch extends this while it runs (EXTEND_TIMEOUT_USEC).
+        TimeoutStartSec=90s
+        TimeoutStopSec=30s
+        # SIGTERM to safe-watch only: it stops builds and drains its servers in order. What is still
+        # left after TimeoutStopSec gets SIGKILL.
+        KillMode=mixed
+        Restart=on-failure
+        RestartSec=1s
+        # safe-watch parks the listener it binds here (FDSTORE=1) when there is no socket unit.
+        FileDescriptorStoreMax=4
+
+        [Install]
+        WantedBy=default.target
+
+        """
+    }
+
+    public var socket: String {
+        """
+        # The public address of safe-watch.service, held by systemd. Written by `safe-watch init --systemd`.
+        [Unit]
+        Description=safe-watch public listener for \(self.projectDirectory.replacing("%", with: "%%"))
+
+        [Socket]
+        ListenStream=\(self.listen)
+        # safe-watch takes every socket passed; set serve.socket_name to pick one by this name.
+        FileDescriptorName=http
+        NoDelay=true
+        Backlog=1024
+
+        [Install]
+        WantedBy=sockets.target
+
+        """
+    }
+
+    /// What to run after the units are written.
+    public static let enableCommands = [
+        "systemctl --user daemon-reload",
+        "systemctl --user enable --now \(socketName) \(serviceName)",
+    ]
+}
