@@ -35,6 +35,7 @@ public final class HTTPProxy: Sendable {
                 }
             }
         let channel = try await bootstrap.withBoundSocket(socket).get()
+        router.addListener { channel.close(promise: nil) }
         let local = channel.localAddress
         let address = ListenAddress(host: local?.ipAddress ?? "127.0.0.1", port: local?.port ?? 0)
         return HTTPProxy(router: router, channel: channel, address: address)
@@ -75,6 +76,11 @@ final class ProxyHandler: ChannelInboundHandler {
     /// Counts requests on this connection, so a retry scheduled for one never routes the next.
     private var requestNumber = 0
     private var upstream: Upstream?
+    /// The router's id for this connection.
+    private var clientID: Int?
+    /// safe-watch is stopping: the response in progress is the connection's last.
+    private var closing = false
+    private var tunnelling = false
 
     /// Requests safe to send twice when the first upstream connection died without an answer.
     private static let idempotent: [HTTPMethod] = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE]
@@ -90,6 +96,31 @@ final class ProxyHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        self.clientID = self.router.clientOpened { grace in
+            eventLoop.execute { handler.value.shutdownBegan(idleGrace: grace) }
+        }
+        context.fireChannelActive()
+    }
+
+    /// safe-watch is stopping: finish what is in progress, then close; an idle connection gets
+    /// `idleGrace` to send one last request.
+    private func shutdownBegan(idleGrace: TimeAmount) {
+        guard let context = self.context else { return }
+        self.closing = true
+        if self.tunnelling {
+            context.close(promise: nil)
+            return
+        }
+        guard self.forwarding == nil, self.receiving == nil else { return }
+        let number = self.requestNumber
+        context.eventLoop.assumeIsolated().scheduleTask(in: idleGrace) {
+            if self.requestNumber == number, self.forwarding == nil, self.receiving == nil { self.context?.close(promise: nil) }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -137,6 +168,7 @@ final class ProxyHandler: ChannelInboundHandler {
         // HTTPServerPipelineHandler holds back reads until the response has passed it, which the
         // tunnel's bytes never do: take it out.
         let clientGlue = GlueHandler()
+        self.tunnelling = true
         do {
             try context.pipeline.syncOperations.addHandler(clientGlue, position: .first)
             let pipelining = try context.pipeline.syncOperations.handler(type: HTTPServerPipelineHandler.self)
@@ -188,7 +220,16 @@ final class ProxyHandler: ChannelInboundHandler {
         self.finishRouting()
         self.forwarding = nil
         self.dropUpstream()
+        if let id = self.clientID {
+            self.clientID = nil
+            self.router.clientClosed(id)
+        }
         context.fireChannelInactive()
+    }
+
+    /// The client keeps its connection unless it asked to close it or safe-watch is stopping.
+    private func keepsConnection(_ request: Request) -> Bool {
+        request.head.isKeepAlive && !self.closing
     }
 
     /// Forgets the upstream connection, then closes it. In that order: closing can call
@@ -306,12 +347,12 @@ final class ProxyHandler: ChannelInboundHandler {
             if !head.isKeepAlive { self.upstream?.reusable = false }
             for name in Self.hopByHop { head.headers.remove(name: name) }
             head.version = request.head.version
-            if !request.head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
+            if !self.keepsConnection(request) { head.headers.replaceOrAdd(name: "connection", value: "close") }
             context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         case .body(let chunk):
             context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
         case .end(let trailers):
-            let keepAlive = request.head.isKeepAlive
+            let keepAlive = self.keepsConnection(request)
             self.forwarding = nil
             self.responseStarted = false
             self.finishRouting()
@@ -349,12 +390,13 @@ final class ProxyHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(message.utf8.count))
-        if !request.head.isKeepAlive { headers.add(name: "connection", value: "close") }
+        let keepAlive = self.keepsConnection(request)
+        if !keepAlive { headers.add(name: "connection", value: "close") }
         let head = HTTPResponseHead(version: request.head.version, status: status, headers: headers)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: message)))), promise: nil)
         let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
-        if !request.head.isKeepAlive {
+        if !keepAlive {
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }

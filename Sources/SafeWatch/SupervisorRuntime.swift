@@ -221,8 +221,12 @@ public actor SupervisorRuntime {
             self.serviceManager.send("WATCHDOG=1")
         case .signal(let number):
             let signal: SupervisorSignal = number == SIGHUP ? .reload : .terminate
-            if signal == .terminate, self.exitCode == nil {
+            if signal == .terminate, self.exitCode == nil, !self.router.isShuttingDown {
                 self.scheduleHardStop()
+                // Under systemd the listening socket outlives safe-watch (socket unit, fd store):
+                // idle keep-alive clients get a moment to send one last request, then reconnect to
+                // the next safe-watch. In a terminal, stopping is stopping.
+                self.router.beginShuttingDown(idleGrace: self.serviceManager.isPresent ? .seconds(1) : .zero)
             }
             self.perform(self.machine.signalReceived(signal, at: now))
         }
@@ -527,8 +531,14 @@ public actor SupervisorRuntime {
         let proxied = self.project.configuration.serve.mode == .proxy
         Task {
             let begun = ContinuousClock.now
-            if proxied && router.active?.generation != server.generation && signal != SIGKILL {
-                await router.waitUntilIdle(server.generation, timeout: timeout)
+            if proxied && signal != SIGKILL {
+                if router.isShuttingDown {
+                    // safe-watch is stopping: the active server answers the clients' last requests
+                    // (half the drain time; the other half is the server's own).
+                    await router.waitUntilNoClients(timeout: timeout / 2)
+                } else if router.active?.generation != server.generation {
+                    await router.waitUntilIdle(server.generation, timeout: timeout)
+                }
             }
             let left = max(.zero, timeout - (ContinuousClock.now - begun))
             await terminate(group: server.pid, signal: signal, timeout: left, exited: { _ = await server.waitForExit() })

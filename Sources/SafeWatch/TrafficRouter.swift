@@ -24,6 +24,13 @@ public final class TrafficRouter: Sendable {
         var nextWaiter = 0
         var inFlight: [Generation: Int] = [:]
         var idleWaiters: [Generation: [CheckedContinuation<Void, Never>]] = [:]
+        /// Open client connections, each with what tells it that safe-watch is stopping.
+        var clients: [Int: @Sendable (TimeAmount) -> Void] = [:]
+        var nextClient = 0
+        var noClientWaiters: [CheckedContinuation<Void, Never>] = []
+        var closeListeners: [@Sendable () -> Void] = []
+        /// Set once safe-watch stops: how long an idle keep-alive connection may still send a request.
+        var shuttingDown: TimeAmount?
     }
 
     private let state = Mutex(State())
@@ -103,6 +110,78 @@ public final class TrafficRouter: Sendable {
             group.cancelAll()
             // Wake a waiter left behind by the timeout so the group can finish.
             let left = self.state.withLock { $0.idleWaiters.removeValue(forKey: generation) ?? [] }
+            for waiter in left { waiter.resume() }
+        }
+    }
+
+    // MARK: Stopping safe-watch itself
+
+    /// `close` stops accepting connections; called when safe-watch begins to stop.
+    func addListener(close: @escaping @Sendable () -> Void) {
+        self.state.withLock { $0.closeListeners.append(close) }
+    }
+
+    /// A client connection opened; `shutdownBegan` is called (once) when safe-watch begins to
+    /// stop, with the time an idle connection may still send its next request. Returns its id.
+    func clientOpened(shutdownBegan: @escaping @Sendable (TimeAmount) -> Void) -> Int {
+        let (id, grace): (Int, TimeAmount?) = self.state.withLock { state in
+            let id = state.nextClient
+            state.nextClient += 1
+            state.clients[id] = shutdownBegan
+            return (id, state.shuttingDown)
+        }
+        if let grace { shutdownBegan(grace) }
+        return id
+    }
+
+    func clientClosed(_ id: Int) {
+        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
+            state.clients.removeValue(forKey: id)
+            guard state.clients.isEmpty else { return [] }
+            defer { state.noClientWaiters = [] }
+            return state.noClientWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// safe-watch is stopping: accept no more connections (when systemd holds the socket they
+    /// wait in its queue for the next safe-watch), answer each open connection's next request with
+    /// `Connection: close`, and close idle ones after `idleGrace` — a request sent in that
+    /// instant is answered, not reset.
+    public func beginShuttingDown(idleGrace: Duration) {
+        let grace = TimeAmount.nanoseconds(Int64(idleGrace.seconds * 1e9))
+        let (listeners, clients): ([@Sendable () -> Void], [@Sendable (TimeAmount) -> Void]) = self.state.withLock { state in
+            guard state.shuttingDown == nil else { return ([], []) }
+            state.shuttingDown = grace
+            defer { state.closeListeners = [] }
+            return (state.closeListeners, Array(state.clients.values))
+        }
+        for close in listeners { close() }
+        for client in clients { client(grace) }
+    }
+
+    public var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown != nil } }
+
+    /// Returns once every client connection has closed, or after `timeout`.
+    public func waitUntilNoClients(timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let none = self.state.withLock { state in
+                        if state.clients.isEmpty { return true }
+                        state.noClientWaiters.append(continuation)
+                        return false
+                    }
+                    if none { continuation.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+            let left = self.state.withLock { state in
+                defer { state.noClientWaiters = [] }
+                return state.noClientWaiters
+            }
             for waiter in left { waiter.resume() }
         }
     }

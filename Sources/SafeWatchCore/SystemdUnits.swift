@@ -11,11 +11,14 @@ public struct SystemdUnits: Equatable, Sendable {
     public var projectDirectory: String
     /// The public address the socket unit listens on.
     public var listen: ListenAddress
+    /// PATH for the build: a user manager's own PATH rarely has the Swift toolchain on it.
+    public var path: String
 
-    public init(executable: String, projectDirectory: String, listen: ListenAddress) {
+    public init(executable: String, projectDirectory: String, listen: ListenAddress, path: String) {
         self.executable = executable
         self.projectDirectory = projectDirectory
         self.listen = listen
+        self.path = path
     }
 
     /// systemd quotes: a path with spaces in ExecStart= must be quoted; `%` is a specifier.
@@ -43,6 +46,8 @@ public struct SystemdUnits: Equatable, Sendable {
         ExecStart=\(Self.escaped(self.executable)) run --project \(Self.escaped(self.projectDirectory))
         ExecReload=/bin/kill -HUP $MAINPID
         WorkingDirectory=\(Self.escaped(self.projectDirectory))
+        # The PATH `safe-watch init` ran with, so the build finds the Swift toolchain.
+        Environment=\(Self.escaped("PATH=" + self.path))
         # safe-watch sends WATCHDOG=1 every half period from its own event loop: a wedged supervisor
         # is restarted, a long build is not.
         WatchdogSec=30s

@@ -40,7 +40,8 @@ extension SafeWatchCommand {
             guard let executable = try? files.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
                 throw InitError("cannot tell where this safe-watch is (/proc/self/exe)")
             }
-            let units = SystemdUnits(executable: executable, projectDirectory: directory, listen: listen)
+            let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+            let units = SystemdUnits(executable: executable, projectDirectory: directory, listen: listen, path: path)
             let unitDirectory = self.unitDirectory.map { ProjectLoader.absolute($0, relativeTo: files.currentDirectoryPath) }
                 ?? Self.userUnitDirectory()
             let targets = [

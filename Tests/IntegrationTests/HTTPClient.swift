@@ -155,6 +155,8 @@ final class ClientPool: Sendable {
 
     private let tally = Mutex(Tally())
     private let running = Mutex(true)
+    /// Ticks on every answered request, for `waitForMore`.
+    private let (progress, answered) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     /// Clients done, and the waiter `stop()` resumes when the last one is.
     private let finished = Mutex<(count: Int, waiter: CheckedContinuation<Void, Never>?)>((0, nil))
     private let threads: Int
@@ -176,6 +178,7 @@ final class ClientPool: Sendable {
                         if response.closesConnection { connection = nil }
                         self.tally.withLock { tally in
                             if response.status == 200 {
+                                self.answered.yield()
                                 tally.ok += 1
                                 tally.bodies.insert(response.body)
                             } else {
@@ -199,6 +202,23 @@ final class ClientPool: Sendable {
     }
 
     var snapshot: Tally { self.tally.withLock { $0 } }
+
+    /// Waits until more than `count` requests have been answered (false after `limit`).
+    func waitForMore(than count: Int, limit: Duration = .seconds(60)) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await _ in self.progress where self.snapshot.ok > count { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let result = await group.next() ?? false
+            group.cancelAll()
+            return result
+        }
+    }
 
     /// Stops the clients and waits for them to finish their current request.
     func stop() async -> Tally {

@@ -272,7 +272,9 @@ extension SupervisorIntegrationTests {
     @Test func aUnitWithAMissingBinaryFailsVerification() async throws {
         // The check above can fail: verify rejects a unit whose ExecStart does not exist.
         let units = makeTemporaryDirectory("sw-units-bad")
-        let text = SystemdUnits(executable: "/nonexistent/safe-watch", projectDirectory: "/tmp", listen: ListenAddress(host: "127.0.0.1", port: 8080)).service
+        let text = SystemdUnits(
+            executable: "/nonexistent/safe-watch", projectDirectory: "/tmp", listen: ListenAddress(host: "127.0.0.1", port: 8080), path: "/usr/bin:/bin"
+        ).service
         try text.write(toFile: units + "/safe-watch.service", atomically: true, encoding: .utf8)
         let (verified, _) = try await verify([units + "/safe-watch.service"], user: false)
         #expect(verified != .exited(0))
@@ -280,7 +282,8 @@ extension SupervisorIntegrationTests {
 
     @Test func theRepositoryUnitsAreWhatInitWrites() throws {
         let example = SystemdUnits(
-            executable: "/usr/local/bin/safe-watch", projectDirectory: "/home/you/src/my-server", listen: ListenAddress(host: "127.0.0.1", port: 8080))
+            executable: "/usr/local/bin/safe-watch", projectDirectory: "/home/you/src/my-server", listen: ListenAddress(host: "127.0.0.1", port: 8080),
+            path: "/usr/local/bin:/usr/bin:/bin")
         #expect(try String(contentsOfFile: Paths.packageRoot + "/systemd/safe-watch.service", encoding: .utf8) == example.service)
         #expect(try String(contentsOfFile: Paths.packageRoot + "/systemd/safe-watch.socket", encoding: .utf8) == example.socket)
     }
