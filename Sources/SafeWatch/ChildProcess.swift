@@ -35,20 +35,18 @@ public struct ChildLauncher: Sendable {
 /// Teardown as data: `signal` to the whole group, wait up to `timeout`, then SIGKILL the group.
 public func terminate(group pid: pid_t, signal: Int32, timeout: Duration, exited: @escaping @Sendable () async -> Void) async {
     ProcessGroup.signal(pid, signal)
-    let finished = await withTaskGroup(of: Bool.self) { group in
+    await withTaskGroup(of: Void.self) { group in
+        group.addTask { await exited() }
         group.addTask {
-            await exited()
-            return true
-        }
-        group.addTask {
+            // SIGKILL from here: the group cannot end while `exited()` still waits, and it waits
+            // for a process that ignores `signal` until it is killed.
             try? await Task.sleep(for: timeout)
-            return false
+            if !Task.isCancelled { ProcessGroup.signal(pid, SIGKILL) }
         }
-        let first = await group.next() ?? false
+        await group.next()
         group.cancelAll()
-        return first
     }
-    if !finished || ProcessGroup.exists(pid) {
+    if ProcessGroup.exists(pid) {
         // Whatever is left of the group (a grandchild that ignored the signal) goes too.
         ProcessGroup.signal(pid, SIGKILL)
     }

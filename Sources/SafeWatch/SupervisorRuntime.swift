@@ -119,6 +119,7 @@ public actor SupervisorRuntime {
 
     /// Runs until stopped by a signal; returns the exit code.
     public func run(signals: AsyncStream<Int32>) async throws -> Int32 {
+        self.stopLeftoverServers()
         self.stager.discardAll()
         try self.startWatching()
         let post = self.post
@@ -140,6 +141,40 @@ public actor SupervisorRuntime {
     }
 
     private var now: Moment { ContinuousClock.now - self.start }
+
+    /// Servers of a safe-watch that was killed drain on their parent-death signal (in socket mode
+    /// on the very socket the next generation gets). Let them finish, but not forever.
+    private func stopLeftoverServers() {
+        let generations = self.project.stateDirectory + "/generations/"
+        let leftovers = Self.processes(executingUnder: generations)
+        guard !leftovers.isEmpty else { return }
+        let timeout = self.project.configuration.run.stopTimeout
+        let signal = self.project.configuration.run.stopSignal
+        self.reporter.warning(
+            "servers of a previous safe-watch are still running (pid \(leftovers.map(String.init).joined(separator: ", "))); "
+                + "they get \(timeout.humanReadable) to drain, then SIGKILL")
+        for pid in leftovers {
+            ProcessGroup.signal(pid, signal)  // each server leads its own process group
+            Task {
+                try? await Task.sleep(for: timeout)
+                // Still that server (a pid can be reused)?
+                if Self.processes(executingUnder: generations).contains(pid) { ProcessGroup.signal(pid, SIGKILL) }
+            }
+        }
+    }
+
+    /// Processes other than safe-watch running a program under `directory` (its executable, or
+    /// the script an interpreter runs).
+    nonisolated private static func processes(executingUnder directory: String) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry in
+            guard let pid = pid_t(entry), pid != getpid() else { return nil }
+            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/exe")) ?? ""
+            let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")?.split(separator: 0).prefix(2)
+                .map { String(decoding: $0, as: UTF8.self) } ?? []
+            return ([executable] + arguments).contains { $0.hasPrefix(directory) } ? pid : nil
+        }
+    }
 
     /// WATCHDOG=1 at half of WATCHDOG_USEC. The tick goes through the event loop like every other
     /// event, so a wedged supervisor stops answering and systemd restarts it; a long build or

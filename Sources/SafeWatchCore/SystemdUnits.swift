@@ -54,9 +54,12 @@ public struct SystemdUnits: Equatable, Sendable {
         # The first build can take minutes; safe-watch extends this while it runs (EXTEND_TIMEOUT_USEC).
         TimeoutStartSec=90s
         TimeoutStopSec=30s
-        # SIGTERM to safe-watch only: it stops builds and drains its servers in order. What is still
-        # left after TimeoutStopSec gets SIGKILL.
+        # SIGTERM to safe-watch only: it stops builds and drains its servers in order.
         KillMode=mixed
+        # If safe-watch itself is killed, its servers get SIGTERM from the kernel and finish their
+        # in-flight requests; SIGKILL to the whole unit would reset them. The next safe-watch stops
+        # whatever is still running after run.stop_timeout.
+        SendSIGKILL=no
         Restart=on-failure
         RestartSec=1s
         # safe-watch parks the listener it binds here (FDSTORE=1) when there is no socket unit.

@@ -99,8 +99,9 @@ public enum ListeningSockets {
                 getnameinfo($0, length, &host, socklen_t(host.count), &service, socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV)
             }
         }
-        guard status == 0, let port = Int(String(cString: service)) else { return nil }
-        return (String(cString: host), port)
+        let text = { (characters: [CChar]) in characters.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+        guard status == 0, let port = Int(text(service)) else { return nil }
+        return (text(host), port)
     }
 
     /// The inode that names the socket behind `fd` (as `/proc/PID/fd` shows it: `socket:[N]`).

@@ -160,10 +160,13 @@ final class ClientPool: Sendable {
     /// Clients done, and the waiter `stop()` resumes when the last one is.
     private let finished = Mutex<(count: Int, waiter: CheckedContinuation<Void, Never>?)>((0, nil))
     private let threads: Int
+    /// Failures say when they happened, counted from here.
+    let started = ContinuousClock.now
 
     /// `threads` clients alternating `paths`; `keepAlive` clients reuse one connection.
     init(port: Int, threads: Int, paths: [String], keepAlive: Bool) {
         self.threads = threads
+        let started = self.started
         for index in 0..<threads {
             Thread.detachNewThread { [self] in
                 var connection: HTTPConnection?
@@ -187,7 +190,8 @@ final class ClientPool: Sendable {
                         }
                     } catch {
                         connection = nil
-                        self.tally.withLock { $0.failures.append("\(path): \(error)") }
+                        let at = (ContinuousClock.now - started).formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2)))
+                        self.tally.withLock { $0.failures.append("\(path): \(error) (at +\(at))") }
                     }
                 }
                 let waiter: CheckedContinuation<Void, Never>? = self.finished.withLock { finished in

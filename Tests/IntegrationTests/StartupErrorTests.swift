@@ -109,6 +109,6 @@ import Testing
     @Test func badFlagsAreUsageErrors() async throws {
         let (status, output) = try await runToExit(["--mode", "teleport"])
         #expect(status == .exited(64))
-        #expect(output.contains("--mode must be proxy or restart"))
+        #expect(output.contains("--mode must be proxy, socket or restart"), "\(output)")
     }
 }

@@ -331,12 +331,12 @@ extension SupervisorIntegrationTests {
 
     @Test func buildThatRunsTooLongIsStoppedAndReported() async throws {
         let directory = try await Fixture.shared.reset(version: "slow-build")
-        try "[build]\ncommand = \"sleep 30\"\nbinary = \".build/debug/hello-server\"\ntimeout = \"1s\"\n".write(
+        try "[build]\ncommand = \"sleep 37\"\nbinary = \".build/debug/hello-server\"\ntimeout = \"1s\"\n".write(
             toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
         let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
         let line = await safeWatch.log.waitForLine(containing: "build 1 failed", limit: .seconds(30))
         #expect(line?.contains("timed out after 1.0 s (build.timeout)") == true, "\(safeWatch.output)")
-        #expect(processes(mentioning: "sleep 30").isEmpty)
+        #expect(processes(mentioning: "sleep 37").isEmpty)  // 37: no other test sleeps that long
         #expect(await safeWatch.terminate() == .exited(0))
     }
 

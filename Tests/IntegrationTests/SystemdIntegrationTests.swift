@@ -288,3 +288,44 @@ extension SupervisorIntegrationTests {
         #expect(try String(contentsOfFile: Paths.packageRoot + "/systemd/safe-watch.socket", encoding: .utf8) == example.socket)
     }
 }
+
+extension SupervisorIntegrationTests {
+
+    /// Killed, safe-watch leaves its servers draining (parent-death signal); the next safe-watch
+    /// gives a server that does not stop `stop_timeout`, then kills it.
+    @Test func serversLeftByAKilledSafeWatchAreStoppedByTheNextOne() async throws {
+        let directory = try await Fixture.shared.reset(version: "leftover")
+        // A "server" that ignores SIGTERM.
+        try "#!/bin/sh\ntrap '' TERM\necho stubborn server up\nwhile :; do sleep 0.1; done\n"
+            .write(toFile: directory + "/stubborn.sh", atomically: true, encoding: .utf8)
+        chmod(directory + "/stubborn.sh", 0o755)
+        try "[build]\ncommand = \"true\"\nbinary = \"stubborn.sh\"\n[health]\ntype = \"none\"\n[run]\nstop_timeout = \"1s\"\n"
+            .write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        let first = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+        #expect(await first.log.waitForLine(containing: "[gen 1] stubborn server up") != nil, "\(first.output)")
+        let stubborn = serverPIDs(of: first)
+        #expect(stubborn.count == 1)
+        first.signal(SIGKILL)
+        _ = await first.waitForExit()
+        #expect(stubborn.allSatisfy { kill($0, 0) == 0 }, "the server ignores its parent-death SIGTERM")
+
+        let second = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+        let warning = await second.log.waitForLine(containing: "servers of a previous safe-watch are still running")
+        #expect(warning?.contains("pid \(stubborn.first ?? 0)") == true, "\(second.output)")
+        // A pid's end gives no event to wait on from here: poll, bounded.
+        var gone = false
+        for _ in 0..<200 where !gone {
+            try await Task.sleep(for: .milliseconds(25))
+            gone = stubborn.allSatisfy { kill($0, 0) != 0 || isZombie($0) }
+        }
+        #expect(gone, "the old server outlived stop_timeout")
+        #expect(await second.terminate() == .exited(0), "\(second.output)")
+        try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml")
+        try? FileManager.default.removeItem(atPath: directory + "/stubborn.sh")
+    }
+}
+
+/// A process that has exited but not been reaped yet.
+func isZombie(_ pid: pid_t) -> Bool {
+    ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? "").contains(") Z ")
+}

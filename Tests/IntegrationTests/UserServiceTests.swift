@@ -24,6 +24,7 @@ final class UserManager: Sendable {
         try await run(Paths.packageRoot + "/script/user-manager", ["exec", self.directory, "--"] + arguments, in: "/")
     }
 
+    @discardableResult
     func systemctl(_ arguments: String...) async throws -> (ExitStatus, String) {
         try await self.exec(["systemctl", "--user", "--no-pager"] + arguments)
     }
@@ -116,12 +117,15 @@ extension SupervisorIntegrationTests {
         let keepAlive = ClientPool(port: port, threads: 2, paths: ["/"], keepAlive: true)
         #expect(await pool.waitForMore(than: 10))
         let firstPID = try await manager.property("MainPID", of: "safe-watch.service")
+        let restartAt = ContinuousClock.now - pool.started
         let (restarted, restartOutput) = try await manager.systemctl("restart", "safe-watch.service")
         #expect(restarted == .exited(0), "\(restartOutput)")
+        let restartedAt = ContinuousClock.now - pool.started
         let secondPID = try await manager.property("MainPID", of: "safe-watch.service")
         #expect(secondPID != firstPID && secondPID != "0")
         #expect(try await manager.waitFor("StatusText", of: "safe-watch.service") { $0 == "serving gen 1" } == "serving gen 1")
         #expect(await pool.waitForMore(than: pool.snapshot.ok))
+        let killedAt = ContinuousClock.now - pool.started
         kill(pid_t(secondPID) ?? 0, SIGKILL)
         let thirdPID = try await manager.waitFor("MainPID", of: "safe-watch.service") { $0 != secondPID && $0 != "0" }
         #expect(thirdPID != secondPID)
@@ -129,8 +133,8 @@ extension SupervisorIntegrationTests {
         #expect(await pool.waitForMore(than: pool.snapshot.ok))
         let tally = await pool.stop()
         let keptAlive = await keepAlive.stop()
-        #expect(tally.failures.isEmpty, "\(tally.failures.prefix(5))")
-        #expect(keptAlive.failures.isEmpty, "\(keptAlive.failures.prefix(5))")
+        #expect(tally.failures.isEmpty, "\(tally.failures.prefix(5)); restart +\(restartAt)–\(restartedAt), SIGKILL at +\(killedAt)")
+        #expect(keptAlive.failures.isEmpty, "\(keptAlive.failures.prefix(5)); restart +\(restartAt)–\(restartedAt), SIGKILL at +\(killedAt)")
         #expect(tally.ok > 10 && keptAlive.ok > 10, "answered: \(tally.ok) new-connection, \(keptAlive.ok) keep-alive")
 
         // The journal has the structured fields, server output attributed to its generation.
