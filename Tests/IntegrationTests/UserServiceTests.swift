@@ -149,6 +149,9 @@ extension SupervisorIntegrationTests {
                 && ($0["MESSAGE"] as? String)?.contains("hello-server unit-2 listening") == true
         })
         #expect(entries.contains { ($0["SAFEWATCH_EVENT"] as? String) == "config_reloaded" })
+        // The manager saw the reload begin (RELOADING=1 / ExecReload) and end (READY=1).
+        let managerSays = entries.compactMap { $0["USER_UNIT"] != nil ? $0["MESSAGE"] as? String : nil }
+        #expect(managerSays.contains { $0.hasPrefix("Reloading") } && managerSays.contains { $0.hasPrefix("Reloaded") }, "\(managerSays)")
 
         // Stop: nothing of the unit is left.
         let (stopped, stopOutput) = try await manager.systemctl("stop", "safe-watch.service", "safe-watch.socket")
