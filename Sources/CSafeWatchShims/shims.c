@@ -6,11 +6,19 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 int sw_errno(void) { return errno; }
 
 int sw_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int sw_statfs_type(const char *path, long long *type) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    *type = (long long)info.f_type;
+    return 0;
+}
 
 int sw_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 

@@ -78,6 +78,8 @@ public actor SupervisorRuntime {
     private let prober: Prober
     private let router: TrafficRouter
     private var watcher: DirectoryWatcher?
+    /// Trees polled instead (file systems without inotify events, or `poll` forced).
+    private var pollers: [TreePoller] = []
     private var classifier: ChangeClassifier
     private var debounceCheckScheduled = false
     /// A migration file changed in the burst being debounced: its verdict is printed when it ends.
@@ -133,7 +135,7 @@ public actor SupervisorRuntime {
         for await event in self.events {
             self.handle(event)
             if let exitCode = self.exitCode {
-                self.watcher?.stop()
+                self.stopWatching()
                 return exitCode
             }
         }
@@ -328,12 +330,47 @@ public actor SupervisorRuntime {
         return ignore
     }
 
+    /// inotify for the watched paths whose file system delivers its events, stat polling for the
+    /// others (FUSE, virtiofs, 9p, NFS, CIFS: `[watch] poll = "auto"`), or for all when forced.
     private func startWatching() throws {
-        let watcher = try DirectoryWatcher(
-            root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: Self.ignoreRules(for: self.project))
+        let configuration = self.project.configuration
+        let ignore = Self.ignoreRules(for: self.project)
+        var inotifyPaths: [String] = []
+        var polled: [Duration: [String]] = [:]
+        var reasons: [String] = []
+        for path in configuration.watch.paths {
+            let absolute = path == "." ? self.project.directory : self.project.directory + "/" + path
+            let kind = fileSystemKind(of: absolute)
+            guard let interval = configuration.watch.poll.interval(losesInotifyEvents: kind?.losesInotifyEvents ?? false) else {
+                inotifyPaths.append(path)
+                continue
+            }
+            polled[interval, default: []].append(path)
+            if let kind, kind.losesInotifyEvents, configuration.watch.poll == .auto {
+                reasons.append("\(path) is on \(kind.name), where inotify misses changes made outside this machine")
+            }
+        }
         let post = self.post
-        try watcher.start { post.yield(.filesChanged($0)) }
-        self.watcher = watcher
+        if !inotifyPaths.isEmpty {
+            let watcher = try DirectoryWatcher(root: self.project.directory, paths: inotifyPaths, ignore: ignore)
+            try watcher.start { post.yield(.filesChanged($0)) }
+            self.watcher = watcher
+        }
+        let reporter = self.reporter
+        for (interval, paths) in polled.sorted(by: { $0.key < $1.key }) {
+            let poller = try TreePoller(root: self.project.directory, paths: paths, ignore: ignore, interval: interval)
+            poller.start(onChange: { post.yield(.filesChanged($0)) }, onSlowScan: { reporter.warning($0) })
+            self.pollers.append(poller)
+            let why = reasons.isEmpty ? "[watch] poll, --poll or SAFE_WATCH_POLL" : reasons.joined(separator: "; ")
+            reporter.info("polling every \(interval.humanReadable): \(paths.joined(separator: ", ")) (\(why))")
+        }
+    }
+
+    private func stopWatching() {
+        self.watcher?.stop()
+        self.watcher = nil
+        for poller in self.pollers { poller.stop() }
+        self.pollers = []
     }
 
     // MARK: Actions
@@ -619,7 +656,7 @@ public actor SupervisorRuntime {
         self.classifier = Self.classifier(for: self.project)
         self.debouncer.quietPeriod = configuration.watch.debounce
         if configuration.watch != old.watch {
-            self.watcher?.stop()
+            self.stopWatching()
             do {
                 try self.startWatching()
             } catch {

@@ -72,6 +72,8 @@ public struct Configuration: Equatable, Sendable {
         public var extensions: [String] = ["swift"]
         /// Quiet time after the last change before a build starts.
         public var debounce: Duration = .milliseconds(100)
+        /// inotify, or stat polling for trees whose file system loses inotify events.
+        public var poll: PollSetting = .auto
     }
 
     public struct Serve: Equatable, Sendable {

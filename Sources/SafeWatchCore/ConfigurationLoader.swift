@@ -37,7 +37,7 @@ public struct ConfigurationLoader: Sendable {
         "migrations": ["dir", "database_url", "apply", "backup", "backup_dir"],
         "build": ["command", "binary", "timeout"],
         "run": ["args", "env", "port_env", "stop_signal", "stop_timeout", "keep_generations", "rollback_window"],
-        "watch": ["paths", "ignore", "extensions", "debounce"],
+        "watch": ["paths", "ignore", "extensions", "debounce", "poll"],
         "serve": ["mode", "listen", "hold_timeout", "socket_name"],
         "health": ["type", "path", "command", "interval", "timeout", "success_threshold", "failure_threshold",
                    "startup_timeout"],
@@ -85,6 +85,19 @@ public struct ConfigurationLoader: Sendable {
             config.watch.extensions = (try reader.strings(watch, "watch", "extensions") ?? config.watch.extensions)
                 .map { $0.hasPrefix(".") ? String($0.dropFirst()) : $0 }
             config.watch.debounce = try reader.duration(watch, "watch", "debounce") ?? config.watch.debounce
+            if let value = watch["poll"] {
+                if let enabled = value.bool {
+                    config.watch.poll = enabled ? .every(PollSetting.automaticInterval) : .off
+                } else if let text = value.string {
+                    do {
+                        config.watch.poll = try PollSetting(parsing: text)
+                    } catch {
+                        throw reader.error("watch", "poll", error.description)
+                    }
+                } else {
+                    throw reader.error("watch", "poll", "must be \"auto\", \"off\" or an interval like \"500ms\", got \(value.type)")
+                }
+            }
         }
         if let serve = try reader.table(root, "serve") {
             if let mode = try reader.string(serve, "serve", "mode") {

@@ -51,6 +51,13 @@ extension SafeWatchCommand {
         @Option(name: .long, help: ArgumentHelp("Quiet time after the last change before building, e.g. 100ms.", valueName: "duration"))
         var debounce: String?
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "Poll the tree with stat instead of inotify: --poll (every 500ms), --poll=2s, --poll=auto (only file systems that lose inotify events, the default), --poll=off. Also SAFE_WATCH_POLL.",
+                valueName: "interval"))
+        var poll: String?
+
         @Flag(name: .long, help: "Log debug details.")
         var verbose = false
 
@@ -64,12 +71,21 @@ extension SafeWatchCommand {
             if let debounce, parseDuration(debounce) == nil {
                 throw ValidationError("--debounce must be a duration like 100ms, got \"\(debounce)\"")
             }
+            if let poll {
+                do { _ = try PollSetting(parsing: poll) } catch { throw ValidationError("--poll: \(error)") }
+            }
+            if let environment = ProcessInfo.processInfo.environment["SAFE_WATCH_POLL"], !environment.isEmpty {
+                do { _ = try PollSetting(parsing: environment) } catch { throw ValidationError("SAFE_WATCH_POLL: \(error)") }
+            }
         }
 
         /// CLI flags win over the file, on start and on every reload.
         var overrides: @Sendable (inout Configuration) -> Void {
             let (product, mode, listen, buildCommand, binary, debounce) =
                 (self.product, self.mode, self.listen, self.buildCommand, self.binary, self.debounce)
+            // The flag wins over the environment, which wins over the file.
+            let poll = (self.poll ?? ProcessInfo.processInfo.environment["SAFE_WATCH_POLL"].flatMap { $0.isEmpty ? nil : $0 })
+                .flatMap { try? PollSetting(parsing: $0) }
             return { configuration in
                 if let product { configuration.product = product }
                 if let mode, let parsed = ServeMode(rawValue: mode) { configuration.serve.mode = parsed }
@@ -77,6 +93,7 @@ extension SafeWatchCommand {
                 if let buildCommand { configuration.build.command = buildCommand }
                 if let binary { configuration.build.binary = binary }
                 if let debounce, let quiet = parseDuration(debounce) { configuration.watch.debounce = quiet }
+                if let poll { configuration.watch.poll = poll }
             }
         }
 
@@ -173,10 +190,22 @@ extension SafeWatchCommand {
 }
 
 extension SafeWatchCommand {
+    /// `--poll` alone means "poll at the default interval" (an ArgumentParser option always takes
+    /// a value): it becomes `--poll=500ms` unless a poll setting follows it.
+    static func normalized(_ arguments: [String]) -> [String] {
+        arguments.enumerated().map { index, argument in
+            guard argument == "--poll" else { return argument }
+            let next: String = index + 1 < arguments.count ? arguments[index + 1] : ""
+            let settingFollows = (try? PollSetting(parsing: next)) != nil
+            if settingFollows { return argument }
+            return "--poll=\(PollSetting.automaticInterval.humanReadable.replacing(" ", with: ""))"
+        }
+    }
+
     /// What AsyncParsableCommand.main() does; by hand because main.swift cannot be `@main`.
     static func parseAndRun() async {
         do {
-            var command = try SafeWatchCommand.parseAsRoot()
+            var command = try SafeWatchCommand.parseAsRoot(Self.normalized(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -28,4 +28,8 @@ int sw_errno(void);
 /// pipe2(fds, O_CLOEXEC); needs _GNU_SOURCE.
 int sw_pipe_cloexec(int fds[2]);
 
+/// statfs(path)'s f_type (the file system's magic number) in *type; 0, or -1 with errno set.
+/// Glibc's Swift module does not include <sys/vfs.h>.
+int sw_statfs_type(const char *path, long long *type);
+
 #endif

@@ -1,0 +1,162 @@
+import CSafeWatchShims
+import Foundation
+import Glibc
+import SafeWatchCore
+import Synchronization
+
+/// The file system a path lives on (`statfs`), nil when it cannot be read.
+public func fileSystemKind(of path: String) -> FileSystemKind? {
+    var type: Int64 = 0
+    guard sw_statfs_type(path, &type) == 0 else { return nil }
+    return FileSystemKind(magic: type)
+}
+
+/// Watches a tree by scanning it with `lstat` every `interval` (DESIGN §4): for file systems that
+/// deliver no inotify events (FUSE, virtiofs, 9p, NFS, CIFS). Work is one stat per non-ignored
+/// entry per tick, no reading of contents. Changes come out as the inotify watcher reports them,
+/// so debounce and classification are the same.
+///
+/// A scan that takes longer than the interval stretches the interval to the scan's own length
+/// (at most half of the time scanning) and says so once, instead of piling scans up.
+public final class TreePoller: Sendable {
+    private let root: String
+    private let paths: [String]
+    private let ignore: IgnoreRules
+    public let interval: Duration
+    /// Written to wake the polling thread when it must stop.
+    private let wake: (read: Int32, write: Int32)
+    private let stopped = Mutex(false)
+
+    public init(root: String, paths: [String] = ["."], ignore: IgnoreRules, interval: Duration) throws(SystemError) {
+        self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
+        self.paths = paths.map { path in
+            var path = path
+            while path.hasPrefix("./") { path.removeFirst(2) }
+            while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
+            return path.isEmpty ? "." : path
+        }
+        self.ignore = ignore
+        self.interval = interval
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SystemError(call: "pipe", errno: errno) }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        self.wake = (fds[0], fds[1])
+    }
+
+    /// Takes the first scan (synchronously: a change made after `start` returns is seen), then
+    /// polls on a thread of its own. `onSlowScan` hears when scans outgrow the interval.
+    public func start(onChange: @escaping @Sendable ([WatchedChange]) -> Void, onSlowScan: @escaping @Sendable (String) -> Void = { _ in }) {
+        let baseline = self.scan()
+        let thread = PollingThread(poller: self, baseline: baseline, onChange: onChange, onSlowScan: onSlowScan)
+        thread.start()
+    }
+
+    /// Stops polling; the thread ends at its next wake-up, which this causes at once.
+    public func stop() {
+        let first = self.stopped.withLock { stopped in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
+        var byte: UInt8 = 1
+        _ = write(self.wake.write, &byte, 1)
+    }
+
+    var isStopped: Bool { self.stopped.withLock { $0 } }
+
+    /// Sleeps up to `duration` or until stopped; false when stopped.
+    func pause(_ duration: Duration) -> Bool {
+        var entry = pollfd(fd: self.wake.read, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(clamping: duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        while true {
+            let ready = poll(&entry, 1, max(milliseconds, 1))
+            if ready < 0 && errno == EINTR { continue }
+            return ready == 0 && !self.isStopped
+        }
+    }
+
+    func closeDescriptors() {
+        _ = close(self.wake.read)
+        _ = close(self.wake.write)
+    }
+
+    /// Every non-ignored entry under the watched paths, with what `lstat` says of it.
+    func scan() -> [String: FileStamp] {
+        var stamps: [String: FileStamp] = [:]
+        var pending = self.paths
+        while let directory = pending.popLast() {
+            let absolute = directory == "." ? self.root : self.root + "/" + directory
+            guard let stream = opendir(absolute) else { continue }  // vanished: its entries count as removed
+            defer { closedir(stream) }
+            let descriptor = dirfd(stream)
+            while let entry = readdir(stream) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
+                    String(decoding: bytes.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name == "." || name == ".." { continue }
+                var info = stat()
+                guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
+                let path = directory == "." ? name : directory + "/" + name
+                if self.ignore.isIgnored(path, isDirectory: isDirectory) { continue }
+                stamps[path] = FileStamp(
+                    modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+                    changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+                    size: Int64(info.st_size), inode: UInt64(info.st_ino), isDirectory: isDirectory)
+                if isDirectory { pending.append(path) }
+            }
+        }
+        return stamps
+    }
+}
+
+/// The loop: scan, compare, deliver, sleep.
+private final class PollingThread: @unchecked Sendable {
+    // Touched only on the thread itself after start.
+    private let poller: TreePoller
+    private var previous: [String: FileStamp]
+    private let onChange: @Sendable ([WatchedChange]) -> Void
+    private let onSlowScan: @Sendable (String) -> Void
+
+    init(
+        poller: TreePoller, baseline: [String: FileStamp], onChange: @escaping @Sendable ([WatchedChange]) -> Void,
+        onSlowScan: @escaping @Sendable (String) -> Void
+    ) {
+        self.poller = poller
+        self.previous = baseline
+        self.onChange = onChange
+        self.onSlowScan = onSlowScan
+    }
+
+    func start() {
+        let thread = Thread { self.run() }
+        thread.name = "safe-watch.poll"
+        thread.start()
+    }
+
+    private func run() {
+        var wait = self.poller.interval
+        while self.poller.pause(wait) {
+            let begun = ContinuousClock.now
+            let current = self.poller.scan()
+            let took = ContinuousClock.now - begun
+            let changes = changesBetween(self.previous, current)
+            self.previous = current
+            if !changes.isEmpty {
+                self.onChange(changes.map { WatchedChange(path: $0.path, kind: $0.removed ? .removed : .changed) })
+            }
+            // Never more than half the time scanning: stretch the pause to the scan's length.
+            let stretched = max(self.poller.interval, took)
+            if stretched > wait || (wait > self.poller.interval && stretched < wait / 2) {
+                if stretched > self.poller.interval {
+                    self.onSlowScan(
+                        "scanning \(current.count) entries took \(took.humanReadable), longer than the poll interval "
+                            + "\(self.poller.interval.humanReadable): polling every \(stretched.humanReadable) for now")
+                }
+                wait = stretched
+            }
+        }
+        self.poller.closeDescriptors()
+    }
+}
