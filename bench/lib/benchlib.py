@@ -184,6 +184,60 @@ def kill_processes_under(directory):
     return killed
 
 
+def _stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name (field 3, state, is index 0), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tree(pid):
+    """`pid` and every live descendant (by parent pid, so children that made their own process
+    group or session count too), as a list of pids."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo and len(tree) < 10000:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_cpu_seconds(pid):
+    """CPU seconds (user + system) used so far by `pid` and its descendants: utime + stime of every
+    live process of the tree, plus cutime + cstime (children that exited and were waited for).
+    None when `pid` is gone."""
+    if _stat_fields(pid) is None:
+        return None
+    total = 0
+    for member in process_tree(pid):
+        fields = _stat_fields(member)
+        if fields:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid):
+    """(VmRSS, VmHWM) of one process in KiB, from /proc/PID/status; (None, None) when gone."""
+    values = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    values[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return values.get("VmRSS"), values.get("VmHWM")
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
