@@ -136,6 +136,7 @@ public actor SupervisorRuntime {
             self.handle(event)
             if let exitCode = self.exitCode {
                 self.stopWatching()
+                await Self.stopOrphans(within: self.project.configuration.run.stopTimeout)
                 return exitCode
             }
         }
@@ -162,6 +163,38 @@ public actor SupervisorRuntime {
                 // Still that server (a pid can be reused)?
                 if Self.processes(executingUnder: generations).contains(pid) { ProcessGroup.signal(pid, SIGKILL) }
             }
+        }
+    }
+
+    /// A server that daemonized left a process in a session of its own, reparented to safe-watch
+    /// (the child subreaper, or PID 1 in a container): its group was stopped, the daemon was not.
+    /// Once every server is gone, whatever is still safe-watch's child is such an orphan: SIGTERM,
+    /// then SIGKILL after `timeout`. Rounds, because a daemon's own children become ours in turn.
+    private static func stopOrphans(within timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        for _ in 0..<3 {
+            let orphans = Self.children(of: getpid())
+            guard !orphans.isEmpty else { return }
+            for orphan in orphans { kill(orphan, SIGTERM) }
+            // Exits come to the reaper, which has no waiter for orphans: poll, bounded.
+            while ContinuousClock.now < deadline, !Self.children(of: getpid()).isEmpty {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            for orphan in Self.children(of: getpid()) { kill(orphan, SIGKILL) }
+        }
+    }
+
+    /// Live (not zombie) children of `parent`, from /proc.
+    nonisolated private static func children(of parent: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry in
+            guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return nil }
+            // After "comm)": state ppid …
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, fields[0] != "Z", pid_t(fields[1]) == parent else { return nil }
+            return pid
         }
     }
 

@@ -13,10 +13,19 @@ extension SafeWatchCommand {
                 directory: $XDG_CONFIG_HOME/systemd/user, else ~/.config/systemd/user) with this \
                 safe-watch's path and the project directory, and prints the commands that enable them. \
                 The socket unit listens on serve.listen from safe-watch.toml (default 127.0.0.1:8080).
+
+                --docker writes Dockerfile.dev and compose.yaml into the project directory: a dev container \
+                with safe-watch as PID 1, the project bind-mounted at /app, its .build in a named volume, \
+                and serve.listen's port published on the host's loopback. The image builds safe-watch from \
+                the checkout SAFE_WATCH_SOURCE names. The product is safe-watch.toml's product, else the \
+                directory's name.
                 """)
 
         @Flag(name: .long, help: "Write the systemd user units safe-watch.service and safe-watch.socket.")
         var systemd = false
+
+        @Flag(name: .long, help: "Write the dev-container files Dockerfile.dev and compose.yaml into the project.")
+        var docker = false
 
         @Option(name: .long, help: ArgumentHelp("Where to write the units.", valueName: "dir"))
         var unitDirectory: String?
@@ -28,15 +37,46 @@ extension SafeWatchCommand {
         var force = false
 
         func validate() throws {
-            guard self.systemd else {
-                throw ValidationError("say what to write: --systemd (the systemd user units)")
+            guard self.systemd || self.docker else {
+                throw ValidationError(
+                    "say what to write: --systemd (the systemd user units), --docker (Dockerfile.dev and compose.yaml), or both")
             }
         }
 
         func run() throws {
             let files = FileManager.default
             let directory = ProjectLoader.absolute(self.project ?? files.currentDirectoryPath, relativeTo: files.currentDirectoryPath)
-            let listen = try self.listenAddress(in: directory)
+            let configuration = try self.configuration(in: directory)
+            let listen = configuration.serve.listen
+            let units = try self.systemd ? self.systemdUnits(for: directory, listen: listen) : nil
+            let container = self.docker ? Self.dockerFiles(for: directory, configuration: configuration) : nil
+            let containerFiles = container.map { container in
+                [
+                    (path: directory + "/" + DockerFiles.dockerfileName, text: container.dockerfile),
+                    (path: directory + "/" + DockerFiles.composeName, text: container.compose),
+                ]
+            } ?? []
+            // Every file is checked before any is written: a refusal leaves nothing half done.
+            let targets = (units?.files ?? []) + containerFiles
+            if !self.force, let existing = targets.first(where: { files.fileExists(atPath: $0.path) }) {
+                throw InitError("\(existing.path) exists; run again with --force to overwrite it")
+            }
+            if let units {
+                try Self.write(units.files, creating: units.directory, what: "the units")
+                writeToStandardOutput(
+                    "\nsafe-watch will serve \(directory) on http://\(listen). Enable and start it with:\n\n"
+                        + SystemdUnits.enableCommands.map { "    \($0)\n" }.joined()
+                        + "\nThen: systemctl --user status safe-watch, journalctl --user -u safe-watch -f\n")
+            }
+            if let container {
+                try Self.write(containerFiles, creating: directory, what: "the container files")
+                Self.printContainerSteps(container, configuration: configuration, directory: directory)
+            }
+        }
+
+        /// The units for `directory`, with this safe-watch's path and the PATH it runs with.
+        private func systemdUnits(for directory: String, listen: ListenAddress) throws -> (directory: String, files: [(path: String, text: String)]) {
+            let files = FileManager.default
             guard let executable = try? files.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
                 throw InitError("cannot tell where this safe-watch is (/proc/self/exe)")
             }
@@ -44,34 +84,72 @@ extension SafeWatchCommand {
             let units = SystemdUnits(executable: executable, projectDirectory: directory, listen: listen, path: path)
             let unitDirectory = self.unitDirectory.map { ProjectLoader.absolute($0, relativeTo: files.currentDirectoryPath) }
                 ?? Self.userUnitDirectory()
-            let targets = [
-                (unitDirectory + "/" + SystemdUnits.serviceName, units.service),
-                (unitDirectory + "/" + SystemdUnits.socketName, units.socket),
-            ]
-            if !self.force, let existing = targets.first(where: { files.fileExists(atPath: $0.0) }) {
-                throw InitError("\(existing.0) exists; run again with --force to overwrite it")
+            return (
+                unitDirectory,
+                [
+                    (path: unitDirectory + "/" + SystemdUnits.serviceName, text: units.service),
+                    (path: unitDirectory + "/" + SystemdUnits.socketName, text: units.socket),
+                ]
+            )
+        }
+
+        /// The container files: the product from safe-watch.toml, else the directory's name (the usual
+        /// single-product package); the port from serve.listen, which `:0` leaves to the default (a
+        /// published port must be fixed); the health path when the check is http.
+        static func dockerFiles(for directory: String, configuration: Configuration) -> DockerFiles {
+            let name = URL(fileURLWithPath: directory).lastPathComponent
+            let port = configuration.serve.listen.port
+            var container = DockerFiles(
+                product: configuration.product ?? name, port: port == 0 ? DockerFiles.defaultPort : port, directoryName: name)
+            if case .http(let path) = configuration.health.kind { container.healthPath = path }
+            return container
+        }
+
+        private static func printContainerSteps(_ container: DockerFiles, configuration: Configuration, directory: String) {
+            var text = "\nThe image builds safe-watch from a checkout of its sources: set SAFE_WATCH_SOURCE to one, e.g. in "
+            text += "\(directory)/.env:\n\n    SAFE_WATCH_SOURCE=\(Self.safeWatchCheckout() ?? "/path/to/safe-watch")\n"
+            if case .http = configuration.health.kind {} else {
+                text += "\n[health] is not http here: edit the HEALTHCHECK in \(DockerFiles.dockerfileName) (it asks for GET \(container.healthPath)).\n"
             }
+            text += "\nStart it (the first build takes minutes) and open http://127.0.0.1:\(container.port):\n\n"
+            text += DockerFiles.upCommands.map { "    \($0)\n" }.joined()
+            text += "\nStop it with Ctrl-C, or from another terminal:\n\n"
+            text += DockerFiles.stopCommands.map { "    \($0)\n" }.joined()
+            text += "\n(`docker compose down -v` also drops the .build volume.)\n"
+            writeToStandardOutput(text)
+        }
+
+        /// The checkout this safe-watch was built in (`<checkout>/.build/…/safe-watch`), if it was.
+        static func safeWatchCheckout() -> String? {
+            let files = FileManager.default
+            guard let executable = try? files.destinationOfSymbolicLink(atPath: "/proc/self/exe"),
+                let range = executable.range(of: "/.build/")
+            else { return nil }
+            let checkout = String(executable[..<range.lowerBound])
+            guard files.fileExists(atPath: checkout + "/Package.swift"), files.fileExists(atPath: checkout + "/Sources/safe-watch")
+            else { return nil }
+            return checkout
+        }
+
+        private static func write(_ targets: [(path: String, text: String)], creating directory: String, what: String) throws {
+            let files = FileManager.default
             do {
-                try files.createDirectory(atPath: unitDirectory, withIntermediateDirectories: true)
+                try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
                 for (path, text) in targets {
                     try text.write(toFile: path, atomically: true, encoding: .utf8)
                     writeToStandardOutput("wrote \(path)\n")
                 }
             } catch {
-                throw InitError("cannot write the units in \(unitDirectory): \(error.localizedDescription)")
+                throw InitError("cannot write \(what) in \(directory): \(error.localizedDescription)")
             }
-            writeToStandardOutput(
-                "\nsafe-watch will serve \(directory) on http://\(listen). Enable and start it with:\n\n"
-                    + SystemdUnits.enableCommands.map { "    \($0)\n" }.joined()
-                    + "\nThen: systemctl --user status safe-watch, journalctl --user -u safe-watch -f\n")
         }
 
-        /// `serve.listen` from the project's safe-watch.toml, when it has one.
-        private func listenAddress(in directory: String) throws -> ListenAddress {
+        /// The project's safe-watch.toml, when it has one; the defaults otherwise.
+        private func configuration(in directory: String) throws -> Configuration {
             let file = directory + "/safe-watch.toml"
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return Configuration().serve.listen }
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return Configuration() }
             do {
-                return try ConfigurationLoader(fileName: file).load(text).serve.listen
+                return try ConfigurationLoader(fileName: file).load(text)
             } catch {
                 throw InitError("\(error)")
             }
