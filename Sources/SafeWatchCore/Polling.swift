@@ -120,3 +120,31 @@ public func changesBetween(_ old: [String: FileStamp], _ new: [String: FileStamp
     }
     return changes.sorted { $0.path < $1.path }
 }
+
+/// When the poller scans next: every `interval`, or — when a scan takes longer than that — after
+/// a pause as long as the scan itself, so at most half the time goes to scanning and scans never
+/// pile up. Says so when that starts and when scans are fast again.
+public struct PollPacing: Sendable {
+    public let interval: Duration
+    public private(set) var pause: Duration
+
+    public init(interval: Duration) {
+        self.interval = interval
+        self.pause = interval
+    }
+
+    /// Records how long the last scan of `entries` took; returns what to tell people, if anything.
+    public mutating func scanned(entries: Int, took: Duration) -> String? {
+        let wasStretched = self.pause > self.interval
+        self.pause = max(self.interval, took)
+        if self.pause > self.interval && !wasStretched {
+            return "scanning \(entries) entries took \(took.humanReadable), longer than the poll interval "
+                + "\(self.interval.humanReadable): waiting \(took.humanReadable) between scans until they are faster "
+                + "(fewer watched paths, or more [watch] ignore patterns, help)"
+        }
+        if wasStretched && self.pause == self.interval {
+            return "scans are fast again (\(took.humanReadable) for \(entries) entries): polling every \(self.interval.humanReadable)"
+        }
+        return nil
+    }
+}

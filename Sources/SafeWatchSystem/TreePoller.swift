@@ -81,9 +81,11 @@ public final class TreePoller: Sendable {
         _ = close(self.wake.write)
     }
 
-    /// Every non-ignored entry under the watched paths, with what `lstat` says of it.
-    func scan() -> [String: FileStamp] {
+    /// Every non-ignored entry under the watched paths, with what `lstat` says of it. Paths in
+    /// `known` (the previous scan) passed the ignore rules already; only new ones are matched again.
+    func scan(known: [String: FileStamp] = [:]) -> [String: FileStamp] {
         var stamps: [String: FileStamp] = [:]
+        stamps.reserveCapacity(known.count)
         var pending = self.paths
         while let directory = pending.popLast() {
             let absolute = directory == "." ? self.root : self.root + "/" + directory
@@ -99,7 +101,7 @@ public final class TreePoller: Sendable {
                 guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                 let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
                 let path = directory == "." ? name : directory + "/" + name
-                if self.ignore.isIgnored(path, isDirectory: isDirectory) { continue }
+                if known[path] == nil, self.ignore.isIgnored(path, isDirectory: isDirectory) { continue }
                 stamps[path] = FileStamp(
                     modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
                     changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
@@ -136,26 +138,17 @@ private final class PollingThread: @unchecked Sendable {
     }
 
     private func run() {
-        var wait = self.poller.interval
-        while self.poller.pause(wait) {
+        var pacing = PollPacing(interval: self.poller.interval)
+        while self.poller.pause(pacing.pause) {
             let begun = ContinuousClock.now
-            let current = self.poller.scan()
+            let current = self.poller.scan(known: self.previous)
             let took = ContinuousClock.now - begun
             let changes = changesBetween(self.previous, current)
             self.previous = current
             if !changes.isEmpty {
                 self.onChange(changes.map { WatchedChange(path: $0.path, kind: $0.removed ? .removed : .changed) })
             }
-            // Never more than half the time scanning: stretch the pause to the scan's length.
-            let stretched = max(self.poller.interval, took)
-            if stretched > wait || (wait > self.poller.interval && stretched < wait / 2) {
-                if stretched > self.poller.interval {
-                    self.onSlowScan(
-                        "scanning \(current.count) entries took \(took.humanReadable), longer than the poll interval "
-                            + "\(self.poller.interval.humanReadable): polling every \(stretched.humanReadable) for now")
-                }
-                wait = stretched
-            }
+            if let message = pacing.scanned(entries: current.count, took: took) { self.onSlowScan(message) }
         }
         self.poller.closeDescriptors()
     }

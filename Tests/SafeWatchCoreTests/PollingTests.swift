@@ -81,3 +81,20 @@ import Testing
         #expect(changesBetween(["x": stamp(1)], ["x": stamp(1)]).isEmpty)
     }
 }
+
+@Suite struct PollPacingTests {
+    @Test func aSlowScanStretchesThePauseAndSaysSoOnceThenRecovers() {
+        var pacing = PollPacing(interval: .milliseconds(500))
+        #expect(pacing.scanned(entries: 10_000, took: .milliseconds(40)) == nil)
+        #expect(pacing.pause == .milliseconds(500))
+        let slow = pacing.scanned(entries: 200_000, took: .milliseconds(1200))
+        #expect(slow?.contains("scanning 200000 entries took 1.2 s, longer than the poll interval 500 ms") == true)
+        #expect(pacing.pause == .milliseconds(1200))
+        // Still slow: no new message, the pause follows the scan.
+        #expect(pacing.scanned(entries: 200_000, took: .milliseconds(1500)) == nil)
+        #expect(pacing.pause == .milliseconds(1500))
+        let recovered = pacing.scanned(entries: 10_000, took: .milliseconds(30))
+        #expect(recovered?.contains("scans are fast again") == true)
+        #expect(pacing.pause == .milliseconds(500))
+    }
+}
