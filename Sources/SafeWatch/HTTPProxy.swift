@@ -12,12 +12,10 @@ import SafeWatchCore
 public final class HTTPProxy: Sendable {
     public let router: TrafficRouter
     private let channel: any Channel
-    public let address: ListenAddress
 
-    private init(router: TrafficRouter, channel: any Channel, address: ListenAddress) {
+    private init(router: TrafficRouter, channel: any Channel) {
         self.router = router
         self.channel = channel
-        self.address = address
     }
 
     /// Starts proxying on `socket`, a listening socket safe-watch bound or systemd passed; the
@@ -36,9 +34,7 @@ public final class HTTPProxy: Sendable {
             }
         let channel = try await bootstrap.withBoundSocket(socket).get()
         router.addListener { channel.close(promise: nil) }
-        let local = channel.localAddress
-        let address = ListenAddress(host: local?.ipAddress ?? "127.0.0.1", port: local?.port ?? 0)
-        return HTTPProxy(router: router, channel: channel, address: address)
+        return HTTPProxy(router: router, channel: channel)
     }
 
     public func close() async {

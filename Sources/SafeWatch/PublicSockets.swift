@@ -60,11 +60,8 @@ public struct PublicSockets: Sendable {
         }
         for unused in activation.unused { _ = close(unused.fd) }
 
-        var origin = "systemd socket activation"
-        if sockets.isEmpty || !activation.fromSocketUnit {
-            origin = sockets.isEmpty ? "bound by safe-watch" : "systemd's fd store"
-        }
-        if sockets.isEmpty, serve.mode != .restart {
+        let passed = !sockets.isEmpty
+        if !passed, serve.mode != .restart {
             let fd: Int32
             do {
                 fd = try ListeningSockets.bind(host: serve.listen.host, port: serve.listen.port)
@@ -84,6 +81,9 @@ public struct PublicSockets: Sendable {
             // left the stored one non-blocking, and the flag is shared by every copy).
             for socket in sockets { _ = fcntl(socket.fd, F_SETFL, fcntl(socket.fd, F_GETFL) & ~O_NONBLOCK) }
         }
+        let origin =
+            !passed ? "bound by safe-watch"
+            : activation.fromSocketUnit ? "systemd socket activation" : "systemd's fd store"
         return PublicSockets(sockets: sockets, origin: origin, warnings: activation.warnings)
     }
 }

@@ -6,7 +6,8 @@ import Synchronization
 final class ServerProcess: Sendable {
     let generation: Generation
     let pid: pid_t
-    /// The private port in proxy mode, the public one in restart mode.
+    /// The private port in proxy mode (in socket mode the health port, if the check needs one),
+    /// the public one in restart mode.
     let port: Int?
     private let state = Mutex<(status: ExitStatus?, waiters: [CheckedContinuation<ExitStatus, Never>], ready: Bool)>((nil, [], false))
 

@@ -149,7 +149,7 @@ public actor SupervisorRuntime {
     /// on the very socket the next generation gets). Let them finish, but not forever.
     private func stopLeftoverServers() {
         let generations = self.project.stateDirectory + "/generations/"
-        let leftovers = Self.processes(executingUnder: generations)
+        let leftovers = ProcessTable.running(under: generations)
         guard !leftovers.isEmpty else { return }
         let timeout = self.project.configuration.run.stopTimeout
         let signal = self.project.configuration.run.stopSignal
@@ -161,7 +161,7 @@ public actor SupervisorRuntime {
             Task {
                 try? await Task.sleep(for: timeout)
                 // Still that server (a pid can be reused)?
-                if Self.processes(executingUnder: generations).contains(pid) { ProcessGroup.signal(pid, SIGKILL) }
+                if ProcessTable.running(under: generations).contains(pid) { ProcessGroup.signal(pid, SIGKILL) }
             }
         }
     }
@@ -173,41 +173,14 @@ public actor SupervisorRuntime {
     private static func stopOrphans(within timeout: Duration) async {
         let deadline = ContinuousClock.now + timeout
         for _ in 0..<3 {
-            let orphans = Self.children(of: getpid())
+            let orphans = ProcessTable.children(of: getpid())
             guard !orphans.isEmpty else { return }
             for orphan in orphans { kill(orphan, SIGTERM) }
             // Exits come to the reaper, which has no waiter for orphans: poll, bounded.
-            while ContinuousClock.now < deadline, !Self.children(of: getpid()).isEmpty {
+            while ContinuousClock.now < deadline, !ProcessTable.children(of: getpid()).isEmpty {
                 try? await Task.sleep(for: .milliseconds(20))
             }
-            for orphan in Self.children(of: getpid()) { kill(orphan, SIGKILL) }
-        }
-    }
-
-    /// Live (not zombie) children of `parent`, from /proc.
-    nonisolated private static func children(of parent: pid_t) -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { entry in
-            guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { return nil }
-            // After "comm)": state ppid …
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            guard fields.count > 1, fields[0] != "Z", pid_t(fields[1]) == parent else { return nil }
-            return pid
-        }
-    }
-
-    /// Processes other than safe-watch running a program under `directory` (its executable, or
-    /// the script an interpreter runs).
-    nonisolated private static func processes(executingUnder directory: String) -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { entry in
-            guard let pid = pid_t(entry), pid != getpid() else { return nil }
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/exe")) ?? ""
-            let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")?.split(separator: 0).prefix(2)
-                .map { String(decoding: $0, as: UTF8.self) } ?? []
-            return ([executable] + arguments).contains { $0.hasPrefix(directory) } ? pid : nil
+            for orphan in ProcessTable.children(of: getpid()) { kill(orphan, SIGKILL) }
         }
     }
 
@@ -594,11 +567,8 @@ public actor SupervisorRuntime {
         pid: pid_t, shared: [PublicSockets.Socket], healthPort: Int?
     ) -> String? {
         guard !shared.isEmpty else { return nil }
-        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].flatMap { file in
-            ((try? String(contentsOfFile: file, encoding: .utf8)).map { ListeningTCPSocket.parse(procNetTCP: $0) }) ?? []
-        }
         let own = listenersOutsideSocketMode(
-            serverSocketInodes: ListeningSockets.socketInodes(of: pid), listening: listening,
+            serverSocketInodes: ListeningSockets.socketInodes(of: pid), listening: ListeningSockets.listeningTCP(),
             sharedInodes: Set(shared.compactMap { ListeningSockets.inode($0.fd) }), healthPort: healthPort)
         guard !own.isEmpty else { return nil }
         let addresses = own.map { "\($0.address):\($0.port)" }.joined(separator: ", ")

@@ -44,7 +44,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
     ///   - paths: directories under `root` to watch (relative; "." for all of it).
     public init(root: String, paths: [String] = ["."], ignore: IgnoreRules) throws(SystemError) {
         self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
-        self.paths = paths.map { Self.normalize($0) }
+        self.paths = paths.map(normalizedWatchPath)
         self.ignore = ignore
         self.fd = try Inotify.initialize()
         self.reader = try DescriptorReader(fd: self.fd)
@@ -160,9 +160,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             guard let stream = opendir(absolute) else { continue }
             defer { closedir(stream) }
             while let entry = readdir(stream) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
-                    String(decoding: bytes.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
+                let name = entryName(entry)
                 if name == "." || name == ".." { continue }
                 let path = Self.join(directory, name)
                 var type = entry.pointee.d_type
@@ -192,12 +190,5 @@ public final class DirectoryWatcher: @unchecked Sendable {
 
     private static func join(_ directory: String, _ name: String) -> String {
         directory == "." ? name : directory + "/" + name
-    }
-
-    private static func normalize(_ path: String) -> String {
-        var path = path
-        while path.hasPrefix("./") { path.removeFirst(2) }
-        while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
-        return path.isEmpty ? "." : path
     }
 }

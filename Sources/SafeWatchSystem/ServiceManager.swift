@@ -1,5 +1,7 @@
 import CSystemd
+import Foundation
 import Glibc
+import SafeWatchCore
 
 /// safe-watch's side of systemd's notify protocol, through libsystemd (`sd_notify`,
 /// `sd_pid_notify_with_fds`). Does nothing when no manager listens (`NOTIFY_SOCKET` unset).
@@ -111,6 +113,13 @@ public enum ListeningSockets {
         return UInt64(status.st_ino)
     }
 
+    /// Every TCP socket in the LISTEN state on this machine (/proc/net/tcp and tcp6).
+    public static func listeningTCP() -> [ListeningTCPSocket] {
+        ["/proc/net/tcp", "/proc/net/tcp6"].flatMap { file in
+            ((try? String(contentsOfFile: file, encoding: .utf8)).map { ListeningTCPSocket.parse(procNetTCP: $0) }) ?? []
+        }
+    }
+
     /// The inodes of every socket process `pid` has open.
     public static func socketInodes(of pid: pid_t) -> Set<UInt64> {
         let directory = "/proc/\(pid)/fd"
@@ -119,7 +128,7 @@ public enum ListeningSockets {
         var inodes: Set<UInt64> = []
         var buffer = [CChar](repeating: 0, count: 64)
         while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = entryName(entry)
             let count = readlink("\(directory)/\(name)", &buffer, buffer.count - 1)
             guard count > 0 else { continue }
             let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -29,18 +29,11 @@ public final class TreePoller: Sendable {
 
     public init(root: String, paths: [String] = ["."], ignore: IgnoreRules, interval: Duration) throws(SystemError) {
         self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
-        self.paths = paths.map { path in
-            var path = path
-            while path.hasPrefix("./") { path.removeFirst(2) }
-            while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
-            return path.isEmpty ? "." : path
-        }
+        self.paths = paths.map(normalizedWatchPath)
         self.ignore = ignore
         self.interval = interval
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw SystemError(call: "pipe", errno: errno) }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        guard sw_pipe_cloexec(&fds) == 0 else { throw SystemError(call: "pipe2", errno: sw_errno()) }
         self.wake = (fds[0], fds[1])
     }
 
@@ -93,9 +86,7 @@ public final class TreePoller: Sendable {
             defer { closedir(stream) }
             let descriptor = dirfd(stream)
             while let entry = readdir(stream) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
-                    String(decoding: bytes.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
+                let name = entryName(entry)
                 if name == "." || name == ".." { continue }
                 var info = stat()
                 guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }

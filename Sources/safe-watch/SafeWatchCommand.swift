@@ -198,7 +198,7 @@ extension SafeWatchCommand {
             let next: String = index + 1 < arguments.count ? arguments[index + 1] : ""
             let settingFollows = (try? PollSetting(parsing: next)) != nil
             if settingFollows { return argument }
-            return "--poll=\(PollSetting.automaticInterval.humanReadable.replacing(" ", with: ""))"
+            return "--poll=\(PollSetting.automaticInterval.components.seconds * 1000 + PollSetting.automaticInterval.components.attoseconds / 1_000_000_000_000_000)ms"
         }
     }
 

@@ -1,0 +1,46 @@
+import Foundation
+import Glibc
+import SafeWatchCore
+
+/// What /proc says about processes, for the supervisor's clean-up duties.
+public enum ProcessTable {
+    /// Live (not zombie) children of `parent`.
+    public static func children(of parent: pid_t) -> [pid_t] {
+        pids().filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+            else { return false }
+            // After "comm)": state ppid …
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && fields[0] != "Z" && pid_t(fields[1]) == parent
+        }
+    }
+
+    /// Processes other than this one running a program under `directory` (its executable, or the
+    /// script an interpreter runs).
+    public static func running(under directory: String) -> [pid_t] {
+        pids().filter { pid in
+            guard pid != getpid() else { return false }
+            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
+            let arguments = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")?.split(separator: 0).prefix(2)
+                .map { String(decoding: $0, as: UTF8.self) } ?? []
+            return ([executable] + arguments).contains { $0.hasPrefix(directory) }
+        }
+    }
+
+    private static func pids() -> [pid_t] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+    }
+}
+
+/// A directory entry's name.
+func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+    withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+}
+
+/// A watched path relative to the project: no leading "./", no trailing "/", "." for the root.
+func normalizedWatchPath(_ path: String) -> String {
+    var path = path
+    while path.hasPrefix("./") { path.removeFirst(2) }
+    while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
+    return path.isEmpty ? "." : path
+}
