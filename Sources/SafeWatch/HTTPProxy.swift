@@ -25,6 +25,11 @@ public final class HTTPProxy: Sendable {
     ) async throws -> HTTPProxy {
         let hold = TimeAmount.nanoseconds(Int64(holdTimeout.seconds * 1e9))
         let bootstrap = ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptCounter(router: router))
+                }
+            }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -33,12 +38,31 @@ public final class HTTPProxy: Sendable {
                 }
             }
         let channel = try await bootstrap.withBoundSocket(socket).get()
-        router.addListener { channel.close(promise: nil) }
+        router.addListener(channel)
         return HTTPProxy(router: router, channel: channel)
     }
 
     public func close() async {
         try? await self.channel.close()
+    }
+}
+
+/// Counts each connection the moment the listener accepts it, before its own pipeline runs on its
+/// event loop, so a connection accepted just before safe-watch stops is waited for too.
+private final class AcceptCounter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = any Channel
+
+    private let router: TrafficRouter
+
+    init(router: TrafficRouter) {
+        self.router = router
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let router = self.router
+        router.connectionAccepted()
+        self.unwrapInboundIn(data).closeFuture.whenComplete { _ in router.connectionClosed() }
+        context.fireChannelRead(data)
     }
 }
 

@@ -24,11 +24,14 @@ public final class TrafficRouter: Sendable {
         var nextWaiter = 0
         var inFlight: [Generation: Int] = [:]
         var idleWaiters: [Generation: [CheckedContinuation<Void, Never>]] = [:]
-        /// Open client connections, each with what tells it that safe-watch is stopping.
+        /// Client connections the listeners accepted and that are not closed yet, counted from the
+        /// accept itself: a connection's handler becomes active a moment later, on its own loop.
+        var openConnections = 0
+        /// What tells each active client connection that safe-watch is stopping.
         var clients: [Int: @Sendable (TimeAmount) -> Void] = [:]
         var nextClient = 0
         var noClientWaiters: [CheckedContinuation<Void, Never>] = []
-        var closeListeners: [@Sendable () -> Void] = []
+        var listeners: [any Channel] = []
         /// Set once safe-watch stops: how long an idle keep-alive connection may still send a request.
         var shuttingDown: TimeAmount?
     }
@@ -116,13 +119,29 @@ public final class TrafficRouter: Sendable {
 
     // MARK: Stopping safe-watch itself
 
-    /// `close` stops accepting connections; called when safe-watch begins to stop.
-    func addListener(close: @escaping @Sendable () -> Void) {
-        self.state.withLock { $0.closeListeners.append(close) }
+    /// A listening channel, closed when safe-watch begins to stop.
+    func addListener(_ channel: any Channel) {
+        self.state.withLock { $0.listeners.append(channel) }
     }
 
-    /// A client connection opened; `shutdownBegan` is called (once) when safe-watch begins to
-    /// stop, with the time an idle connection may still send its next request. Returns its id.
+    /// A listener accepted a connection; `connectionClosed` follows once it is closed.
+    func connectionAccepted() {
+        self.state.withLock { $0.openConnections += 1 }
+    }
+
+    func connectionClosed() {
+        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
+            state.openConnections -= 1
+            guard state.openConnections == 0 else { return [] }
+            defer { state.noClientWaiters = [] }
+            return state.noClientWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// A client connection's handler is active; `shutdownBegan` is called (once) when safe-watch
+    /// begins to stop, with the time an idle connection may still send its next request. Returns
+    /// its id.
     func clientOpened(shutdownBegan: @escaping @Sendable (TimeAmount) -> Void) -> Int {
         let (id, grace): (Int, TimeAmount?) = self.state.withLock { state in
             let id = state.nextClient
@@ -135,13 +154,7 @@ public final class TrafficRouter: Sendable {
     }
 
     func clientClosed(_ id: Int) {
-        let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
-            state.clients.removeValue(forKey: id)
-            guard state.clients.isEmpty else { return [] }
-            defer { state.noClientWaiters = [] }
-            return state.noClientWaiters
-        }
-        for waiter in waiters { waiter.resume() }
+        _ = self.state.withLock { $0.clients.removeValue(forKey: id) }
     }
 
     /// safe-watch is stopping: accept no more connections (when systemd holds the socket they
@@ -150,25 +163,27 @@ public final class TrafficRouter: Sendable {
     /// instant is answered, not reset.
     public func beginShuttingDown(idleGrace: Duration) {
         let grace = TimeAmount.nanoseconds(Int64(idleGrace.seconds * 1e9))
-        let (listeners, clients): ([@Sendable () -> Void], [@Sendable (TimeAmount) -> Void]) = self.state.withLock { state in
+        let (listeners, clients): ([any Channel], [@Sendable (TimeAmount) -> Void]) = self.state.withLock { state in
             guard state.shuttingDown == nil else { return ([], []) }
             state.shuttingDown = grace
-            defer { state.closeListeners = [] }
-            return (state.closeListeners, Array(state.clients.values))
+            return (state.listeners, Array(state.clients.values))
         }
-        for close in listeners { close() }
+        for listener in listeners { listener.close(promise: nil) }
         for client in clients { client(grace) }
     }
 
     public var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown != nil } }
 
-    /// Returns once every client connection has closed, or after `timeout`.
+    /// Returns once the listeners are closed and every connection they accepted has closed, or
+    /// after `timeout`.
     public func waitUntilNoClients(timeout: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
+                // Once a listener is closed, every connection it accepted has been counted.
+                for listener in self.state.withLock({ $0.listeners }) { try? await listener.closeFuture.get() }
                 await withCheckedContinuation { continuation in
                     let none = self.state.withLock { state in
-                        if state.clients.isEmpty { return true }
+                        if state.openConnections == 0 { return true }
                         state.noClientWaiters.append(continuation)
                         return false
                     }
