@@ -24,7 +24,7 @@ public struct Reporter: Sendable {
             metadata["build"] = .stringConvertible(id)
         case .candidateLaunched(let generation, _), .swapped(_, let generation, _), .candidateDiscarded(let generation, _, _),
             .migrationsBlocked(let generation, _, _),
-            .serverCrashed(let generation, _), .restartScheduled(let generation, _), .rollingBack(let generation, _),
+            .serverCrashed(let generation, _), .restartScheduled(let generation, _), .rollingBack(let generation, _, _),
             .serverStopped(let generation, _):
             metadata["generation"] = .stringConvertible(generation)
         case .configReloaded, .configRejected, .stopping, .stopped:
@@ -100,8 +100,14 @@ public struct Reporter: Sendable {
             return (.error, "✗ gen \(generation) exited unexpectedly (\(status))", "server_crashed")
         case .restartScheduled(let generation, let delay):
             return (.warning, "▸ restarting gen \(generation) in \(delay.humanReadable)", "restart_scheduled")
-        case .rollingBack(let from, let to):
-            return (.warning, "↺ rolling back from gen \(from) to gen \(to)", "rolling_back")
+        case .rollingBack(let from, let to, let cause):
+            let why: String
+            switch cause {
+            case .crashedAfterSwap: why = "gen \(from) crashed after its swap"
+            case .replacementFailed: why = "gen \(from) failed"
+            case .requested: why = "requested"
+            }
+            return (.warning, "↺ rolling back from gen \(from) to gen \(to) (\(why))", "rolling_back")
         case .serverStopped(let generation, let status):
             return (.info, "· gen \(generation) stopped (\(status))", "server_stopped")
         case .configReloaded:

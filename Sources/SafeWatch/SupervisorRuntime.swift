@@ -26,7 +26,10 @@ public struct Project: Sendable {
         self.overrides = overrides
     }
 
-    var stateDirectory: String { self.directory + "/.safe-watch" }
+    public var stateDirectory: String { self.directory + "/.safe-watch" }
+
+    /// Where `safe-watch status` and friends reach this safe-watch.
+    public var controlSocketPath: String { ControlSocketLocation.path(forProject: self.directory) }
 
     var migrationsDirectory: String {
         let dir = self.configuration.migrations.dir
@@ -93,6 +96,12 @@ public actor SupervisorRuntime {
     private let sharedSockets: [PublicSockets.Socket]
     private let serviceManager: ServiceManager
     private var serviceStatus: ServiceStatus
+    /// What `safe-watch status` shows.
+    private var board: StatusBoard
+    private let startedAt = Date()
+    private let publicAddresses: [String]
+    /// The polled trees, e.g. "src (every 500 ms)".
+    private var polledTrees: [String] = []
 
     /// - Parameters:
     ///   - selfExecutable: safe-watch's own binary for the exec-child trampoline (nil: exec directly).
@@ -100,14 +109,17 @@ public actor SupervisorRuntime {
     ///   - serviceManager: systemd, when safe-watch runs as a service.
     public init(
         project: Project, reporter: Reporter, router: TrafficRouter, group: any EventLoopGroup,
-        selfExecutable: String?, sharedSockets: [PublicSockets.Socket] = [], serviceManager: ServiceManager = ServiceManager()
+        selfExecutable: String?, sharedSockets: [PublicSockets.Socket] = [], serviceManager: ServiceManager = ServiceManager(),
+        publicAddresses: [String] = []
     ) {
+        self.publicAddresses = publicAddresses
         self.sharedSockets = sharedSockets
         self.serviceManager = serviceManager
         self.serviceStatus = ServiceStatus(
             buildTimeout: project.configuration.build.timeout, startupTimeout: project.configuration.health.startupTimeout)
         self.project = project
         self.machine = Supervisor(policy: Self.policy(project))
+        self.board = StatusBoard(gatesMigrations: Self.policy(project).gatesMigrations)
         self.debouncer = Debouncer(quietPeriod: project.configuration.watch.debounce)
         self.reporter = reporter
         (self.events, self.post) = AsyncStream<Event>.makeStream()
@@ -367,6 +379,7 @@ public actor SupervisorRuntime {
             let poller = try TreePoller(root: self.project.directory, paths: paths, ignore: ignore, interval: interval)
             poller.start(onChange: { post.yield(.filesChanged($0)) }, onSlowScan: { reporter.warning($0) })
             self.pollers.append(poller)
+            self.polledTrees += paths.map { "\($0) (every \(interval.humanReadable))" }
             let why = reasons.isEmpty ? "[watch] poll, --poll or SAFE_WATCH_POLL" : reasons.joined(separator: "; ")
             reporter.info("polling every \(interval.humanReadable): \(paths.joined(separator: ", ")) (\(why))")
         }
@@ -444,11 +457,57 @@ public actor SupervisorRuntime {
             self.reloadConfiguration()
         case .report(let report):
             self.reporter.report(report)
+            self.board.record(report, at: Date())
             if self.serviceManager.isPresent, let state = self.serviceStatus.record(report) {
                 self.serviceManager.send(state)
             }
         case .exit(let code):
             self.exitCode = code
+        }
+    }
+
+    // MARK: Control socket
+
+    /// Answers `safe-watch status`, `rebuild`, `rollback` and `stop`.
+    public func answer(_ request: ControlRequest) -> ControlReply {
+        switch request {
+        case .status:
+            let servers = self.servers
+            let facts = StatusSnapshot.Facts(
+                pid: getpid(), project: self.project.directory, startedAt: self.startedAt,
+                serve: StatusSnapshot.Serve(mode: self.project.configuration.serve.mode.rawValue, addresses: self.publicAddresses),
+                watching: StatusSnapshot.Watching(directories: self.watcher?.watchedDirectoryCount ?? 0, polled: self.polledTrees),
+                pidOf: { generation in servers.values.first { $0.generation == generation && !$0.hasExited }?.pid })
+            return ControlReply(ok: true, status: self.board.snapshot(facts, at: Date()))
+        case .rebuild:
+            guard self.exitCode == nil, !self.router.isShuttingDown else { return .refused("safe-watch is stopping") }
+            let actions = self.machine.rebuildRequested(at: self.now)
+            self.perform(actions)
+            for action in actions {
+                if case .startBuild(let id) = action { return ControlReply(ok: true, message: "build \(id) started") }
+                if case .cancelBuild(let id) = action {
+                    return ControlReply(ok: true, message: "build \(id) is cancelled; a new build starts once it has stopped")
+                }
+            }
+            return ControlReply(ok: true, message: "a build is being cancelled already; a new one starts once it has stopped")
+        case .rollback:
+            let (actions, refusal) = self.machine.rollbackRequested(at: self.now)
+            if let refusal { return .refused(refusal) }
+            self.perform(actions)
+            for action in actions {
+                if case .report(.rollingBack(let from, let to, _)) = action {
+                    return ControlReply(ok: true, message: "rolling back from gen \(from) to gen \(to): it starts beside gen \(from) and takes over once healthy")
+                }
+            }
+            return ControlReply(ok: true)
+        case .stop:
+            if self.exitCode != nil || self.router.isShuttingDown {
+                return ControlReply(ok: true, message: "stopping already")
+            }
+            self.post.yield(.signal(SIGTERM))
+            return ControlReply(ok: true, message: "stopping: the server finishes its requests first")
+        case .events:
+            return .refused("events are streamed by the control server")
         }
     }
 

@@ -62,9 +62,9 @@ public struct TerminalLogHandler: LogHandler {
         }
     }
 
-    /// Local wall-clock time, HH:MM:SS.
-    static func clock() -> String {
-        var now = time(nil)
+    /// Local wall-clock time, HH:MM:SS: now, or `seconds` since the epoch.
+    public static func clock(_ seconds: Double? = nil) -> String {
+        var now = seconds.map { time_t($0) } ?? time(nil)
         var parts = tm()
         localtime_r(&now, &parts)
         func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }

@@ -85,8 +85,12 @@ public struct ServiceStatus: Sendable {
             self.problem = "gen \(generation) exited unexpectedly (\(status))"
         case .restartScheduled(let generation, let delay):
             self.problem = (self.problem.map { $0 + "; " } ?? "") + "restarting gen \(generation) in \(delay.humanReadable)"
-        case .rollingBack(let from, let to):
-            self.problem = "gen \(from) crashed after its swap; rolling back to gen \(to)"
+        case .rollingBack(let from, let to, let cause):
+            switch cause {
+            case .crashedAfterSwap: self.problem = "gen \(from) crashed after its swap; rolling back to gen \(to)"
+            case .replacementFailed: self.problem = "gen \(from) failed; rolling back to gen \(to)"
+            case .requested: self.problem = "rolling back from gen \(from) to gen \(to) (requested)"
+            }
         case .serverStopped:
             return nil
         case .configReloaded:

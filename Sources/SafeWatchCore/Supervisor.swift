@@ -83,6 +83,16 @@ public enum SupervisorAction: Equatable, Sendable {
 }
 
 /// The transitions people are told about: terminal lines, journald, status, events.
+/// Why safe-watch goes back to an older generation.
+public enum RollbackCause: String, Equatable, Sendable {
+    /// The active generation crashed within the rollback window after its swap.
+    case crashedAfterSwap
+    /// Restart mode: the new generation failed after the old one was stopped for it.
+    case replacementFailed
+    /// Someone asked (`safe-watch rollback`).
+    case requested
+}
+
 public enum Report: Equatable, Sendable {
     case buildStarted(BuildID, reason: BuildReason)
     case buildSucceeded(BuildID, took: Duration)
@@ -96,7 +106,7 @@ public enum Report: Equatable, Sendable {
     case candidateDiscarded(Generation, reason: String, stillServing: Generation?)
     case serverCrashed(Generation, status: ExitStatus)
     case restartScheduled(Generation, after: Duration)
-    case rollingBack(from: Generation, to: Generation)
+    case rollingBack(from: Generation, to: Generation, because: RollbackCause)
     case serverStopped(Generation, status: ExitStatus)
     case configReloaded
     case configRejected(String, keeping: String)
@@ -245,6 +255,22 @@ extension Supervisor {
         self.requestBuild(reason: reason, at: now)
     }
 
+    /// Someone asked to go back to the generation before the active one (control socket). It is
+    /// launched and health-checked like any candidate; the refusal says why when there is none.
+    public mutating func rollbackRequested(at now: Moment) -> (actions: [SupervisorAction], refusal: String?) {
+        guard self.phase == .running else { return ([], "safe-watch is stopping") }
+        guard let active = self.active else { return ([], "nothing is serving, so there is nothing to roll back from") }
+        if let candidate = self.candidate {
+            return ([], "gen \(candidate.generation) is starting; roll back once it is healthy or discarded")
+        }
+        guard let previous = self.previousStaged(before: active.generation) else {
+            return ([], "gen \(active.generation) is the oldest generation kept (keep_generations); there is nothing older to roll back to")
+        }
+        self.pendingRestart = nil
+        let actions: [SupervisorAction] = [.report(.rollingBack(from: active.generation, to: previous, because: .requested))]
+        return (actions + self.launch(previous, purpose: .rollback, at: now), nil)
+    }
+
     public mutating func buildFinished(_ id: BuildID, _ outcome: BuildOutcome, at now: Moment) -> [SupervisorAction] {
         guard case .running(let running, let startedAt, _, let rebuildQueued, _) = self.build, running == id else {
             return []  // a late report of a build we no longer track
@@ -363,7 +389,7 @@ extension Supervisor {
         if let swappedAt = active.swappedAt, now - swappedAt <= self.policy.rollbackWindow,
             let previous = self.previousStaged(before: generation), self.candidate == nil
         {
-            actions.append(.report(.rollingBack(from: generation, to: previous)))
+            actions.append(.report(.rollingBack(from: generation, to: previous, because: .crashedAfterSwap)))
             actions += self.launch(previous, purpose: .rollback, at: now)
             return actions
         }
@@ -463,7 +489,7 @@ extension Supervisor {
         switch candidate.purpose {
         case .newBuild:
             if self.policy.mode == .restart, let previous = self.previousStaged(before: generation) {
-                actions.append(.report(.rollingBack(from: generation, to: previous)))
+                actions.append(.report(.rollingBack(from: generation, to: previous, because: .replacementFailed)))
                 actions += self.launch(previous, purpose: .rollback, at: now)
             }
         case .restart:

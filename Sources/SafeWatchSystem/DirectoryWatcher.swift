@@ -76,6 +76,11 @@ public final class DirectoryWatcher: @unchecked Sendable {
         })
     }
 
+    /// How many directories have a watch.
+    public var watchedDirectoryCount: Int {
+        self.queue.sync { self.watchOfDirectory.count }
+    }
+
     /// Stops watching (the inotify descriptor is closed).
     public func stop() {
         self.queue.sync { self.onChange = nil }

@@ -14,24 +14,10 @@ public final class NotifySocket: Sendable {
         self.fd = try retryingOnInterrupt("socket") {
             socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            _ = Glibc.close(self.fd)
-            throw SystemError(call: "bind", errno: ENAMETOOLONG, context: path)
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-        }
         let fd = self.fd
-        do {
-            try withUnsafePointer(to: &address) { pointer throws(SystemError) in
-                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress throws(SystemError) in
-                    _ = try retryingOnInterrupt("bind", context: path) {
-                        bind(fd, socketAddress, socklen_t(MemoryLayout<sockaddr_un>.size))
-                    }
-                }
+        do throws(SystemError) {
+            try withUnixSocketAddress(path) { address, length throws(SystemError) in
+                _ = try retryingOnInterrupt("bind", context: path) { bind(fd, address, length) }
             }
         } catch {
             _ = Glibc.close(fd)

@@ -17,7 +17,7 @@ struct SafeWatchCommand: AsyncParsableCommand {
             the old one, health-checks it, and only then moves traffic over.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, Init.self, Migrations.self],
+        subcommands: [Run.self, Status.self, Rebuild.self, Rollback.self, Stop.self, Events.self, Init.self, Migrations.self],
         defaultSubcommand: Run.self
     )
 }
@@ -61,6 +61,17 @@ extension SafeWatchCommand {
         @Flag(name: .long, help: "Log debug details.")
         var verbose = false
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "terminal (one line per event, colours on a TTY unless NO_COLOR), json (one JSON object per line, as `safe-watch events` prints), or journal. Default: journal under systemd, else terminal.",
+                valueName: "format"))
+        var logFormat: LogFormat?
+
+        enum LogFormat: String, ExpressibleByArgument {
+            case terminal, json, journal
+        }
+
         func validate() throws {
             if let mode, ServeMode(rawValue: mode) == nil {
                 throw ValidationError("--mode must be proxy, socket or restart, got \"\(mode)\"")
@@ -98,27 +109,33 @@ extension SafeWatchCommand {
         }
 
         func run() async throws {
-            let verbose = self.verbose
+            let level: Logger.Level = self.verbose ? .debug : .info
             // As a systemd service stderr is the journal's stream: structured entries say more.
-            let journal = JournalLogHandler.isWanted
+            let format = self.logFormat ?? (JournalLogHandler.isWanted ? .journal : .terminal)
+            let events = EventLog()
             LoggingSystem.bootstrap { label in
-                if journal {
-                    var handler = JournalLogHandler()
-                    handler.logLevel = verbose ? .debug : .info
-                    return handler
+                // Every line also goes to the event log, for `safe-watch events`.
+                var handlers: [any LogHandler] = [EventLogHandler(log: events)]
+                switch format {
+                case .journal: handlers.append(JournalLogHandler())
+                case .terminal: handlers.append(TerminalLogHandler(label: label))
+                case .json: break  // written from the event log below, with the same numbers
                 }
-                var handler = TerminalLogHandler(label: label)
-                handler.logLevel = verbose ? .debug : .info
+                var handler = MultiplexLogHandler(handlers)
+                handler.logLevel = level
                 return handler
             }
-            let code = await self.supervise()
+            if format == .json {
+                _ = events.subscribe(since: 0) { TerminalLogHandler.write($0.jsonLine, to: 2) }
+            }
+            let code = await self.supervise(events: events)
             // Not exit(): its teardown races libdispatch's manager thread, which then crashes
             // (SIGSEGV in _dispatch_event_loop_drain, seen here about one exit in four). Every
             // line was written with write(2), so nothing buffered is lost.
             _exit(code)
         }
 
-        private func supervise() async -> Int32 {
+        private func supervise(events: EventLog) async -> Int32 {
             let logger = Logger(label: "safe-watch")
             let selfExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             let launcher = ChildLauncher(selfExecutable: selfExecutable)
@@ -141,11 +158,39 @@ extension SafeWatchCommand {
                 return error.exitCode
             }
 
+            // One safe-watch per project: a second one would take the first one's servers for
+            // leftovers of a killed safe-watch and stop them.
+            let controlPath = project.controlSocketPath
+            var controlWarnings: [String] = []
+            switch ControlSocket.probe(path: controlPath) {
+            case .live(let pid):
+                let who = pid.map { " (pid \($0))" } ?? ""
+                writeToStandardError(
+                    "safe-watch: safe-watch is already running for \(project.directory)\(who); see `safe-watch status`, or stop it with `safe-watch stop`\n")
+                return StartupError.unavailable
+            case .stale:
+                controlWarnings.append("replaced \(controlPath), left by a safe-watch that did not stop cleanly")
+            case .none:
+                break
+            }
+            var controlSocket: Int32?
+            try? FileManager.default.createDirectory(atPath: project.stateDirectory, withIntermediateDirectories: true)
+            if let problem = ControlSocket.ownershipProblem(directory: project.stateDirectory) {
+                controlWarnings = [problem]
+            } else {
+                do {
+                    controlSocket = try ControlSocket.bind(path: controlPath)
+                } catch {
+                    controlWarnings.append("no control socket (`safe-watch status` will not reach this safe-watch): \(error)")
+                }
+            }
+
             let manager = ServiceManager()
             let sockets: PublicSockets
             do {
                 sockets = try PublicSockets.open(project.configuration.serve, manager: manager)
             } catch {
+                if controlSocket != nil { unlink(controlPath) }
                 writeToStandardError("safe-watch: \(error)\n")
                 return error.exitCode
             }
@@ -160,6 +205,7 @@ extension SafeWatchCommand {
                                 socket: socket.fd, holdTimeout: project.configuration.serve.holdTimeout, router: router, group: group))
                     } catch {
                         try? await group.shutdownGracefully()
+                        if controlSocket != nil { unlink(controlPath) }
                         writeToStandardError("safe-watch: cannot serve on \(socket.address): \(error)\n")
                         return StartupError.unavailable
                     }
@@ -168,13 +214,23 @@ extension SafeWatchCommand {
             let address = sockets.sockets.first?.address ?? project.configuration.serve.listen
             let publicAddress = "http://\(address)"
             let reporter = Reporter(logger: logger, publicAddress: publicAddress)
-            for warning in sockets.warnings { reporter.warning(warning) }
+            for warning in sockets.warnings + controlWarnings { reporter.warning(warning) }
             let origin = sockets.sockets.isEmpty ? "" : " · socket \(sockets.origin)"
             reporter.info(
                 "safe-watch \(SafeWatchCommand.configuration.version) · \(project.directory)\(origin) · \(project.configuration.serve.mode.rawValue) mode on \(publicAddress)")
             let runtime = SupervisorRuntime(
                 project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable,
-                sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager)
+                sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager,
+                publicAddresses: (sockets.sockets.isEmpty ? [address] : sockets.sockets.map(\.address)).map { "http://\($0)" })
+            var control: ControlServer?
+            if let controlSocket {
+                do {
+                    control = try await ControlServer.start(
+                        fd: controlSocket, path: controlPath, group: group, events: events, answer: { await runtime.answer($0) })
+                } catch {
+                    reporter.warning("no control socket (`safe-watch status` will not reach this safe-watch): \(error)")
+                }
+            }
             let code: Int32
             do {
                 code = try await runtime.run(signals: signals)
@@ -183,6 +239,7 @@ extension SafeWatchCommand {
                 code = StartupError.osError
             }
             for proxy in proxies { await proxy.close() }
+            await control?.close()
             try? await group.shutdownGracefully()
             return code
         }

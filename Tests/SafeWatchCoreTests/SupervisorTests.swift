@@ -147,7 +147,7 @@ import Testing
         // Gen 2 dies 2 s after its swap.
         let actions = machine.processExited(2, .exited(1), at: .seconds(15))
         #expect(commands(actions) == [.launchCandidate(1, .rollback)])
-        #expect(reports(actions).contains(.rollingBack(from: 2, to: 1)))
+        #expect(reports(actions).contains(.rollingBack(from: 2, to: 1, because: .crashedAfterSwap)))
         #expect(commands(machine.candidateHealthy(1, at: .seconds(15.5))) == [.switchTraffic(to: 1)])
         #expect(machine.servingGeneration == 1)
     }
@@ -215,7 +215,7 @@ import Testing
         let actions = machine.candidateUnhealthy(2, reason: "not healthy", at: .seconds(20))
         // Gen 2 is stopped first; gen 1 launches once it has gone.
         #expect(commands(actions) == [.stop(2, signal: term, timeout: .seconds(5))])
-        #expect(reports(actions).contains(.rollingBack(from: 2, to: 1)))
+        #expect(reports(actions).contains(.rollingBack(from: 2, to: 1, because: .replacementFailed)))
         #expect(commands(machine.processExited(2, .signalled(15), at: .seconds(20.1))) == [.launchCandidate(1, .rollback)])
     }
 

@@ -32,4 +32,8 @@ int sw_pipe_cloexec(int fds[2]);
 /// Glibc's Swift module does not include <sys/vfs.h>.
 int sw_statfs_type(const char *path, long long *type);
 
+/// The pid of the process at the other end of a connected Unix socket (SO_PEERCRED), or -1.
+/// struct ucred needs _GNU_SOURCE, which Glibc's Swift module is not built with.
+int sw_peer_pid(int fd);
+
 #endif

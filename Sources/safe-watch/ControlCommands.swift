@@ -1,0 +1,204 @@
+import ArgumentParser
+import Foundation
+import SafeWatch
+import SafeWatchCore
+import SafeWatchSystem
+
+/// `status`, `rebuild`, `rollback`, `stop` and `events`: clients of a running safe-watch's control
+/// socket. Each says plainly when no safe-watch runs for the project (exit status 3).
+struct ControlOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The project directory (default: the current directory).", valueName: "dir"))
+    var project: String?
+
+    var directory: String {
+        let current = FileManager.default.currentDirectoryPath
+        let directory = ProjectLoader.absolute(self.project ?? current, relativeTo: current)
+        return directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+    }
+
+    /// Exit status when no safe-watch runs for the project (as `systemctl status` for a stopped unit).
+    static let notRunning: Int32 = 3
+
+    /// A client connected to the project's safe-watch, or the reason there is none.
+    func connect() throws -> ControlClient {
+        let directory = self.directory
+        let path = ControlSocketLocation.path(forProject: directory)
+        switch ControlSocket.probe(path: path) {
+        case .none:
+            throw ControlCommandError(
+                "safe-watch is not running for \(directory) (no control socket at \(path)); start it with `safe-watch --project \(directory)`",
+                exitCode: Self.notRunning)
+        case .stale:
+            throw ControlCommandError(
+                "safe-watch is not running for \(directory): \(path) is left from a safe-watch that did not stop cleanly (the next one replaces it); start it with `safe-watch --project \(directory)`",
+                exitCode: Self.notRunning)
+        case .live:
+            do {
+                return try ControlClient(path: path)
+            } catch {
+                throw ControlCommandError("cannot reach safe-watch at \(path): \(error)", exitCode: 1)
+            }
+        }
+    }
+
+    /// Sends one request and reads its one-line answer.
+    func ask(_ request: ControlRequest) throws -> (ControlReply, ControlClient) {
+        let client = try self.connect()
+        try client.send(request.line)
+        guard let line = try client.readLine(timeout: .seconds(10)) else {
+            throw ControlCommandError("safe-watch at \(self.directory) did not answer within 10 s", exitCode: 1)
+        }
+        guard let reply = try? JSONDecoder.controlLine.decode(ControlReply.self, from: Data(line.utf8)) else {
+            throw ControlCommandError("safe-watch answered something that is not a reply: \(line.prefix(200))", exitCode: 1)
+        }
+        return (reply, client)
+    }
+}
+
+struct ControlCommandError: Error, CustomStringConvertible {
+    var description: String
+    var exitCode: Int32
+    init(_ description: String, exitCode: Int32) {
+        self.description = description
+        self.exitCode = exitCode
+    }
+}
+
+/// Runs a control command: errors go to stderr as one line, with the command's exit status.
+private func runControlCommand(_ body: () throws -> Int32) -> Never {
+    let code: Int32
+    do {
+        code = try body()
+    } catch let error as ControlCommandError {
+        writeToStandardError("safe-watch: \(error.description)\n")
+        code = error.exitCode
+    } catch {
+        writeToStandardError("safe-watch: \(error)\n")
+        code = 1
+    }
+    _exit(code)  // not exit(): see SafeWatchCommand.Run.run
+}
+
+private func printLine(_ text: String) {
+    TerminalLogHandler.write(text + "\n", to: 1)
+}
+
+/// Prints a reply's message, or its refusal on stderr with exit status 1.
+private func outcome(_ reply: ControlReply) -> Int32 {
+    if reply.ok {
+        if let message = reply.message { printLine(message) }
+        return 0
+    }
+    writeToStandardError("safe-watch: \(reply.error ?? "refused")\n")
+    return 1
+}
+
+extension SafeWatchCommand {
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show what the running safe-watch is doing.",
+            discussion: """
+                State, the serving generation and its pid, uptime, the build in progress, the last build \
+                with its diagnostics, the last swap, the migrations verdict, what is watched, and where it \
+                serves. --json prints the same as one JSON object. Exit status 3 when safe-watch is not \
+                running for the project.
+                """)
+
+        @OptionGroup var options: ControlOptions
+
+        @Flag(name: .long, help: "Print one JSON object.")
+        var json = false
+
+        func run() throws {
+            runControlCommand {
+                let (reply, _) = try self.options.ask(.status)
+                guard reply.ok, let status = reply.status else { return outcome(reply) }
+                if self.json {
+                    let data = try JSONEncoder.controlLine.encode(status)
+                    printLine(String(decoding: data, as: UTF8.self))
+                } else {
+                    printLine(status.text(now: Date(), clock: { TerminalLogHandler.clock($0.timeIntervalSince1970) }))
+                }
+                return 0
+            }
+        }
+    }
+
+    struct Rebuild: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Build again now, as if a file had changed (a running build is cancelled first).")
+
+        @OptionGroup var options: ControlOptions
+
+        func run() throws {
+            runControlCommand { outcome(try self.options.ask(.rebuild).0) }
+        }
+    }
+
+    struct Rollback: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Go back to the generation before the serving one.",
+            discussion: """
+                The previous generation is started beside the serving one, health-checked, and takes \
+                over once healthy, like any new build. Refused when there is no older generation kept \
+                ([run] keep_generations) or a generation is starting.
+                """)
+
+        @OptionGroup var options: ControlOptions
+
+        func run() throws {
+            runControlCommand { outcome(try self.options.ask(.rollback).0) }
+        }
+    }
+
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop safe-watch: the server finishes its requests, then everything exits.",
+            discussion: "Returns once safe-watch has stopped. Under systemd, use `systemctl --user stop safe-watch` instead.")
+
+        @OptionGroup var options: ControlOptions
+
+        func run() throws {
+            runControlCommand {
+                let (reply, client) = try self.options.ask(.stop)
+                guard reply.ok else { return outcome(reply) }
+                printLine(reply.message ?? "stopping")
+                // The connection ends when safe-watch exits.
+                while try client.readLine(timeout: .seconds(60)) != nil {}
+                printLine("stopped")
+                return 0
+            }
+        }
+    }
+
+    struct Events: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print safe-watch's events as JSON lines, one per event, as they happen.",
+            discussion: """
+                Each line has seq, time, level, event (build_started, build_failed, diagnostic, swapped, \
+                output, …), message, and generation or build where they apply. --since N first prints the \
+                last N events (up to \(ControlRequest.eventsKept) are kept). Runs until safe-watch stops or \
+                you press Ctrl-C.
+                """)
+
+        @OptionGroup var options: ControlOptions
+
+        @Option(name: .long, help: ArgumentHelp("Print the last N events first.", valueName: "N"))
+        var since: Int?
+
+        func validate() throws {
+            if let since, since < 0 { throw ValidationError("--since must be 0 or more, got \(since)") }
+        }
+
+        func run() throws {
+            runControlCommand {
+                let client = try self.options.connect()
+                try client.send(ControlRequest.events(since: self.since).line)
+                while let line = try client.readLine() {
+                    printLine(line)
+                }
+                return 0
+            }
+        }
+    }
+}
