@@ -32,6 +32,12 @@ public enum ControlRequest: Equatable, Sendable {
         var since: Int?
     }
 
+    private static let knownCommands: Set = ["status", "rebuild", "rollback", "stop", "events"]
+
+    private static func unknown(_ command: String) -> String {
+        "unknown command \"\(command.prefix(40))\": use status, rebuild, rollback, stop or events"
+    }
+
     /// Parses one request line (without its newline).
     public init(parsing line: String) throws(ControlProtocolError) {
         let text = line.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -48,8 +54,11 @@ public enum ControlRequest: Equatable, Sendable {
             guard let first = words.first else { throw ControlProtocolError("empty request: send a command such as status") }
             command = String(first)
             if words.count > 1 {
+                guard command == "events" else {
+                    throw ControlProtocolError(Self.knownCommands.contains(command) ? "\(command) takes no argument" : Self.unknown(command))
+                }
                 guard words.count == 2, let number = Int(words[1]) else {
-                    throw ControlProtocolError("\"\(text.prefix(80))\": only events takes an argument, a number")
+                    throw ControlProtocolError("\"\(text.prefix(80))\": events takes one argument, a number")
                 }
                 since = number
             }
@@ -63,8 +72,7 @@ public enum ControlRequest: Equatable, Sendable {
             if let since, since < 0 { throw ControlProtocolError("events: since must be 0 or more, got \(since)") }
             self = .events(since: since)
         default:
-            throw ControlProtocolError(
-                "unknown command \"\(command.prefix(40))\": use status, rebuild, rollback, stop or events")
+            throw ControlProtocolError(Self.unknown(command))
         }
         if since != nil, self != .events(since: since) { throw ControlProtocolError("\(command) takes no argument") }
     }

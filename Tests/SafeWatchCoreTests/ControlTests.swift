@@ -32,7 +32,10 @@ import Testing
         }
         #expect(throws: ControlProtocolError("status takes no argument")) { try ControlRequest(parsing: "status 3") }
         #expect(throws: ControlProtocolError("events: since must be 0 or more, got -1")) { try ControlRequest(parsing: "events -1") }
-        #expect(throws: ControlProtocolError("\"events x\": only events takes an argument, a number")) { try ControlRequest(parsing: "events x") }
+        #expect(throws: ControlProtocolError("\"events x\": events takes one argument, a number")) { try ControlRequest(parsing: "events x") }
+        #expect(throws: ControlProtocolError("unknown command \"hello\": use status, rebuild, rollback, stop or events")) {
+            try ControlRequest(parsing: "hello there")
+        }
     }
 
     @Test func longProjectPathsGetAStableSocketInTmp() {

@@ -53,6 +53,7 @@ let usage = """
       NOTIFY_SOCKET         unix datagram socket that receives READY=1 once listening
       HELLO_NO_READY=1      never send READY=1 to NOTIFY_SOCKET (still listens and serves)
       HELLO_NO_READY_VERSION  only apply HELLO_NO_READY=1 when serving this version
+      HELLO_CHATTER=N       print N lines of chatter to stdout before starting
 
     """
 

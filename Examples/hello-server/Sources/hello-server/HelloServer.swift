@@ -12,6 +12,12 @@ enum HelloServer {
             exit(3)
         }
 
+        // Test fixture: a chatty server, to flood its supervisor's log.
+        if let lines = environment("HELLO_CHATTER").flatMap({ Int($0) }), lines > 0 {
+            let line = "chatter " + String(repeating: "·", count: 100) + "\n"
+            for _ in 0..<lines { writeAll(1, line) }
+        }
+
         // Order matters: read the environment (and unset LISTEN_*) and block
         // the shutdown signals while this is still the only thread.
         let config = loadConfig(arguments: CommandLine.arguments)
