@@ -19,8 +19,17 @@ public struct Stager: Sendable {
         "\(self.directory(of: generation))/\(binaryName)"
     }
 
-    /// Hard-links (or copies, across devices) `binary` and the resource bundles beside it.
-    public func stage(binary: String, as generation: Generation) throws -> String {
+    /// Hard-links (or copies, across devices) `binary` and the resource bundles beside it. Errors
+    /// are a `StagingError` that says what failed and what to do.
+    public func stage(binary: String, as generation: Generation) throws(StagingError) -> String {
+        do {
+            return try self.link(binary: binary, as: generation)
+        } catch {
+            throw StagingError(error, staging: binary, into: self.directory(of: generation))
+        }
+    }
+
+    private func link(binary: String, as generation: Generation) throws -> String {
         let files = FileManager.default
         let target = self.directory(of: generation)
         try? files.removeItem(atPath: target)
@@ -67,6 +76,44 @@ public struct Stager: Sendable {
         try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
         for entry in try FileManager.default.contentsOfDirectory(atPath: source) {
             try linkTree("\(source)/\(entry)", to: "\(destination)/\(entry)")
+        }
+    }
+}
+
+/// Why a build could not be staged, in a person's words: Foundation's own text for a full disk is
+/// a page of NSError user info.
+public struct StagingError: Error, CustomStringConvertible {
+    public var description: String
+
+    init(_ error: any Error, staging binary: String, into directory: String) {
+        let code = Self.errno(of: error)
+        let reason = code.map { String(cString: strerror($0)) } ?? "\(error)"
+        var text = "cannot copy \(binary) into \(directory): \(reason)"
+        switch code {
+        case ENOSPC, EDQUOT:
+            text += " — the file system holding .safe-watch is full: free some space, then save again"
+        case EACCES, EPERM, EROFS:
+            text += " — .safe-watch must be writable by safe-watch"
+        default:
+            break
+        }
+        self.description = text
+    }
+
+    /// The errno behind a Foundation file error, wherever it keeps it.
+    private static func errno(of error: any Error) -> Int32? {
+        if let posix = error as? POSIXError { return posix.code.rawValue }
+        guard let cocoa = error as? CocoaError else { return nil }
+        if let underlying = cocoa.userInfo[NSUnderlyingErrorKey] {
+            if let posix = underlying as? POSIXError { return posix.code.rawValue }
+            if let nsError = underlying as? NSError, nsError.domain == NSPOSIXErrorDomain { return Int32(nsError.code) }
+        }
+        switch cocoa.code {
+        case .fileWriteOutOfSpace: return ENOSPC
+        case .fileWriteNoPermission, .fileReadNoPermission: return EACCES
+        case .fileWriteVolumeReadOnly: return EROFS
+        case .fileNoSuchFile, .fileReadNoSuchFile: return ENOENT
+        default: return nil
         }
     }
 }
