@@ -577,12 +577,13 @@ public actor SupervisorRuntime {
         let prober = self.prober
         let startedAt = self.now
         let start = self.start
+        let (outputEnded, finishOutput) = AsyncStream<Void>.makeStream()
         Task {
             let output: OutputPipe
             let pid: pid_t
             do {
                 output = try OutputPipe(label: "safe-watch.gen\(generation)")
-                output.start(onLine: { reporter.serverOutput(generation, $0) })
+                output.start(onLine: { reporter.serverOutput(generation, $0) }, onClose: { finishOutput.finish() })
                 pid = try await launcher.spawn(
                     executable: executable, arguments: arguments, environment: environment,
                     workingDirectory: directory, output: output, deathSignal: SIGTERM,
@@ -599,6 +600,14 @@ public actor SupervisorRuntime {
             self.register(server)
             Task {
                 let status = await Reaper.shared.wait(for: pid)
+                // Its last lines before the line that says it stopped; a grandchild that keeps the
+                // pipe open does not hold that up for long.
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { for await _ in outputEnded {} }
+                    group.addTask { try? await Task.sleep(for: .milliseconds(250)) }
+                    await group.next()
+                    group.cancelAll()
+                }
                 server.exited(status)
                 notifySocket?.close()
                 post.yield(.processExited(generation, pid, status))

@@ -233,3 +233,24 @@ final class RawControlClient {
         return String(decoding: received, as: UTF8.self)
     }
 }
+
+extension SupervisorIntegrationTests {
+    /// `--log-format json`: every line safe-watch writes is one event object, numbered as
+    /// `safe-watch events` numbers them.
+    @Test func logFormatJSONWritesOneEventObjectPerLine() async throws {
+        let directory = try await Fixture.shared.reset(version: "json-1")
+        let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0", "--log-format", "json"])
+        #expect(await safeWatch.log.waitForLine(containing: #""event":"swapped""#) != nil, "\(safeWatch.output)")
+        #expect(await safeWatch.terminate() == .exited(0))
+        let lines = safeWatch.log.all
+        let records = lines.compactMap { try? JSONDecoder.controlLine.decode(EventRecord.self, from: Data($0.utf8)) }
+        #expect(records.count == lines.count, "not JSON: \(lines.filter { !$0.hasPrefix("{") }.prefix(3))")
+        #expect(records.map(\.seq) == Array(1...records.count), "numbered from 1 without gaps")
+        #expect(records.first?.message.contains("proxy mode on http://127.0.0.1:") == true)
+        #expect(records.contains { $0.event == "build_succeeded" && $0.build == 1 && $0.level == "info" })
+        #expect(records.contains { $0.event == "output" && $0.generation == 1 && $0.message.contains("hello-server json-1 listening") })
+        #expect(records.contains { $0.event == "swapped" && $0.generation == 1 && $0.level == "notice" })
+        #expect(records.last?.event == "stopped")
+        #expect(!lines.joined().contains("\u{1B}["), "no colour codes")
+    }
+}
