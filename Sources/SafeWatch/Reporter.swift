@@ -60,15 +60,7 @@ public struct Reporter: Sendable {
         }
         switch report {
         case .buildStarted(let id, let reason):
-            let why: String
-            switch reason {
-            case .initial: why = ""
-            case .filesChanged(let paths) where paths.isEmpty: why = " (files changed)"
-            case .filesChanged(let paths):
-                why = paths.count == 1 ? " (\(paths[0]) changed)" : " (\(paths[0]) and \(paths.count - 1) more changed)"
-            case .configChanged: why = " (configuration changed)"
-            case .requested: why = " (requested)"
-            }
+            let why = reason == .initial ? "" : " (\(reason.summary))"
             return (.info, "▸ build \(id) started\(why)", "build_started")
         case .buildSucceeded(let id, let took):
             return (.info, "✓ build \(id) succeeded in \(took.humanReadable)", "build_succeeded")

@@ -23,7 +23,7 @@ public struct StatusBoard: Sendable {
     public mutating func record(_ report: Report, at now: Date) {
         switch report {
         case .buildStarted(let id, let reason):
-            self.building = StatusSnapshot.RunningBuild(id: id, reason: Self.describe(reason), startedAt: now)
+            self.building = StatusSnapshot.RunningBuild(id: id, reason: reason.summary, startedAt: now)
             self.buildStarts[id] = now
         case .buildSucceeded(let id, let took):
             self.finishBuild(id, result: "succeeded", took: took, summary: "succeeded", diagnostics: [], at: now)
@@ -96,17 +96,6 @@ public struct StatusBoard: Sendable {
             },
             starting: self.starting, build: self.building, lastBuild: self.lastBuild, lastSwap: self.lastSwap,
             problem: self.problem, migrations: self.migrations, watching: facts.watching)
-    }
-
-    static func describe(_ reason: BuildReason) -> String {
-        switch reason {
-        case .initial: return "first build"
-        case .filesChanged(let paths) where paths.isEmpty: return "files changed"
-        case .filesChanged(let paths):
-            return paths.count == 1 ? "\(paths[0]) changed" : "\(paths[0]) and \(paths.count - 1) more changed"
-        case .configChanged: return "configuration changed"
-        case .requested: return "requested"
-        }
     }
 }
 
@@ -266,5 +255,19 @@ extension StatusSnapshot {
         let polled = self.watching.polled.isEmpty ? "" : "; polling \(self.watching.polled.joined(separator: ", "))"
         row("watching", "\(self.watching.directories) directories with inotify\(polled)")
         return lines.joined(separator: "\n")
+    }
+}
+
+extension BuildReason {
+    /// Why a build started, in a few words: "first build", "Sources/App/main.swift changed".
+    public var summary: String {
+        switch self {
+        case .initial: return "first build"
+        case .filesChanged(let paths) where paths.isEmpty: return "files changed"
+        case .filesChanged(let paths):
+            return paths.count == 1 ? "\(paths[0]) changed" : "\(paths[0]) and \(paths.count - 1) more changed"
+        case .configChanged: return "configuration changed"
+        case .requested: return "requested"
+        }
     }
 }
