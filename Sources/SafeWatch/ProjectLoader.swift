@@ -57,6 +57,23 @@ public struct ProjectLoader: Sendable {
 
     /// The package's one executable product, from `swift package describe --type json`.
     func discoverProduct(in directory: String) async throws(StartupError) -> String {
+        switch try await Self.executableProducts(in: directory, launcher: self.launcher).choice {
+        case .one(let name):
+            return name
+        case .none:
+            throw StartupError(
+                "the package in \(directory) has no executable product: add one, or set build.command and build.binary in safe-watch.toml",
+                exitCode: StartupError.config)
+        case .several(let first, let others):
+            throw StartupError(
+                "the package has several executable products (\(([first] + others).joined(separator: ", "))): choose one with --product NAME or `product = \"NAME\"` in safe-watch.toml",
+                exitCode: StartupError.usage)
+        }
+    }
+
+    /// The executable products of the package in `directory`, from `swift package describe --type
+    /// json` (`run` picks the one to build, `init` writes it into safe-watch.toml).
+    public static func executableProducts(in directory: String, launcher: ChildLauncher) async throws(StartupError) -> ExecutableProducts {
         guard FileManager.default.fileExists(atPath: directory + "/Package.swift") else {
             throw StartupError(
                 "\(directory) has no Package.swift: set build.command and build.binary in safe-watch.toml for a non-SwiftPM server",
@@ -66,33 +83,28 @@ public struct ProjectLoader: Sendable {
             throw StartupError("`swift` is not on PATH: install the Swift toolchain or set build.command", exitCode: StartupError.unavailable)
         }
         let (status, output) = await runCapturing(
-            launcher: self.launcher, executable: swift, arguments: ["package", "describe", "--type", "json"],
+            launcher: launcher, executable: swift, arguments: ["package", "describe", "--type", "json"],
             directory: directory)
-        guard status == .exited(0), let start = output.firstIndex(of: "{"),
-            let data = output[start...].data(using: .utf8),
-            let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-            let products = json["products"] as? [[String: Any]]
-        else {
+        guard status == .exited(0) else {
             throw StartupError(
                 "`swift package describe` failed in \(directory) (\(status)):\n\(output.suffix(2000))",
                 exitCode: StartupError.config)
         }
-        let executables = products.compactMap { product -> String? in
-            guard let type = product["type"] as? [String: Any], type["executable"] != nil else { return nil }
-            return product["name"] as? String
+        do {
+            return try ExecutableProducts(describeOutput: output)
+        } catch {
+            throw StartupError("\(error) in \(directory):\n\(output.suffix(2000))", exitCode: StartupError.config)
         }
-        switch executables.count {
-        case 1:
-            return executables[0]
-        case 0:
-            throw StartupError(
-                "the package in \(directory) has no executable product: add one, or set build.command and build.binary in safe-watch.toml",
-                exitCode: StartupError.config)
-        default:
-            throw StartupError(
-                "the package has several executable products (\(executables.sorted().joined(separator: ", "))): choose one with --product NAME or `product = \"NAME\"` in safe-watch.toml",
-                exitCode: StartupError.usage)
-        }
+    }
+
+    /// `swift --version`'s version line, or why there is none (for `doctor`).
+    public static func swiftToolchain(launcher: ChildLauncher) async -> Doctor.ToolchainProbe {
+        guard let swift = Self.findExecutable("swift") else { return .notFound }
+        let (status, output) = await runCapturing(launcher: launcher, executable: swift, arguments: ["--version"], directory: "/")
+        // Newer toolchains print a "swift-driver version: …" line first.
+        guard status == .exited(0), let line = output.split(whereSeparator: \.isNewline).first(where: { $0.contains("Swift version") })
+        else { return .failed(path: swift, output: output) }
+        return .found(path: swift, version: String(line))
     }
 
     public static func absolute(_ path: String, relativeTo base: String) -> String {

@@ -341,11 +341,7 @@ public actor SupervisorRuntime {
 
     /// `watch.ignore` and the project's `.gitignore`.
     private static func ignoreRules(for project: Project) -> IgnoreRules {
-        var ignore = IgnoreRules(patterns: project.configuration.watch.ignore)
-        if let text = try? String(contentsOfFile: project.directory + "/.gitignore", encoding: .utf8) {
-            ignore.add(patterns: text.split(whereSeparator: { $0.isNewline }).map(String.init))
-        }
-        return ignore
+        IgnoreRules.watching(project: project.directory, patterns: project.configuration.watch.ignore)
     }
 
     /// inotify for the watched paths whose file system delivers its events, stat polling for the

@@ -77,31 +77,39 @@ public final class TreePoller: Sendable {
     /// Every non-ignored entry under the watched paths, with what `lstat` says of it. Paths in
     /// `known` (the previous scan) passed the ignore rules already; only new ones are matched again.
     func scan(known: [String: FileStamp] = [:]) -> [String: FileStamp] {
-        var stamps: [String: FileStamp] = [:]
-        stamps.reserveCapacity(known.count)
-        var pending = self.paths
-        while let directory = pending.popLast() {
-            let absolute = directory == "." ? self.root : self.root + "/" + directory
-            guard let stream = opendir(absolute) else { continue }  // vanished: its entries count as removed
-            defer { closedir(stream) }
-            let descriptor = dirfd(stream)
-            while let entry = readdir(stream) {
-                let name = entryName(entry)
-                if name == "." || name == ".." { continue }
-                var info = stat()
-                guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-                let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
-                let path = directory == "." ? name : directory + "/" + name
-                if known[path] == nil, self.ignore.isIgnored(path, isDirectory: isDirectory) { continue }
-                stamps[path] = FileStamp(
-                    modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-                    changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
-                    size: Int64(info.st_size), inode: UInt64(info.st_ino), isDirectory: isDirectory)
-                if isDirectory { pending.append(path) }
-            }
-        }
-        return stamps
+        scanTree(root: self.root, paths: self.paths, ignore: self.ignore, known: known)
     }
+}
+
+/// Every non-ignored entry under `paths` (relative to `root`), with what `lstat` says of it:
+/// the poller's scan, and what `doctor` counts the directories to watch with. Symlinks are not
+/// followed, as the inotify watcher follows none. Paths in `known` passed the ignore rules
+/// already; only new ones are matched again.
+public func scanTree(root: String, paths: [String], ignore: IgnoreRules, known: [String: FileStamp] = [:]) -> [String: FileStamp] {
+    var stamps: [String: FileStamp] = [:]
+    stamps.reserveCapacity(known.count)
+    var pending = paths.map(normalizedWatchPath)
+    while let directory = pending.popLast() {
+        let absolute = directory == "." ? root : root + "/" + directory
+        guard let stream = opendir(absolute) else { continue }  // vanished: its entries count as removed
+        defer { closedir(stream) }
+        let descriptor = dirfd(stream)
+        while let entry = readdir(stream) {
+            let name = entryName(entry)
+            if name == "." || name == ".." { continue }
+            var info = stat()
+            guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
+            let path = directory == "." ? name : directory + "/" + name
+            if known[path] == nil, ignore.isIgnored(path, isDirectory: isDirectory) { continue }
+            stamps[path] = FileStamp(
+                modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+                changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+                size: Int64(info.st_size), inode: UInt64(info.st_ino), isDirectory: isDirectory)
+            if isDirectory { pending.append(path) }
+        }
+    }
+    return stamps
 }
 
 /// The loop: scan, compare, deliver, sleep.

@@ -5,10 +5,16 @@ import SafeWatchCore
 import SafeWatchSystem
 
 extension SafeWatchCommand {
-    struct Init: ParsableCommand {
+    struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the files that run safe-watch for the project in the current directory.",
             discussion: """
+                With no flag (or --toml) init writes safe-watch.toml into the project directory: the \
+                package's executable product (from swift package describe) active, every other key \
+                commented out at its default. With several executable products the first in name order \
+                is active and the others are listed beside it. --systemd and --docker write only their \
+                own files; add --toml to write safe-watch.toml as well.
+
                 --systemd writes safe-watch.service and safe-watch.socket as user units (default \
                 directory: $XDG_CONFIG_HOME/systemd/user, else ~/.config/systemd/user) with this \
                 safe-watch's path and the project directory, and prints the commands that enable them. \
@@ -20,6 +26,9 @@ extension SafeWatchCommand {
                 the checkout SAFE_WATCH_SOURCE names. The product is safe-watch.toml's product, else the \
                 directory's name.
                 """)
+
+        @Flag(name: .long, help: "Write safe-watch.toml into the project (the default when no other file is asked for).")
+        var toml = false
 
         @Flag(name: .long, help: "Write the systemd user units safe-watch.service and safe-watch.socket.")
         var systemd = false
@@ -36,17 +45,37 @@ extension SafeWatchCommand {
         @Flag(name: .long, help: "Overwrite files that exist.")
         var force = false
 
-        func validate() throws {
-            guard self.systemd || self.docker else {
-                throw ValidationError(
-                    "say what to write: --systemd (the systemd user units), --docker (Dockerfile.dev and compose.yaml), or both")
+        /// Bare `init` writes safe-watch.toml; `--systemd`/`--docker` write only their own files, so
+        /// adding units to a project never rewrites its configuration.
+        var writesConfiguration: Bool { self.toml || !(self.systemd || self.docker) }
+
+        func run() async throws {
+            // _exit, not exit(), after async work: see Run.run (libdispatch's teardown race).
+            do {
+                try await self.write()
+            } catch {
+                writeToStandardError("Error: \(error)\n")
+                _exit(1)
             }
+            _exit(0)
         }
 
-        func run() throws {
+        private func write() async throws {
             let files = FileManager.default
             let directory = ProjectLoader.absolute(self.project ?? files.currentDirectoryPath, relativeTo: files.currentDirectoryPath)
-            let configuration = try self.configuration(in: directory)
+            var isDirectory: ObjCBool = false
+            guard files.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw InitError("project directory \(directory) does not exist (--project)")
+            }
+            let configurationPath = directory + "/" + StarterConfiguration.fileName
+            if self.writesConfiguration, !self.force, files.fileExists(atPath: configurationPath) {
+                throw InitError("\(configurationPath) exists; run again with --force to overwrite it")
+            }
+            let starter = self.writesConfiguration ? try await Self.starterConfiguration(for: directory) : nil
+            let configurationFile = (path: configurationPath, text: starter?.text ?? "")
+            // The units and the container files say what the configuration says: the one about to be
+            // written, when it is.
+            let configuration = try self.configuration(in: directory, replacedBy: starter)
             let listen = configuration.serve.listen
             let units = try self.systemd ? self.systemdUnits(for: directory, listen: listen) : nil
             let container = self.docker ? Self.dockerFiles(for: directory, configuration: configuration) : nil
@@ -57,9 +86,13 @@ extension SafeWatchCommand {
                 ]
             } ?? []
             // Every file is checked before any is written: a refusal leaves nothing half done.
-            let targets = (units?.files ?? []) + containerFiles
+            let targets = (starter == nil ? [] : [configurationFile]) + (units?.files ?? []) + containerFiles
             if !self.force, let existing = targets.first(where: { files.fileExists(atPath: $0.path) }) {
                 throw InitError("\(existing.path) exists; run again with --force to overwrite it")
+            }
+            if let starter {
+                try Self.write([configurationFile], creating: directory, what: StarterConfiguration.fileName)
+                Self.printConfigurationSteps(starter, directory: directory)
             }
             if let units {
                 try Self.write(units.files, creating: units.directory, what: "the units")
@@ -144,15 +177,49 @@ extension SafeWatchCommand {
             }
         }
 
-        /// The project's safe-watch.toml, when it has one; the defaults otherwise.
-        private func configuration(in directory: String) throws -> Configuration {
-            let file = directory + "/safe-watch.toml"
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return Configuration() }
+        /// The project's safe-watch.toml, when it has one; the defaults otherwise. When init writes
+        /// the file, the text about to be written (if it exists and there is no --force, init refuses
+        /// before anything is used).
+        private func configuration(in directory: String, replacedBy starter: StarterConfiguration?) throws -> Configuration {
+            let file = directory + "/" + StarterConfiguration.fileName
+            guard let text = starter?.text ?? (try? String(contentsOfFile: file, encoding: .utf8)) else { return Configuration() }
             do {
                 return try ConfigurationLoader(fileName: file).load(text)
             } catch {
                 throw InitError("\(error)")
             }
+        }
+
+        /// The starter for the package in `directory`: `swift package describe` names its
+        /// executable products. No package, or no executable product, is an error with the fix.
+        static func starterConfiguration(for directory: String) async throws -> StarterConfiguration {
+            let launcher = ChildLauncher(selfExecutable: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            Reaper.shared.start()
+            let products: ExecutableProducts
+            do {
+                products = try await ProjectLoader.executableProducts(in: directory, launcher: launcher)
+            } catch {
+                throw InitError("\(error)")
+            }
+            guard let starter = StarterConfiguration(products: products) else {
+                throw InitError(
+                    "the package in \(directory) has no executable product, so there is no server to run: add an "
+                        + ".executableTarget(name: \"NAME\") to Package.swift (SwiftPM makes it a product), then run "
+                        + "`safe-watch init` again; for a server built another way, write safe-watch.toml with [build] command and binary")
+            }
+            return starter
+        }
+
+        private static func printConfigurationSteps(_ starter: StarterConfiguration, directory: String) {
+            var text = "\nsafe-watch will build and run the product \"\(starter.product)\""
+            if !starter.otherProducts.isEmpty {
+                text += " (the package also has \(starter.otherProducts.joined(separator: ", ")): change `product` to run another)"
+            }
+            let here = directory == FileManager.default.currentDirectoryPath
+            text += ".\nYour server must listen on the port in $PORT and answer GET /health (or see [run] and [health]).\n"
+            text += "Check the machine, then start it:\n\n"
+            text += here ? "    safe-watch doctor\n    safe-watch\n" : "    safe-watch doctor --project \(shellQuoted(directory))\n    safe-watch --project \(shellQuoted(directory))\n"
+            writeToStandardOutput(text)
         }
 
         static func userUnitDirectory() -> String {

@@ -17,7 +17,9 @@ struct SafeWatchCommand: AsyncParsableCommand {
             the old one, health-checks it, and only then moves traffic over.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, Status.self, Rebuild.self, Rollback.self, Stop.self, Events.self, Init.self, Migrations.self],
+        subcommands: [
+            Run.self, Status.self, Rebuild.self, Rollback.self, Stop.self, Events.self, Init.self, DoctorCommand.self, Migrations.self,
+        ],
         defaultSubcommand: Run.self
     )
 }

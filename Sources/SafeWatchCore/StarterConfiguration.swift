@@ -1,0 +1,120 @@
+/// The `safe-watch.toml` that `safe-watch init` writes: the product active, every other key
+/// commented out at its default, so the file documents itself and changes nothing until edited.
+///
+/// Convention (a test holds it): a line `# key = value` is a default — uncommenting it changes
+/// nothing; examples that are not defaults are indented further (`#   key = value`).
+public struct StarterConfiguration: Equatable, Sendable {
+    public static let fileName = "safe-watch.toml"
+
+    /// The product the file makes active.
+    public var product: String
+    /// The package's other executable products, listed in a comment beside `product`.
+    public var otherProducts: [String]
+
+    public init(product: String, otherProducts: [String] = []) {
+        self.product = product
+        self.otherProducts = otherProducts
+    }
+
+    /// The starter for a package's executable products; nil when it has none (the caller says how
+    /// to fix that: `init` cannot pick a build for a package without an executable).
+    public init?(products: ExecutableProducts) {
+        switch products.choice {
+        case .none: return nil
+        case .one(let name): self.init(product: name)
+        case .several(let first, let others): self.init(product: first, otherProducts: others)
+        }
+    }
+
+    public var text: String {
+        let product = tomlString(self.product)
+        let others = self.otherProducts.isEmpty
+            ? ""
+            : "# other executable products: \(self.otherProducts.joined(separator: ", ")) — pick one\n"
+        let build = tomlString("swift build --product \(shellQuoted(self.product))")
+        let binary = tomlString(".build/debug/\(self.product)")
+        return """
+            # safe-watch.toml — written by `safe-watch init`. Every key is optional: a commented-out
+            # `key = value` line is the default, so uncomment one to change it. Saving this file while
+            # safe-watch runs reloads it (an invalid file is reported and the previous one stays).
+            # Command-line flags (--product, --listen, --mode, …) override it. Check the machine with
+            # `safe-watch doctor`.
+
+            # The SwiftPM executable product to build and run.
+            product = \(product)
+            \(others)
+            [build]
+            # Run with /bin/sh -c in the project directory. Any language works, e.g.:
+            #   command = "cargo build"             with  binary = "target/debug/app"
+            #   command = "go build -o bin/app ."   with  binary = "bin/app"
+            # command = \(build)
+            # binary = \(binary)
+            # timeout = "10m"             # a longer build is stopped and counts as failed
+
+            [run]
+            # args = []                   # e.g. ["serve", "--port", "{port}"] for Vapor; {port} is the port
+            # env = {}                    # e.g. { LOG_LEVEL = "debug" }
+            # port_env = "PORT"           # the variable that carries the port, e.g. "HTTP_PORT"; "" for none
+            # stop_signal = "SIGTERM"     # asks a server to drain and exit
+            # stop_timeout = "5s"         # then its process group is killed
+            # keep_generations = 3        # staged builds kept for rollback (at least 2)
+            # rollback_window = "10s"     # a generation crashing this soon after its swap is rolled back
+
+            [watch]
+            # paths = ["."]
+            # ignore = []                 # gitignore syntax, e.g. ["tmp/", "*.log"]; .gitignore applies too
+            # extensions = ["swift"]      # Package.swift and anything under Sources/ always rebuild
+            # debounce = "100ms"          # quiet time after the last change before a build starts
+            # poll = "auto"               # "off", or an interval such as "500ms" to poll with stat instead of inotify
+
+            [serve]
+            # mode = "proxy"              # or "socket" (servers get the listening socket as fd 3), "restart"
+            # listen = "127.0.0.1:8080"   # ":0" picks a free port
+            # hold_timeout = "30s"        # how long a request waits while no server is healthy, then 503
+            # With systemd socket activation, only the sockets of one FileDescriptorName= (default: all), e.g.:
+            #   socket_name = "http"
+
+            [health]
+            # type = "http"               # http | tcp | exec | notify | none
+            # path = "/health"            # GET, healthy on 200–399
+            # For type = "exec" (PORT is set), e.g.:
+            #   command = "curl -fsS http://127.0.0.1:$PORT/ready"
+            # interval = "100ms"          # new candidates are first probed after 5, 10, 20 ms… up to this
+            # timeout = "2s"
+            # success_threshold = 1
+            # failure_threshold = 3
+            # startup_timeout = "30s"
+
+            [migrations]
+            # dir = "migrations"          # sqlx layout; when it exists every new generation passes the gate
+            # The database to check live (default: $DATABASE_URL), e.g.:
+            #   database_url = "postgres://app@127.0.0.1/app_dev"
+            # apply = "server"            # or "safe-watch": applied before the new server starts
+            # backup = false
+            # backup_dir = ".safe-watch/backups"
+
+            """
+    }
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+func tomlString(_ text: String) -> String {
+    var quoted = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": quoted += "\\\""
+        case "\\": quoted += "\\\\"
+        case "\n": quoted += "\\n"
+        case "\t": quoted += "\\t"
+        case "\r": quoted += "\\r"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                quoted += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                quoted.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return quoted + "\""
+}
