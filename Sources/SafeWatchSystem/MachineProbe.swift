@@ -108,20 +108,3 @@ public enum MachineProbe {
         return FileManager.default.fileExists(atPath: runtime + "/systemd/private")
     }
 }
-
-/// A /proc file read to its end. /proc files report size 0, and Foundation's
-/// `String(contentsOfFile:)` then stops after its first read (4 KiB: /proc/self/maps came back cut
-/// off), so read until read(2) returns 0.
-func readProcFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { _ = close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 && errno == EINTR { continue }
-        guard count > 0 else { return count == 0 ? String(decoding: bytes, as: UTF8.self) : nil }
-        bytes += chunk[0..<count]
-    }
-}

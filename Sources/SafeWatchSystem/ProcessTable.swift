@@ -7,7 +7,7 @@ public enum ProcessTable {
     /// Live (not zombie) children of `parent`.
     public static func children(of parent: pid_t) -> [pid_t] {
         pids().filter { pid in
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+            guard let stat = readProcFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")")
             else { return false }
             // After "comm)": state ppid …
             let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -21,8 +21,7 @@ public enum ProcessTable {
         pids().filter { pid in
             guard pid != getpid() else { return false }
             let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
-            let arguments = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")?.split(separator: 0).prefix(2)
-                .map { String(decoding: $0, as: UTF8.self) } ?? []
+            let arguments = readProcFile("/proc/\(pid)/cmdline")?.split(separator: "\0").prefix(2).map(String.init) ?? []
             return ([executable] + arguments).contains { $0.hasPrefix(directory) }
         }
     }
@@ -43,4 +42,21 @@ func normalizedWatchPath(_ path: String) -> String {
     while path.hasPrefix("./") { path.removeFirst(2) }
     while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
     return path.isEmpty ? "." : path
+}
+
+/// A /proc file read to its end. /proc files report size 0, and Foundation's
+/// `String(contentsOfFile:)` then stops after its first read (4 KiB: /proc/self/maps came back cut
+/// off), so read until read(2) returns 0.
+func readProcFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { _ = close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        guard count > 0 else { return count == 0 ? String(decoding: bytes, as: UTF8.self) : nil }
+        bytes += chunk[0..<count]
+    }
 }

@@ -116,7 +116,7 @@ public enum ListeningSockets {
     /// Every TCP socket in the LISTEN state on this machine (/proc/net/tcp and tcp6).
     public static func listeningTCP() -> [ListeningTCPSocket] {
         ["/proc/net/tcp", "/proc/net/tcp6"].flatMap { file in
-            ((try? String(contentsOfFile: file, encoding: .utf8)).map { ListeningTCPSocket.parse(procNetTCP: $0) }) ?? []
+            readProcFile(file).map { ListeningTCPSocket.parse(procNetTCP: $0) } ?? []
         }
     }
 

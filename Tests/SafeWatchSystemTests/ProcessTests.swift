@@ -119,3 +119,19 @@ import Testing
 
 /// Lines from a pipe.
 typealias Lines = Recorder<String>
+
+/// /proc files report size 0: they must be read to their end, not to Foundation's first 4 KiB.
+@Suite struct ProcFileTests {
+    @Test func listenersBeyondTheFirstPageOfProcNetTCPAreFound() throws {
+        // 80 listeners make /proc/net/tcp well over 4 KiB (150 bytes a line).
+        var sockets: [Int32] = []
+        defer { for fd in sockets { close(fd) } }
+        for _ in 0..<80 {
+            sockets.append(try ListeningSockets.bind(host: "127.0.0.1", port: 0))
+        }
+        let listening = Set(ListeningSockets.listeningTCP().map(\.port))
+        let ours = sockets.compactMap { ListeningSockets.localAddress($0)?.port }
+        #expect(ours.count == 80)
+        #expect(Set(ours).isSubset(of: listening), "missing: \(Set(ours).subtracting(listening).sorted())")
+    }
+}
