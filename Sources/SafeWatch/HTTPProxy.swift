@@ -101,6 +101,8 @@ final class ProxyHandler: ChannelInboundHandler {
     /// safe-watch is stopping: the response in progress is the connection's last.
     private var closing = false
     private var tunnelling = false
+    /// The client's address for X-Forwarded-For, formatted once per connection.
+    private var remoteIP: String?
 
     /// Requests safe to send twice when the first upstream connection died without an answer.
     private static let idempotent: [HTTPMethod] = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE]
@@ -264,19 +266,28 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private func route() {
         guard let context = self.context, self.forwarding != nil else { return }
-        self.router.acquire(on: context.eventLoop, hold: self.hold).assumeIsolated().whenSuccess { target in
-            guard self.forwarding != nil, self.context != nil else {
-                if let target { self.router.release(target.generation) }
-                return
-            }
-            guard let target else {
-                self.respondWithError(.serviceUnavailable, "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n")
-                return
-            }
-            self.finishRouting()  // never count one request twice
-            self.routedTo = target.generation
-            self.send(to: target)
+        // The usual case, a server is healthy, needs no future.
+        if let target = self.router.acquireActive() {
+            self.routed(to: target)
+            return
         }
+        self.router.acquire(on: context.eventLoop, hold: self.hold).assumeIsolated().whenSuccess { target in
+            self.routed(to: target)
+        }
+    }
+
+    private func routed(to target: TrafficRouter.Target?) {
+        guard self.forwarding != nil, self.context != nil else {
+            if let target { self.router.release(target.generation) }
+            return
+        }
+        guard let target else {
+            self.respondWithError(.serviceUnavailable, "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n")
+            return
+        }
+        self.finishRouting()  // never count one request twice
+        self.routedTo = target.generation
+        self.send(to: target)
     }
 
     private func send(to target: TrafficRouter.Target) {
@@ -321,7 +332,8 @@ final class ProxyHandler: ChannelInboundHandler {
         guard let request = self.forwarding else { return }
         var head = request.head
         for name in Self.hopByHop { head.headers.remove(name: name) }
-        if let remote = self.context?.channel.remoteAddress?.ipAddress {
+        if self.remoteIP == nil { self.remoteIP = self.context?.channel.remoteAddress?.ipAddress }
+        if let remote = self.remoteIP {
             let forwarded = head.headers.first(name: "x-forwarded-for").map { "\($0), \(remote)" } ?? remote
             head.headers.replaceOrAdd(name: "x-forwarded-for", value: forwarded)
         }
@@ -370,7 +382,8 @@ final class ProxyHandler: ChannelInboundHandler {
             if !self.keepsConnection(request) { head.headers.replaceOrAdd(name: "connection", value: "close") }
             context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         case .body(let chunk):
-            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+            // Flushed once per read from the server (`upstreamReadComplete`), not per chunk.
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
         case .end(let trailers):
             let keepAlive = self.keepsConnection(request)
             self.forwarding = nil
@@ -384,6 +397,11 @@ final class ProxyHandler: ChannelInboundHandler {
                 written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             }
         }
+    }
+
+    fileprivate func upstreamReadComplete(from channel: any Channel) {
+        guard self.upstream?.channel === channel else { return }
+        self.context?.flush()
     }
 
     fileprivate func upstreamClosed(_ channel: any Channel) {
@@ -435,6 +453,10 @@ private final class UpstreamHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.owner.value.upstreamRead(self.unwrapInboundIn(data), from: context.channel)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.owner.value.upstreamReadComplete(from: context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -55,6 +55,16 @@ public final class TrafficRouter: Sendable {
 
     public var active: Target? { self.state.withLock { $0.active } }
 
+    /// The active target for one request, counted as in flight until `release`; nil when no server
+    /// is healthy right now (then `acquire` waits for one).
+    func acquireActive() -> Target? {
+        self.state.withLock { state in
+            guard let active = state.active else { return nil }
+            state.inFlight[active.generation, default: 0] += 1
+            return active
+        }
+    }
+
     /// The target for one request, counted as in flight until `release`; nil if no server became
     /// healthy within `hold` (the caller answers 503).
     func acquire(on eventLoop: any EventLoop, hold: TimeAmount) -> EventLoopFuture<Target?> {
