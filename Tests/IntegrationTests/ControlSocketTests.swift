@@ -148,6 +148,7 @@ extension SupervisorIntegrationTests {
     @Test func garbageOversizedSilentAndNonReadingClientsCostOnlyTheirOwnConnection() async throws {
         let (safeWatch, port, directory) = try await startServing(version: "bad-1")
         let socket = directory + "/.safe-watch/control.sock"
+        let descriptorsBefore = openDescriptors(of: safeWatch.pid)
 
         let garbage = try RawControlClient(path: socket)
         garbage.send(Array("hello there\n".utf8))
@@ -188,6 +189,9 @@ extension SupervisorIntegrationTests {
         // The silent one is closed once its 10 s to send a request are over.
         _ = silent.readAll(limit: .seconds(20))
         #expect(silent.sawEnd, "the silent client is disconnected")
+        // Nothing of the bad clients is left open in safe-watch.
+        let descriptorsAfter = openDescriptors(of: safeWatch.pid)
+        #expect(descriptorsAfter <= descriptorsBefore + 2, "\(descriptorsBefore) → \(descriptorsAfter) open descriptors")
         try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml")
         #expect(await safeWatch.terminate() == .exited(0))
     }
@@ -253,4 +257,9 @@ extension SupervisorIntegrationTests {
         #expect(records.last?.event == "stopped")
         #expect(!lines.joined().contains("\u{1B}["), "no colour codes")
     }
+}
+
+/// How many descriptors `pid` has open.
+func openDescriptors(of pid: pid_t) -> Int {
+    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
 }
