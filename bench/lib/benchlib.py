@@ -414,6 +414,35 @@ def prepare_hello_server(workdir, version="0"):
     return project
 
 
+def release_hello_server(workdir):
+    """A release build of Examples/hello-server (copied to `workdir`/hello-server-release, built
+    there with its own scratch path), or $HELLO_SERVER when set. Returns the executable's path."""
+    given = os.environ.get("HELLO_SERVER")
+    if given:
+        if not os.access(given, os.X_OK):
+            sys.exit(f"HELLO_SERVER={given} is not executable")
+        return given
+    project = os.path.join(workdir, "hello-server-release")
+    if not os.path.isdir(project):
+        shutil.copytree(HELLO_SOURCE, project, ignore=shutil.ignore_patterns(".build", ".build-*", ".safe-watch", ".swiftpm"))
+    log(f"building hello-server (release) in {project}")
+    started = time.monotonic()
+    subprocess.run(["swift", "build", "-c", "release", "--product", "hello-server"], cwd=project, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    binary = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=project, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    log(f"hello-server (release) built in {time.monotonic() - started:.1f} s")
+    return os.path.join(binary, "hello-server")
+
+
+def process_cpu_seconds(pid):
+    """utime + stime of one process (all its threads), or None when gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_stamped_build(path, stamps, command="swift build --product hello-server"):
     """A build script that appends `start <t>` and `end <t> <status>` to `stamps`."""
     with open(path, "w") as f:
@@ -480,7 +509,7 @@ def table(headers, rows, align=None):
 
     def numeric(text):
         try:
-            float(text.rstrip("%x"))
+            float(text.rstrip("%x ").replace(",", ""))
             return True
         except ValueError:
             return text == "—"
