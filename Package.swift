@@ -96,6 +96,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SafeWatchTests", dependencies: ["SafeWatch"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem", "TestSupport"],

@@ -137,8 +137,7 @@ private final class ControlConnection: ChannelInboundHandler {
     private func stream(since: Int, context: ChannelHandlerContext) {
         let channel = context.channel
         let eventLoop = context.eventLoop
-        let (backlog, id) = self.events.subscribe(since: since) { record in
-            let line = record.jsonLine
+        let (backlog, id) = self.events.subscribe(since: since) { line in
             eventLoop.execute {
                 guard channel.isActive else { return }
                 // A client that does not read: drop it instead of buffering without end.
@@ -151,7 +150,7 @@ private final class ControlConnection: ChannelInboundHandler {
         }
         self.subscription = id
         guard !backlog.isEmpty else { return }
-        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: backlog.map(\.jsonLine).joined())), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: backlog.joined())), promise: nil)
     }
 }
 

@@ -8,10 +8,16 @@ import Synchronization
 public final class EventLog: Sendable {
     private struct State {
         var next = 1
-        var kept: [EventRecord] = []
-        var subscribers: [Int: @Sendable (EventRecord) -> Void] = [:]
+        /// Each kept event as its JSON line.
+        var kept: [String] = []
+        var subscribers: [Int: @Sendable (String) -> Void] = [:]
         var nextSubscriber = 0
     }
+
+    /// A message longer than this (a server's minified JSON, say) is cut, so that the kept events
+    /// stay small.
+    static let maximumMessageLength = 8192
+    private static let encoder = JSONEncoder.controlLine
 
     private let state = Mutex(State())
     private let capacity: Int
@@ -21,21 +27,25 @@ public final class EventLog: Sendable {
     }
 
     func append(level: Logger.Level, event: String, message: String, generation: Generation?, build: BuildID?) {
-        let (record, subscribers): (EventRecord, [@Sendable (EventRecord) -> Void]) = self.state.withLock { state in
+        let text = message.utf8.count > Self.maximumMessageLength
+            ? String(decoding: message.utf8.prefix(Self.maximumMessageLength), as: UTF8.self) + "…" : message
+        // Numbered, kept and handed out under one lock: subscribers see the order of `seq`.
+        // Each subscriber only queues the line (a control client) or writes it once (stderr).
+        self.state.withLock { state in
             let record = EventRecord(
-                seq: state.next, time: Date(), level: level.rawValue, event: event, message: message, generation: generation,
+                seq: state.next, time: Date(), level: level.rawValue, event: event, message: text, generation: generation,
                 build: build)
             state.next += 1
-            state.kept.append(record)
+            let line = (try? Self.encoder.encode(record)).map { String(decoding: $0, as: UTF8.self) + "\n" } ?? ""
+            state.kept.append(line)
             if state.kept.count > self.capacity { state.kept.removeFirst(state.kept.count - self.capacity) }
-            return (record, Array(state.subscribers.values))
+            for subscriber in state.subscribers.values { subscriber(line) }
         }
-        for subscriber in subscribers { subscriber(record) }
     }
 
-    /// The last `since` events, and from then on every new one to `deliver` until `unsubscribe`
-    /// — with none lost or repeated in between.
-    public func subscribe(since: Int, _ deliver: @escaping @Sendable (EventRecord) -> Void) -> (backlog: [EventRecord], id: Int) {
+    /// The last `since` events' lines, and from then on every new one to `deliver` until
+    /// `unsubscribe` — with none lost or repeated in between.
+    public func subscribe(since: Int, _ deliver: @escaping @Sendable (String) -> Void) -> (backlog: [String], id: Int) {
         self.state.withLock { state in
             let id = state.nextSubscriber
             state.nextSubscriber += 1
@@ -70,13 +80,5 @@ public struct EventLogHandler: LogHandler {
         self.log.append(
             level: event.level, event: merged["event"].map { "\($0)" } ?? "log", message: "\(event.message)",
             generation: merged["generation"].flatMap { Int("\($0)") }, build: merged["build"].flatMap { Int("\($0)") })
-    }
-}
-
-extension EventRecord {
-    /// The record as one JSON line (newline included).
-    public var jsonLine: String {
-        guard let data = try? JSONEncoder.controlLine.encode(self) else { return "" }
-        return String(decoding: data, as: UTF8.self) + "\n"
     }
 }

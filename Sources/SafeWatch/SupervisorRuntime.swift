@@ -492,13 +492,19 @@ public actor SupervisorRuntime {
             self.perform(actions)
             for action in actions {
                 if case .report(.rollingBack(let from, let to, _)) = action {
-                    return ControlReply(ok: true, message: "rolling back from gen \(from) to gen \(to): it starts beside gen \(from) and takes over once healthy")
+                    let how = self.project.configuration.serve.mode == .restart
+                        ? "gen \(from) stops, then gen \(to) starts" : "it starts beside gen \(from) and takes over once healthy"
+                    return ControlReply(ok: true, message: "rolling back from gen \(from) to gen \(to): \(how)")
                 }
             }
             return ControlReply(ok: true)
         case .stop:
             if self.exitCode != nil || self.router.isShuttingDown {
                 return ControlReply(ok: true, message: "stopping already")
+            }
+            if self.serviceManager.isPresent {
+                // Stopped behind systemd's back, the unit would just look failed or be restarted.
+                return .refused("safe-watch runs as a systemd service: stop it with `systemctl --user stop safe-watch.service`")
             }
             self.post.yield(.signal(SIGTERM))
             return ControlReply(ok: true, message: "stopping: the server finishes its requests first")

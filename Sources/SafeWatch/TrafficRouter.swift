@@ -30,7 +30,9 @@ public final class TrafficRouter: Sendable {
         /// What tells each active client connection that safe-watch is stopping.
         var clients: [Int: @Sendable (TimeAmount) -> Void] = [:]
         var nextClient = 0
-        var noClientWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Callers of `waitUntilNoClients`, by call.
+        var noClientWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextNoClientWaiter = 0
         var listeners: [any Channel] = []
         /// Set once safe-watch stops: how long an idle keep-alive connection may still send a request.
         var shuttingDown: TimeAmount?
@@ -47,7 +49,7 @@ public final class TrafficRouter: Sendable {
             guard let target else { return [] }
             let waiters = state.waiters
             state.waiters = []
-            state.inFlight[target.generation, default: 0] += waiters.count
+            if !waiters.isEmpty { state.inFlight[target.generation, default: 0] += waiters.count }
             return waiters
         }
         for waiter in waiters { waiter.promise.succeed(target) }
@@ -97,7 +99,8 @@ public final class TrafficRouter: Sendable {
     func release(_ generation: Generation) {
         let idle: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
             let left = max(0, state.inFlight[generation, default: 0] - 1)
-            state.inFlight[generation] = left
+            // No entry kept per generation that has gone quiet: hundreds of swaps, no growth.
+            state.inFlight[generation] = left == 0 ? nil : left
             guard left == 0, state.active?.generation != generation else { return [] }
             return state.idleWaiters.removeValue(forKey: generation) ?? []
         }
@@ -143,8 +146,8 @@ public final class TrafficRouter: Sendable {
         let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
             state.openConnections -= 1
             guard state.openConnections == 0 else { return [] }
-            defer { state.noClientWaiters = [] }
-            return state.noClientWaiters
+            defer { state.noClientWaiters = [:] }
+            return Array(state.noClientWaiters.values)
         }
         for waiter in waiters { waiter.resume() }
     }
@@ -187,27 +190,29 @@ public final class TrafficRouter: Sendable {
     /// Returns once the listeners are closed and every connection they accepted has closed, or
     /// after `timeout`.
     public func waitUntilNoClients(timeout: Duration) async {
+        let call = self.state.withLock { state in
+            defer { state.nextNoClientWaiter += 1 }
+            return state.nextNoClientWaiter
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 // Once a listener is closed, every connection it accepted has been counted.
                 for listener in self.state.withLock({ $0.listeners }) { try? await listener.closeFuture.get() }
                 await withCheckedContinuation { continuation in
-                    let none = self.state.withLock { state in
-                        if state.openConnections == 0 { return true }
-                        state.noClientWaiters.append(continuation)
+                    // Cancelled: the timeout came first and will not look for this waiter again.
+                    let now = self.state.withLock { state in
+                        if state.openConnections == 0 || Task.isCancelled { return true }
+                        state.noClientWaiters[call] = continuation
                         return false
                     }
-                    if none { continuation.resume() }
+                    if now { continuation.resume() }
                 }
             }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()
-            let left = self.state.withLock { state in
-                defer { state.noClientWaiters = [] }
-                return state.noClientWaiters
-            }
-            for waiter in left { waiter.resume() }
+            self.state.withLock { $0.noClientWaiters.removeValue(forKey: call) }?.resume()
         }
     }
+
 }

@@ -158,17 +158,18 @@ extension JSONDecoder {
 }
 
 /// Where a project's control socket lives: `.safe-watch/control.sock`, unless that path is too long
-/// for a Unix socket address (108 bytes), then a name in /tmp made from the project's path — the
-/// same for the server and every client.
+/// for a Unix socket address (108 bytes), then a name made from the project's path in
+/// `$XDG_RUNTIME_DIR` (private to the user), else /tmp — the same for the server and every client.
 public enum ControlSocketLocation {
-    public static func path(forProject directory: String) -> String {
+    public static func path(forProject directory: String, runtimeDirectory: String? = nil) -> String {
         let path = directory + "/.safe-watch/control.sock"
         if path.utf8.count < 100 { return path }
+        let runtime = runtimeDirectory ?? ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         // FNV-1a: stable across runs and processes (Hasher is seeded per process).
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in directory.utf8 {
             hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
         }
-        return "/tmp/safe-watch-\(String(hash, radix: 16)).sock"
+        return "\(runtime)/safe-watch-\(String(hash, radix: 16)).sock"
     }
 }

@@ -12,8 +12,6 @@ public struct StatusBoard: Sendable {
     public private(set) var problem: String?
     public private(set) var migrations: String
     private var stopping = false
-    /// Builds that started, by id: their start time and reason, for the result.
-    private var buildStarts: [BuildID: Date] = [:]
 
     /// - Parameter gatesMigrations: the project has a migrations directory.
     public init(gatesMigrations: Bool) {
@@ -24,7 +22,6 @@ public struct StatusBoard: Sendable {
         switch report {
         case .buildStarted(let id, let reason):
             self.building = StatusSnapshot.RunningBuild(id: id, reason: reason.summary, startedAt: now)
-            self.buildStarts[id] = now
         case .buildSucceeded(let id, let took):
             self.finishBuild(id, result: "succeeded", took: took, summary: "succeeded", diagnostics: [], at: now)
         case .buildFailed(let id, let took, let failure, _):
@@ -34,7 +31,6 @@ public struct StatusBoard: Sendable {
             self.problem = "build \(id) failed: \(failure.summary)"
         case .buildCancelled(let id):
             if self.building?.id == id { self.building = nil }
-            self.buildStarts[id] = nil
         case .stagingFailed(let id, let reason, _):
             // The build itself succeeded; the result says what happened next.
             self.lastBuild?.result = "staging_failed"
@@ -58,20 +54,28 @@ public struct StatusBoard: Sendable {
             if self.serving?.generation == generation { self.serving = nil }
             if self.starting == generation { self.starting = nil }
             self.problem = "gen \(generation) exited unexpectedly (\(status))"
-        case .restartScheduled, .rollingBack, .serverStopped, .configReloaded:
+        case .serverStopped(let generation, _):
+            // Restart mode stops the serving generation before its replacement starts.
+            if self.serving?.generation == generation { self.serving = nil }
+        case .rollingBack(let from, let to, _):
+            self.problem = "rolling back from gen \(from) to gen \(to)"
+        case .restartScheduled:
             break
+        case .configReloaded:
+            if self.problem?.hasPrefix(Self.configurationProblem) == true { self.problem = nil }
         case .configRejected(let message, _):
-            self.problem = "configuration not reloaded: \(message)"
+            self.problem = Self.configurationProblem + message
         case .stopping, .stopped:
             self.stopping = true
         }
     }
 
+    private static let configurationProblem = "configuration not reloaded: "
+
     private mutating func finishBuild(
         _ id: BuildID, result: String, took: Duration, summary: String, diagnostics: [StatusSnapshot.Diagnostic], at now: Date
     ) {
         if self.building?.id == id { self.building = nil }
-        self.buildStarts[id] = nil
         self.lastBuild = StatusSnapshot.BuildResult(
             id: id, result: result, finishedAt: now, seconds: took.seconds, summary: summary, diagnostics: diagnostics)
     }

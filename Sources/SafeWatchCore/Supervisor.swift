@@ -82,7 +82,6 @@ public enum SupervisorAction: Equatable, Sendable {
     case exit(code: Int32)
 }
 
-/// The transitions people are told about: terminal lines, journald, status, events.
 /// Why safe-watch goes back to an older generation.
 public enum RollbackCause: String, Equatable, Sendable {
     /// The active generation crashed within the rollback window after its swap.
@@ -93,6 +92,7 @@ public enum RollbackCause: String, Equatable, Sendable {
     case requested
 }
 
+/// The transitions people are told about: terminal lines, journald, status, events.
 public enum Report: Equatable, Sendable {
     case buildStarted(BuildID, reason: BuildReason)
     case buildSucceeded(BuildID, took: Duration)

@@ -11,15 +11,23 @@ public enum ControlSocket {
         case stale
         /// Another safe-watch answers on it (its pid, from SO_PEERCRED).
         case live(pid: Int32?)
+        /// Something is there that cannot be judged (another user's socket, a full queue): never
+        /// taken for a leftover.
+        case unusable(SystemError)
     }
 
     public static func probe(path: String) -> Existing {
         var status = stat()
         guard lstat(path, &status) == 0 else { return .none }
-        guard let fd = try? connect(path: path) else { return .stale }
-        defer { _ = close(fd) }
-        let pid = sw_peer_pid(fd)
-        return .live(pid: pid > 0 ? pid : nil)
+        do {
+            let fd = try connect(path: path)
+            defer { _ = close(fd) }
+            let pid = sw_peer_pid(fd)
+            return .live(pid: pid > 0 ? pid : nil)
+        } catch {
+            // Only a socket nobody listens on refuses: anything else may be a live safe-watch.
+            return error.errno == ECONNREFUSED ? .stale : .unusable(error)
+        }
     }
 
     /// Why safe-watch must not put its control socket in `directory`, or nil: a directory another
@@ -74,6 +82,22 @@ public enum ControlSocket {
     }
 }
 
+/// One safe-watch per project: an exclusive `flock` on `.safe-watch/lock`, held for the life of the
+/// process (the kernel drops it when the process dies, however it dies). The control socket is for
+/// talking; this is for knowing.
+public enum InstanceLock {
+    /// Takes the lock, or says who holds it: false when another process does.
+    public static func acquire(directory: String) throws(SystemError) -> Bool {
+        let path = directory + "/lock"
+        let fd = try retryingOnInterrupt("open", context: path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }  // the descriptor stays open until exit
+        let code = errno
+        _ = close(fd)
+        if code == EWOULDBLOCK { return false }
+        throw SystemError(call: "flock", errno: code, context: path)
+    }
+}
+
 /// Calls `body` with `path` as a `sockaddr_un`.
 func withUnixSocketAddress<Result>(
     _ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> Result
@@ -117,30 +141,38 @@ public final class ControlClient {
         }
     }
 
-    /// The next line, nil at the end of the stream or after `timeout` (nil: wait as long as it takes).
-    public func readLine(timeout: Duration? = nil) throws(SystemError) -> String? {
+    public enum Read: Equatable {
+        case line(String)
+        /// The server closed the connection.
+        case end
+        case timedOut
+    }
+
+    /// The next line, the end of the stream, or nothing within `timeout` (nil: wait as long as it
+    /// takes).
+    public func read(timeout: Duration? = nil) throws(SystemError) -> Read {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             if let newline = self.buffered.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = String(decoding: self.buffered[..<newline], as: UTF8.self)
                 self.buffered.removeSubrange(...newline)
-                return line
+                return .line(line)
             }
             if let deadline {
                 let left = deadline - ContinuousClock.now
-                guard left > .zero else { return nil }
+                guard left > .zero else { return .timedOut }
                 var entry = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
                 let milliseconds = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
                 let ready = poll(&entry, 1, milliseconds)
                 if ready < 0 && errno == EINTR { continue }
-                if ready == 0 { return nil }
+                if ready == 0 { return .timedOut }
             }
             var chunk = [UInt8](repeating: 0, count: 65536)
-            let count = try retryingOnInterrupt("read") { chunk.withUnsafeMutableBytes { read(self.fd, $0.baseAddress, $0.count) } }
+            let count = try retryingOnInterrupt("read") { chunk.withUnsafeMutableBytes { Glibc.read(self.fd, $0.baseAddress, $0.count) } }
             if count == 0 {
-                guard !self.buffered.isEmpty else { return nil }
+                guard !self.buffered.isEmpty else { return .end }
                 defer { self.buffered = [] }
-                return String(decoding: self.buffered, as: UTF8.self)
+                return .line(String(decoding: self.buffered, as: UTF8.self))
             }
             self.buffered += chunk[..<count]
         }

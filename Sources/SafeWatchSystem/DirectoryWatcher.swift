@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import SafeWatchCore
+import Synchronization
 
 /// A path the watcher saw change, relative to the project root.
 public struct WatchedChange: Equatable, Sendable {
@@ -62,7 +63,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             self.onChange = onChange
             do throws(SystemError) {
                 for path in self.paths {
-                    _ = try self.watchTree(path)
+                    _ = try self.watchTree(path, listingFiles: false)
                 }
             } catch {
                 failure = error
@@ -76,10 +77,10 @@ public final class DirectoryWatcher: @unchecked Sendable {
         })
     }
 
-    /// How many directories have a watch.
-    public var watchedDirectoryCount: Int {
-        self.queue.sync { self.watchOfDirectory.count }
-    }
+    /// How many directories have a watch; read without waiting for the watcher's queue, which
+    /// may be busy placing 10,000 watches.
+    public var watchedDirectoryCount: Int { self.watchCount.load(ordering: .relaxed) }
+    private let watchCount = Atomic<Int>(0)
 
     /// Stops watching (the inotify descriptor is closed).
     public func stop() {
@@ -116,7 +117,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
         if event.has(IN_Q_OVERFLOW) {
             // Events were lost: place watches on directories we may have missed and let the
             // caller treat the whole tree as changed.
-            for path in self.paths { _ = try? self.watchTree(path) }
+            for path in self.paths { _ = try? self.watchTree(path, listingFiles: false) }
             return [WatchedChange(path: ".", kind: .rescanned)]
         }
         if event.has(IN_IGNORED) {
@@ -124,6 +125,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
                 self.watchOfDirectory[directory] == event.watch
             {
                 self.watchOfDirectory.removeValue(forKey: directory)
+                self.watchCount.store(self.watchOfDirectory.count, ordering: .relaxed)
             }
             return []
         }
@@ -134,7 +136,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
         if isDirectory {
             if event.has(IN_CREATE) || event.has(IN_MOVED_TO) {
                 // Files may already be inside: report them all.
-                let files = (try? self.watchTree(path)) ?? []
+                let files = (try? self.watchTree(path, listingFiles: true)) ?? []
                 return files.map { WatchedChange(path: $0, kind: .changed) }
             }
             if event.has(IN_MOVED_FROM) || event.has(IN_DELETE) {
@@ -147,8 +149,10 @@ public final class DirectoryWatcher: @unchecked Sendable {
         return [WatchedChange(path: path, kind: removed ? .removed : .changed)]
     }
 
-    /// Watches `relative` and every directory below it that is not ignored; returns the files found.
-    private func watchTree(_ relative: String) throws(SystemError) -> [String] {
+    /// Watches `relative` and every directory below it that is not ignored; returns the files found
+    /// when `listingFiles` (a new directory's files are changes; at start they are not, and matching
+    /// 100,000 names against the ignore rules would double the time to the first build).
+    private func watchTree(_ relative: String, listingFiles: Bool) throws(SystemError) -> [String] {
         var files: [String] = []
         var pending = [relative]
         while let directory = pending.popLast() {
@@ -162,13 +166,15 @@ public final class DirectoryWatcher: @unchecked Sendable {
             if let old = self.watchOfDirectory[directory], old != watch { self.directoryOfWatch.removeValue(forKey: old) }
             self.directoryOfWatch[watch] = directory
             self.watchOfDirectory[directory] = watch
+            self.watchCount.store(self.watchOfDirectory.count, ordering: .relaxed)
             guard let stream = opendir(absolute) else { continue }
             defer { closedir(stream) }
             while let entry = readdir(stream) {
+                var type = entry.pointee.d_type
+                if type == UInt8(DT_REG) && !listingFiles { continue }  // no string made for it
                 let name = entryName(entry)
                 if name == "." || name == ".." { continue }
                 let path = Self.join(directory, name)
-                var type = entry.pointee.d_type
                 if type == UInt8(DT_UNKNOWN) || type == UInt8(DT_LNK) {
                     var info = stat()
                     // Follow neither symlinks into other trees nor loops: lstat.
@@ -176,7 +182,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
                 }
                 if type == UInt8(DT_DIR) {
                     if !self.ignore.isIgnored(path, isDirectory: true) { pending.append(path) }
-                } else if !self.ignore.isIgnored(path, isDirectory: false) {
+                } else if listingFiles, !self.ignore.isIgnored(path, isDirectory: false) {
                     files.append(path)
                 }
             }
@@ -189,6 +195,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
         for (directory, watch) in self.watchOfDirectory where directory == relative || directory.hasPrefix(prefix) {
             Inotify.removeWatch(self.fd, watch)
             self.watchOfDirectory.removeValue(forKey: directory)
+            self.watchCount.store(self.watchOfDirectory.count, ordering: .relaxed)
             self.directoryOfWatch.removeValue(forKey: watch)
         }
     }

@@ -32,6 +32,8 @@ struct ControlOptions: ParsableArguments {
             throw ControlCommandError(
                 "safe-watch is not running for \(directory): \(path) is left from a safe-watch that did not stop cleanly (the next one replaces it); start it with `safe-watch --project \(directory)`",
                 exitCode: Self.notRunning)
+        case .unusable(let error):
+            throw ControlCommandError("cannot reach safe-watch at \(path): \(error)", exitCode: 1)
         case .live:
             do {
                 return try ControlClient(path: path)
@@ -45,8 +47,11 @@ struct ControlOptions: ParsableArguments {
     func ask(_ request: ControlRequest) throws -> (ControlReply, ControlClient) {
         let client = try self.connect()
         try client.send(request.line)
-        guard let line = try client.readLine(timeout: .seconds(10)) else {
-            throw ControlCommandError("safe-watch at \(self.directory) did not answer within 10 s", exitCode: 1)
+        let line: String
+        switch try client.read(timeout: .seconds(10)) {
+        case .line(let text): line = text
+        case .end: throw ControlCommandError("safe-watch at \(self.directory) closed the connection without answering", exitCode: 1)
+        case .timedOut: throw ControlCommandError("safe-watch at \(self.directory) did not answer within 10 s", exitCode: 1)
         }
         guard let reply = try? JSONDecoder.controlLine.decode(ControlReply.self, from: Data(line.utf8)) else {
             throw ControlCommandError("safe-watch answered something that is not a reply: \(line.prefix(200))", exitCode: 1)
@@ -164,9 +169,16 @@ extension SafeWatchCommand {
                 guard reply.ok else { return outcome(reply) }
                 printLine(reply.message ?? "stopping")
                 // The connection ends when safe-watch exits.
-                while try client.readLine(timeout: .seconds(60)) != nil {}
-                printLine("stopped")
-                return 0
+                while true {
+                    switch try client.read(timeout: .seconds(120)) {
+                    case .line: continue
+                    case .end:
+                        printLine("stopped")
+                        return 0
+                    case .timedOut:
+                        throw ControlCommandError("safe-watch is still stopping after 2 minutes; see its output", exitCode: 1)
+                    }
+                }
             }
         }
     }
@@ -194,7 +206,7 @@ extension SafeWatchCommand {
             runControlCommand {
                 let client = try self.options.connect()
                 try client.send(ControlRequest.events(since: self.since).line)
-                while let line = try client.readLine() {
+                while case .line(let line) = try client.read() {
                     printLine(line)
                 }
                 return 0

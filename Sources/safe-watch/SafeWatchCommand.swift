@@ -128,7 +128,7 @@ extension SafeWatchCommand {
                 return handler
             }
             if format == .json {
-                _ = events.subscribe(since: 0) { TerminalLogHandler.write($0.jsonLine, to: 2) }
+                _ = events.subscribe(since: 0) { TerminalLogHandler.write($0, to: 2) }
             }
             let code = await self.supervise(events: events)
             // Not exit(): its teardown races libdispatch's manager thread, which then crashes
@@ -160,26 +160,41 @@ extension SafeWatchCommand {
                 return error.exitCode
             }
 
-            // One safe-watch per project: a second one would take the first one's servers for
-            // leftovers of a killed safe-watch and stop them.
             let controlPath = project.controlSocketPath
             var controlWarnings: [String] = []
-            switch ControlSocket.probe(path: controlPath) {
-            case .live(let pid):
-                let who = pid.map { " (pid \($0))" } ?? ""
-                writeToStandardError(
-                    "safe-watch: safe-watch is already running for \(project.directory)\(who); see `safe-watch status`, or stop it with `safe-watch stop`\n")
-                return StartupError.unavailable
-            case .stale:
-                controlWarnings.append("replaced \(controlPath), left by a safe-watch that did not stop cleanly")
-            case .none:
-                break
-            }
             var controlSocket: Int32?
             try? FileManager.default.createDirectory(atPath: project.stateDirectory, withIntermediateDirectories: true)
             if let problem = ControlSocket.ownershipProblem(directory: project.stateDirectory) {
-                controlWarnings = [problem]
+                controlWarnings.append(problem)
             } else {
+                // One safe-watch per project: a second one would take the first one's servers for
+                // leftovers of a killed safe-watch and stop them.
+                let alreadyRunning: Bool
+                do {
+                    alreadyRunning = try !InstanceLock.acquire(directory: project.stateDirectory)
+                } catch {
+                    alreadyRunning = false
+                    controlWarnings.append("cannot lock \(project.stateDirectory): \(error); a second safe-watch for this project would not be refused")
+                }
+                switch ControlSocket.probe(path: controlPath) {
+                case .live(let pid):
+                    let who = pid.map { " (pid \($0))" } ?? ""
+                    writeToStandardError(
+                        "safe-watch: safe-watch is already running for \(project.directory)\(who); see `safe-watch status`, or stop it with `safe-watch stop`\n")
+                    return StartupError.unavailable
+                case _ where alreadyRunning:
+                    writeToStandardError(
+                        "safe-watch: safe-watch is already running for \(project.directory) (it holds \(project.stateDirectory)/lock); see `safe-watch status`\n")
+                    return StartupError.unavailable
+                case .unusable(let error):
+                    writeToStandardError(
+                        "safe-watch: cannot tell whether a safe-watch already runs for \(project.directory): \(controlPath): \(error); if none runs, remove that file\n")
+                    return StartupError.unavailable
+                case .stale:
+                    controlWarnings.append("replaced \(controlPath), left by a safe-watch that did not stop cleanly")
+                case .none:
+                    break
+                }
                 do {
                     controlSocket = try ControlSocket.bind(path: controlPath)
                 } catch {
@@ -230,6 +245,10 @@ extension SafeWatchCommand {
                     control = try await ControlServer.start(
                         fd: controlSocket, path: controlPath, group: group, events: events, answer: { await runtime.answer($0) })
                 } catch {
+                    // Nobody would accept on it: the next `status` would wait, the next safe-watch
+                    // would take it for a live one.
+                    close(controlSocket)
+                    unlink(controlPath)
                     reporter.warning("no control socket (`safe-watch status` will not reach this safe-watch): \(error)")
                 }
             }

@@ -61,8 +61,9 @@ extension SupervisorIntegrationTests {
         // Space again: the next save is staged and served.
         #expect(umount2(target, Int32(MNT_DETACH)) == 0)
         unmounted = true
+        let recovered = safeWatch.log.count
         try setVersion("full-3", in: directory)
-        #expect(await safeWatch.log.waitForLine(containing: "healthy", after: mark) != nil, "\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "healthy in", after: recovered) != nil, "\(safeWatch.output)")
         #expect(await body(port: port) == "hello-server full-3\n")
         #expect(await safeWatch.terminate() == .exited(0))
     }

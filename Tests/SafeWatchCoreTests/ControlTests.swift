@@ -38,13 +38,13 @@ import Testing
         }
     }
 
-    @Test func longProjectPathsGetAStableSocketInTmp() {
+    @Test func longProjectPathsGetAStableSocketInTheRuntimeDirectory() {
         #expect(ControlSocketLocation.path(forProject: "/home/me/app") == "/home/me/app/.safe-watch/control.sock")
         let deep = "/home/me/" + String(repeating: "nested/", count: 20) + "app"
-        let path = ControlSocketLocation.path(forProject: deep)
-        #expect(path.hasPrefix("/tmp/safe-watch-") && path.hasSuffix(".sock") && path.utf8.count < 108)
-        #expect(ControlSocketLocation.path(forProject: deep) == path)
-        #expect(ControlSocketLocation.path(forProject: deep + "2") != path)
+        let path = ControlSocketLocation.path(forProject: deep, runtimeDirectory: "/run/user/1000")
+        #expect(path.hasPrefix("/run/user/1000/safe-watch-") && path.hasSuffix(".sock") && path.utf8.count < 108)
+        #expect(ControlSocketLocation.path(forProject: deep, runtimeDirectory: "/run/user/1000") == path)
+        #expect(ControlSocketLocation.path(forProject: deep + "2", runtimeDirectory: "/run/user/1000") != path)
     }
 
     @Test func eventRecordsAndRepliesAreSnakeCaseJSONWithISOTimes() throws {
@@ -114,6 +114,20 @@ import Testing
         #expect(board.snapshot(self.facts(), at: self.start + 40).active == nil)
         board.record(.stopping, at: self.start + 50)
         #expect(board.state == "stopping")
+    }
+
+    @Test func restartModeStopsTheServingGenerationAndAReloadClearsAConfigurationProblem() {
+        var board = StatusBoard(gatesMigrations: false)
+        board.record(.swapped(from: nil, to: 1, healthyAfter: .zero), at: self.start)
+        board.record(.configRejected("safe-watch.toml:3: watch.bogus: unknown key", keeping: "the previous configuration"), at: self.start + 1)
+        #expect(board.problem == "configuration not reloaded: safe-watch.toml:3: watch.bogus: unknown key")
+        board.record(.configReloaded, at: self.start + 2)
+        #expect(board.problem == nil)
+        // Restart mode: gen 1 stops before gen 2 starts; nothing serves meanwhile.
+        board.record(.serverStopped(1, status: .exited(0)), at: self.start + 3)
+        #expect(board.snapshot(self.facts(), at: self.start + 3).active == nil)
+        board.record(.rollingBack(from: 2, to: 1, because: .replacementFailed), at: self.start + 4)
+        #expect(board.problem == "rolling back from gen 2 to gen 1")
     }
 
     @Test func aProjectWithoutMigrationsSaysSo() {

@@ -224,6 +224,18 @@ def tree_cpu_seconds(pid):
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def anonymous_rss_kib(pid):
+    """RssAnon of one process in KiB (its own heap and stacks, no shared library pages); None when gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def memory_kib(pid):
     """(VmRSS, VmHWM) of one process in KiB, from /proc/PID/status; (None, None) when gone."""
     values = {}
