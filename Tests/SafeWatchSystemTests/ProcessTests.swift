@@ -96,13 +96,14 @@ import Testing
     @Test func outputPipeDeliversLinesThenEOF() async throws {
         let output = try OutputPipe()
         let lines = Lines()
-        let closed = Mutex(false)
-        output.start(onLine: { lines.append($0) }, onClose: { closed.withLock { $0 = true } })
+        // Its own recorder: a waiter wakes on arrivals, and EOF is no line.
+        let closed = Recorder<Bool>()
+        output.start(onLine: { lines.append($0) }, onClose: { closed.append(true) })
         let pid = try await spawn("printf 'one\\ntwo\\r\\nthree'", output: output)
         output.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
         #expect(await lines.wait(until: { $0 == ["one", "two", "three"] }))
-        #expect(await lines.wait(until: { _ in closed.withLock { $0 } }))
+        #expect(await closed.wait(until: { $0 == [true] }))
     }
 
     func waitUntilGone(_ pid: pid_t) async -> Bool {
