@@ -137,12 +137,18 @@ private final class ControlConnection: ChannelInboundHandler {
     private func stream(since: Int, context: ChannelHandlerContext) {
         let channel = context.channel
         let eventLoop = context.eventLoop
+        let dropped = NIOLoopBoundBox(false, eventLoop: eventLoop)
         let (backlog, id) = self.events.subscribe(since: since) { line in
             eventLoop.execute {
-                guard channel.isActive else { return }
-                // A client that does not read: drop it instead of buffering without end.
+                guard channel.isActive, !dropped.value else { return }
+                // A client that does not read: no more events for it, one line that says why, and
+                // the connection ends once it has read that far.
                 guard channel.isWritable else {
-                    channel.close(promise: nil)
+                    dropped.value = true
+                    sendReply(
+                        .refused(
+                            "events: this client fell more than \(ControlServer.unreadLimit >> 20) MiB behind and was disconnected; run `safe-watch events` again"),
+                        on: channel, thenClose: true)
                     return
                 }
                 channel.writeAndFlush(ByteBuffer(string: line), promise: nil)

@@ -199,7 +199,9 @@ public enum Doctor {
 
     /// `serve.listen`: safe-watch binds it at start and exits 69 when it cannot. Port 0 is picked
     /// by the kernel, so it is never probed.
-    public static func port(_ address: ListenAddress, probe: PortProbe?) -> DoctorCheck {
+    /// - Parameter runningSafeWatch: the pid of a safe-watch already serving this project on
+    ///   `address`, which holds the port on purpose.
+    public static func port(_ address: ListenAddress, probe: PortProbe?, runningSafeWatch: Int32? = nil) -> DoctorCheck {
         let subject = "serve.listen \(address)"
         guard address.port != 0, let probe else {
             return DoctorCheck(.ok, subject, "a free port is picked at start")
@@ -207,6 +209,8 @@ public enum Doctor {
         switch probe {
         case .free:
             return DoctorCheck(.ok, subject, "free")
+        case .inUse where runningSafeWatch != nil:
+            return DoctorCheck(.ok, subject, "served by the safe-watch running for this project (pid \(runningSafeWatch ?? 0))")
         case .inUse:
             return DoctorCheck(
                 .problem, subject, "in use: another program listens on port \(address.port)",

@@ -60,6 +60,17 @@ struct ControlOptions: ParsableArguments {
     }
 }
 
+/// The status of the safe-watch running for `directory`, or nil when none answers.
+func runningStatus(projectDirectory directory: String) -> StatusSnapshot? {
+    let path = ControlSocketLocation.path(forProject: directory)
+    guard case .live = ControlSocket.probe(path: path), let client = try? ControlClient(path: path) else { return nil }
+    guard (try? client.send(ControlRequest.status.line)) != nil,
+        case .line(let line)? = try? client.read(timeout: .seconds(5)),
+        let reply = try? JSONDecoder.controlLine.decode(ControlReply.self, from: Data(line.utf8))
+    else { return nil }
+    return reply.status
+}
+
 struct ControlCommandError: Error, CustomStringConvertible {
     var description: String
     var exitCode: Int32
@@ -207,6 +218,12 @@ extension SafeWatchCommand {
                 let client = try self.options.connect()
                 try client.send(ControlRequest.events(since: self.since).line)
                 while case .line(let line) = try client.read() {
+                    // A refusal instead of an event: a bad request, or this client was dropped.
+                    if line.hasPrefix(#"{"error""#),
+                        let reply = try? JSONDecoder.controlLine.decode(ControlReply.self, from: Data(line.utf8)), !reply.ok
+                    {
+                        return outcome(reply)
+                    }
                     printLine(line)
                 }
                 return 0

@@ -75,9 +75,13 @@ extension SafeWatchCommand {
             let directories = MachineProbe.watchedDirectories(root: directory, paths: inotifyPaths, ignore: ignore)
             let usage = MachineProbe.inotifyUsage()
             let procSys = MachineProbe.procSys
+            // A safe-watch already running for this project holds its watches and its port on
+            // purpose: they are not another program's.
+            let running = runningStatus(projectDirectory: directory)
             checks.append(
                 Doctor.inotifyWatches(
-                    limit: MachineProbe.sysctl("fs/inotify/max_user_watches", in: procSys), inUse: usage.watches,
+                    limit: MachineProbe.sysctl("fs/inotify/max_user_watches", in: procSys),
+                    inUse: max(0, usage.watches - (running?.watching.directories ?? 0)),
                     directories: directories, source: procSys + "/fs/inotify/max_user_watches"))
             checks.append(
                 Doctor.inotifyInstances(
@@ -85,7 +89,12 @@ extension SafeWatchCommand {
                     needed: inotifyPaths.isEmpty ? 0 : 1, source: procSys + "/fs/inotify/max_user_instances"))
 
             let listen = configuration.serve.listen
-            checks.append(Doctor.port(listen, probe: listen.port == 0 ? nil : MachineProbe.port(listen)))
+            checks.append(
+                Doctor.port(
+                    listen, probe: listen.port == 0 ? nil : MachineProbe.port(listen),
+                    runningSafeWatch: running.flatMap { status in
+                        status.serve.addresses.contains("http://\(listen)") ? status.pid : nil
+                    }))
 
             checks.append(
                 Doctor.systemd(

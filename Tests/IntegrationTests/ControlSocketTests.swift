@@ -185,6 +185,7 @@ extension SupervisorIntegrationTests {
         // well short of the flood, and then the connection ends.
         let backlog = stuck.readAll(limit: .seconds(20))
         #expect(stuck.sawEnd, "the non-reading events client is disconnected")
+        #expect(backlog.contains("this client fell more than 1 MiB behind and was disconnected"), "\(backlog.suffix(300))")
         #expect(backlog.utf8.count < 3_000_000, "\(backlog.utf8.count) bytes were kept for it")
         // The silent one is closed once its 10 s to send a request are over.
         _ = silent.readAll(limit: .seconds(20))
@@ -262,4 +263,23 @@ extension SupervisorIntegrationTests {
 /// How many descriptors `pid` has open.
 func openDescriptors(of pid: pid_t) -> Int {
     ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
+}
+
+extension SupervisorIntegrationTests {
+    /// `doctor` while safe-watch serves the project: its port and watches are not another program's.
+    @Test func doctorWhileSafeWatchServesTheProjectCountsItsPortAsOurs() async throws {
+        let directory = try await Fixture.shared.reset(version: "doc-1")
+        let port = try freeLoopbackPort()
+        try "[serve]\nlisten = \"127.0.0.1:\(port)\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml") }
+        let safeWatch = try await SafeWatchProcess(["run", "--project", directory])
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(safeWatch.output)")
+        let (code, output) = try await control(["doctor"], project: directory)
+        #expect(output.contains("✓ serve.listen 127.0.0.1:\(port): served by the safe-watch running for this project (pid \(safeWatch.pid))"), "\(output)")
+        #expect(code == .exited(0), "\(output)")
+        #expect(await safeWatch.terminate() == .exited(0))
+        // Stopped, the port is free again.
+        let (_, after) = try await control(["doctor"], project: directory)
+        #expect(after.contains("✓ serve.listen 127.0.0.1:\(port): free"), "\(after)")
+    }
 }

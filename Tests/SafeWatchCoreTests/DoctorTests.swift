@@ -70,6 +70,9 @@ struct DoctorTests {
         #expect(taken.fixes.contains { $0.contains("[serve] listen = \"127.0.0.1:8081\"") })
         #expect(Doctor.port(ListenAddress(host: "::1", port: 80), probe: .permissionDenied).verdict == .problem)
         #expect(Doctor.port(ListenAddress(host: "10.9.9.9", port: 8080), probe: .addressNotAvailable).summary.contains("10.9.9.9"))
+        // Taken by the safe-watch already serving this project: as it should be.
+        #expect(Doctor.port(address, probe: .inUse, runningSafeWatch: 4242).rendered
+            == "✓ serve.listen 127.0.0.1:8080: served by the safe-watch running for this project (pid 4242)\n")
         // Port 0 is the kernel's pick: nothing to probe.
         #expect(Doctor.port(ListenAddress(host: "127.0.0.1", port: 0), probe: nil).verdict == .ok)
     }
