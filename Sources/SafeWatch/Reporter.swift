@@ -93,13 +93,7 @@ public struct Reporter: Sendable {
         case .restartScheduled(let generation, let delay):
             return (.warning, "▸ restarting gen \(generation) in \(delay.humanReadable)", "restart_scheduled")
         case .rollingBack(let from, let to, let cause):
-            let why: String
-            switch cause {
-            case .crashedAfterSwap: why = "gen \(from) crashed after its swap"
-            case .replacementFailed: why = "gen \(from) failed"
-            case .requested: why = "requested"
-            }
-            return (.warning, "↺ rolling back from gen \(from) to gen \(to) (\(why))", "rolling_back")
+            return (.warning, "↺ rolling back from gen \(from) to gen \(to) (\(cause.explanation(from: from)))", "rolling_back")
         case .serverStopped(let generation, let status):
             return (.info, "· gen \(generation) stopped (\(status))", "server_stopped")
         case .configReloaded:

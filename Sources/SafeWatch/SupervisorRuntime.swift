@@ -118,8 +118,9 @@ public actor SupervisorRuntime {
         self.serviceStatus = ServiceStatus(
             buildTimeout: project.configuration.build.timeout, startupTimeout: project.configuration.health.startupTimeout)
         self.project = project
-        self.machine = Supervisor(policy: Self.policy(project))
-        self.board = StatusBoard(gatesMigrations: Self.policy(project).gatesMigrations)
+        let policy = Self.policy(project)
+        self.machine = Supervisor(policy: policy)
+        self.board = StatusBoard(gatesMigrations: policy.gatesMigrations)
         self.debouncer = Debouncer(quietPeriod: project.configuration.watch.debounce)
         self.reporter = reporter
         (self.events, self.post) = AsyncStream<Event>.makeStream()

@@ -18,21 +18,26 @@ public final class TrafficRouter: Sendable {
         var promise: EventLoopPromise<Target?>
     }
 
+    /// What a caller of `waitUntilIdle` or `waitUntilNoClients` waits for.
+    private enum Condition: Hashable {
+        case idle(Generation)
+        case noClients
+    }
+
     private struct State {
         var active: Target?
         var waiters: [Waiter] = []
         var nextWaiter = 0
         var inFlight: [Generation: Int] = [:]
-        var idleWaiters: [Generation: [CheckedContinuation<Void, Never>]] = [:]
+        /// Callers waiting for a condition, by condition and call.
+        var conditionWaiters: [Condition: [Int: CheckedContinuation<Void, Never>]] = [:]
+        var nextCall = 0
         /// Client connections the listeners accepted and that are not closed yet, counted from the
         /// accept itself: a connection's handler becomes active a moment later, on its own loop.
         var openConnections = 0
         /// What tells each active client connection that safe-watch is stopping.
         var clients: [Int: @Sendable (TimeAmount) -> Void] = [:]
         var nextClient = 0
-        /// Callers of `waitUntilNoClients`, by call.
-        var noClientWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
-        var nextNoClientWaiter = 0
         var listeners: [any Channel] = []
         /// Set once safe-watch stops: how long an idle keep-alive connection may still send a request.
         var shuttingDown: TimeAmount?
@@ -102,7 +107,7 @@ public final class TrafficRouter: Sendable {
             // No entry kept per generation that has gone quiet: hundreds of swaps, no growth.
             state.inFlight[generation] = left == 0 ? nil : left
             guard left == 0, state.active?.generation != generation else { return [] }
-            return state.idleWaiters.removeValue(forKey: generation) ?? []
+            return state.conditionWaiters.removeValue(forKey: .idle(generation)).map { Array($0.values) } ?? []
         }
         for waiter in idle { waiter.resume() }
     }
@@ -110,23 +115,40 @@ public final class TrafficRouter: Sendable {
     /// Returns once no request is in flight to `generation` (it must no longer be active), or
     /// after `timeout`, whichever comes first.
     public func waitUntilIdle(_ generation: Generation, timeout: Duration) async {
+        await self.wait(for: .idle(generation), timeout: timeout) { $0.inFlight[generation, default: 0] == 0 }
+    }
+
+    /// Returns once `holds` (checked now, and again whenever the condition's waiters are woken), or
+    /// after `timeout`, whichever comes first; `first` runs before the first check.
+    private func wait(
+        for condition: Condition, timeout: Duration, first: @escaping @Sendable () async -> Void = {},
+        holds: @escaping @Sendable (State) -> Bool
+    ) async {
+        let call = self.state.withLock { state in
+            defer { state.nextCall += 1 }
+            return state.nextCall
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
+                await first()
                 await withCheckedContinuation { continuation in
-                    let idle = self.state.withLock { state in
-                        if state.inFlight[generation, default: 0] == 0 { return true }
-                        state.idleWaiters[generation, default: []].append(continuation)
+                    // Cancelled: the timeout came first and will not look for this waiter again.
+                    let now = self.state.withLock { state in
+                        if holds(state) || Task.isCancelled { return true }
+                        state.conditionWaiters[condition, default: [:]][call] = continuation
                         return false
                     }
-                    if idle { continuation.resume() }
+                    if now { continuation.resume() }
                 }
             }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()
-            // Wake a waiter left behind by the timeout so the group can finish.
-            let left = self.state.withLock { $0.idleWaiters.removeValue(forKey: generation) ?? [] }
-            for waiter in left { waiter.resume() }
+            let left = self.state.withLock { state in
+                defer { if state.conditionWaiters[condition]?.isEmpty == true { state.conditionWaiters[condition] = nil } }
+                return state.conditionWaiters[condition]?.removeValue(forKey: call)
+            }
+            left?.resume()
         }
     }
 
@@ -146,8 +168,7 @@ public final class TrafficRouter: Sendable {
         let waiters: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
             state.openConnections -= 1
             guard state.openConnections == 0 else { return [] }
-            defer { state.noClientWaiters = [:] }
-            return Array(state.noClientWaiters.values)
+            return state.conditionWaiters.removeValue(forKey: .noClients).map { Array($0.values) } ?? []
         }
         for waiter in waiters { waiter.resume() }
     }
@@ -190,29 +211,13 @@ public final class TrafficRouter: Sendable {
     /// Returns once the listeners are closed and every connection they accepted has closed, or
     /// after `timeout`.
     public func waitUntilNoClients(timeout: Duration) async {
-        let call = self.state.withLock { state in
-            defer { state.nextNoClientWaiter += 1 }
-            return state.nextNoClientWaiter
-        }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
+        await self.wait(
+            for: .noClients, timeout: timeout,
+            first: {
                 // Once a listener is closed, every connection it accepted has been counted.
                 for listener in self.state.withLock({ $0.listeners }) { try? await listener.closeFuture.get() }
-                await withCheckedContinuation { continuation in
-                    // Cancelled: the timeout came first and will not look for this waiter again.
-                    let now = self.state.withLock { state in
-                        if state.openConnections == 0 || Task.isCancelled { return true }
-                        state.noClientWaiters[call] = continuation
-                        return false
-                    }
-                    if now { continuation.resume() }
-                }
-            }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-            self.state.withLock { $0.noClientWaiters.removeValue(forKey: call) }?.resume()
-        }
+            },
+            holds: { $0.openConnections == 0 })
     }
 
 }

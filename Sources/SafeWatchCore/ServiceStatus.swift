@@ -86,11 +86,7 @@ public struct ServiceStatus: Sendable {
         case .restartScheduled(let generation, let delay):
             self.problem = (self.problem.map { $0 + "; " } ?? "") + "restarting gen \(generation) in \(delay.humanReadable)"
         case .rollingBack(let from, let to, let cause):
-            switch cause {
-            case .crashedAfterSwap: self.problem = "gen \(from) crashed after its swap; rolling back to gen \(to)"
-            case .replacementFailed: self.problem = "gen \(from) failed; rolling back to gen \(to)"
-            case .requested: self.problem = "rolling back from gen \(from) to gen \(to) (requested)"
-            }
+            self.problem = "rolling back from gen \(from) to gen \(to) (\(cause.explanation(from: from)))"
         case .serverStopped:
             return nil
         case .configReloaded:

@@ -11,10 +11,12 @@ public struct StatusBoard: Sendable {
     /// The last thing that went wrong, until something serves again.
     public private(set) var problem: String?
     public private(set) var migrations: String
+    private let gatesMigrations: Bool
     private var stopping = false
 
     /// - Parameter gatesMigrations: the project has a migrations directory.
     public init(gatesMigrations: Bool) {
+        self.gatesMigrations = gatesMigrations
         self.migrations = gatesMigrations ? "not checked yet" : "no migrations directory"
     }
 
@@ -46,7 +48,7 @@ public struct StatusBoard: Sendable {
             if self.starting == to { self.starting = nil }
             self.lastSwap = StatusSnapshot.Swap(from: from, to: to, at: now, healthyAfterSeconds: after.seconds)
             self.problem = nil
-            if self.migrations != "no migrations directory" { self.migrations = "passed (gen \(to) was allowed to start)" }
+            if self.gatesMigrations { self.migrations = "passed (gen \(to) was allowed to start)" }
         case .candidateDiscarded(let generation, let reason, _):
             if self.starting == generation { self.starting = nil }
             self.problem = "gen \(generation) discarded: \(reason)"

@@ -90,6 +90,15 @@ public enum RollbackCause: String, Equatable, Sendable {
     case replacementFailed
     /// Someone asked (`safe-watch rollback`).
     case requested
+
+    /// Why, in a few words, for a rollback away from `generation`.
+    public func explanation(from generation: Generation) -> String {
+        switch self {
+        case .crashedAfterSwap: "gen \(generation) crashed after its swap"
+        case .replacementFailed: "gen \(generation) failed"
+        case .requested: "requested"
+        }
+    }
 }
 
 /// The transitions people are told about: terminal lines, journald, status, events.

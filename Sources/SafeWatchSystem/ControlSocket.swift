@@ -17,16 +17,23 @@ public enum ControlSocket {
     }
 
     public static func probe(path: String) -> Existing {
-        var status = stat()
-        guard lstat(path, &status) == 0 else { return .none }
         do {
             let fd = try connect(path: path)
             defer { _ = close(fd) }
             let pid = sw_peer_pid(fd)
             return .live(pid: pid > 0 ? pid : nil)
         } catch {
-            // Only a socket nobody listens on refuses: anything else may be a live safe-watch.
-            return error.errno == ECONNREFUSED ? .stale : .unusable(error)
+            return self.existing(afterFailing: error)
+        }
+    }
+
+    /// What a failed connect to the socket's path says is there.
+    public static func existing(afterFailing connect: SystemError) -> Existing {
+        switch connect.errno {
+        case ENOENT: .none
+        // Only a socket nobody listens on refuses: anything else may be a live safe-watch.
+        case ECONNREFUSED: .stale
+        default: .unusable(connect)
         }
     }
 

@@ -21,54 +21,56 @@ struct ControlOptions: ParsableArguments {
 
     /// A client connected to the project's safe-watch, or the reason there is none.
     func connect() throws -> ControlClient {
-        let directory = self.directory
-        let path = ControlSocketLocation.path(forProject: directory)
-        switch ControlSocket.probe(path: path) {
-        case .none:
-            throw ControlCommandError(
-                "safe-watch is not running for \(directory) (no control socket at \(path)); start it with `safe-watch --project \(directory)`",
-                exitCode: Self.notRunning)
-        case .stale:
-            throw ControlCommandError(
-                "safe-watch is not running for \(directory): \(path) is left from a safe-watch that did not stop cleanly (the next one replaces it); start it with `safe-watch --project \(directory)`",
-                exitCode: Self.notRunning)
-        case .unusable(let error):
-            throw ControlCommandError("cannot reach safe-watch at \(path): \(error)", exitCode: 1)
-        case .live:
-            do {
-                return try ControlClient(path: path)
-            } catch {
-                throw ControlCommandError("cannot reach safe-watch at \(path): \(error)", exitCode: 1)
-            }
-        }
+        try connectToRunningSafeWatch(projectDirectory: self.directory)
     }
 
     /// Sends one request and reads its one-line answer.
     func ask(_ request: ControlRequest) throws -> (ControlReply, ControlClient) {
-        let client = try self.connect()
-        try client.send(request.line)
-        let line: String
-        switch try client.read(timeout: .seconds(10)) {
-        case .line(let text): line = text
-        case .end: throw ControlCommandError("safe-watch at \(self.directory) closed the connection without answering", exitCode: 1)
-        case .timedOut: throw ControlCommandError("safe-watch at \(self.directory) did not answer within 10 s", exitCode: 1)
-        }
-        guard let reply = try? JSONDecoder.controlLine.decode(ControlReply.self, from: Data(line.utf8)) else {
-            throw ControlCommandError("safe-watch answered something that is not a reply: \(line.prefix(200))", exitCode: 1)
-        }
-        return (reply, client)
+        try askRunningSafeWatch(request, projectDirectory: self.directory)
     }
+}
+
+/// A client connected to the safe-watch running for `directory` (one connection: a failed
+/// connect says what is there), or the reason there is none.
+func connectToRunningSafeWatch(projectDirectory directory: String) throws -> ControlClient {
+    let path = ControlSocketLocation.path(forProject: directory)
+    do {
+        return try ControlClient(path: path)
+    } catch {
+        switch ControlSocket.existing(afterFailing: error) {
+        case .none:
+            throw ControlCommandError(
+                "safe-watch is not running for \(directory) (no control socket at \(path)); start it with `safe-watch --project \(directory)`",
+                exitCode: ControlOptions.notRunning)
+        case .stale:
+            throw ControlCommandError(
+                "safe-watch is not running for \(directory): \(path) is left from a safe-watch that did not stop cleanly (the next one replaces it); start it with `safe-watch --project \(directory)`",
+                exitCode: ControlOptions.notRunning)
+        case .unusable, .live:
+            throw ControlCommandError("cannot reach safe-watch at \(path): \(error)", exitCode: 1)
+        }
+    }
+}
+
+/// Sends one request to the safe-watch running for `directory` and reads its one-line answer.
+func askRunningSafeWatch(_ request: ControlRequest, projectDirectory directory: String) throws -> (ControlReply, ControlClient) {
+    let client = try connectToRunningSafeWatch(projectDirectory: directory)
+    try client.send(request.line)
+    let line: String
+    switch try client.read(timeout: .seconds(10)) {
+    case .line(let text): line = text
+    case .end: throw ControlCommandError("safe-watch at \(directory) closed the connection without answering", exitCode: 1)
+    case .timedOut: throw ControlCommandError("safe-watch at \(directory) did not answer within 10 s", exitCode: 1)
+    }
+    guard let reply = try? JSONDecoder.controlLine.decode(ControlReply.self, from: Data(line.utf8)) else {
+        throw ControlCommandError("safe-watch answered something that is not a reply: \(line.prefix(200))", exitCode: 1)
+    }
+    return (reply, client)
 }
 
 /// The status of the safe-watch running for `directory`, or nil when none answers.
 func runningStatus(projectDirectory directory: String) -> StatusSnapshot? {
-    let path = ControlSocketLocation.path(forProject: directory)
-    guard case .live = ControlSocket.probe(path: path), let client = try? ControlClient(path: path) else { return nil }
-    guard (try? client.send(ControlRequest.status.line)) != nil,
-        case .line(let line)? = try? client.read(timeout: .seconds(5)),
-        let reply = try? JSONDecoder.controlLine.decode(ControlReply.self, from: Data(line.utf8))
-    else { return nil }
-    return reply.status
+    (try? askRunningSafeWatch(.status, projectDirectory: directory))?.0.status
 }
 
 struct ControlCommandError: Error, CustomStringConvertible {
