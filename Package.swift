@@ -72,6 +72,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -96,7 +97,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SafeWatchTests", dependencies: ["SafeWatch"], swiftSettings: strict),
+        .testTarget(name: "SafeWatchTests", dependencies: ["SafeWatch", "SafeWatchSystem"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem", "TestSupport"],

@@ -23,18 +23,27 @@ public final class HTTPProxy: Sendable {
     public static func start(
         socket: Int32, holdTimeout: Duration, router: TrafficRouter, group: any EventLoopGroup
     ) async throws -> HTTPProxy {
-        let hold = TimeAmount.nanoseconds(Int64(holdTimeout.seconds * 1e9))
+        let hold = TimeAmount(saturating: holdTimeout)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(AcceptCounter(router: router))
                 }
             }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(router: router, hold: hold))
+                    // Set here rather than with childChannelOption: a connection NIO cannot set up
+                    // is closed without a word, and this one is counted and logged instead.
+                    // TCP_NODELAY is an IPPROTO_TCP option: as a SOL_SOCKET one (`.socketOption`)
+                    // the same number is SO_DEBUG, which only CAP_NET_ADMIN may set.
+                    do {
+                        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try channel.pipeline.syncOperations.addHandler(ProxyHandler(router: router, hold: hold))
+                    } catch {
+                        router.connectionSetupFailed("\(error)")
+                        throw error
+                    }
                 }
             }
         let channel = try await bootstrap.withBoundSocket(socket).get()
@@ -302,7 +311,7 @@ final class ProxyHandler: ChannelInboundHandler {
         let owner = NIOLoopBound(self, eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.seconds(2))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()

@@ -11,10 +11,18 @@ public struct MigrationsWorkspace: Sendable {
     public var directory: String
     public var launcher: ChildLauncher
 
-    public init(projectDirectory: String, directory: String, launcher: ChildLauncher) {
+    /// Told the path and bytes of every file about to be written (the supervisor's `ContentLedger`,
+    /// so that its own writes are not taken for edits).
+    public var willWrite: @Sendable (_ path: String, _ contents: Data) -> Void
+
+    public init(
+        projectDirectory: String, directory: String, launcher: ChildLauncher,
+        willWrite: @escaping @Sendable (_ path: String, _ contents: Data) -> Void = { _, _ in }
+    ) {
         self.projectDirectory = projectDirectory
         self.directory = directory.hasPrefix("/") ? directory : projectDirectory + "/" + directory
         self.launcher = launcher
+        self.willWrite = willWrite
     }
 
     public var sumFilePath: String { self.directory + "/" + MigrationDirectory.sumFileName }
@@ -66,7 +74,9 @@ public struct MigrationsWorkspace: Sendable {
     }
 
     public func writeSumFile(_ sum: SumFile) throws {
-        try sum.rendered.write(toFile: self.sumFilePath, atomically: true, encoding: .utf8)
+        let contents = Data(sum.rendered.utf8)
+        self.willWrite(self.sumFilePath, contents)
+        try contents.write(to: URL(fileURLWithPath: self.sumFilePath), options: .atomic)
     }
 
     /// Keeps a copy of each file's bytes under its checksum.

@@ -25,13 +25,15 @@ public struct Prober: Sendable {
         var tracker = HealthTracker(check: check, startedAt: startedAt)
         // A fast server is up within milliseconds: probe at 5, 10, 20, 40 ms… up to `interval`,
         // so the swap does not wait a whole interval after the first refused probe.
-        var pause = Duration.milliseconds(5)
+        var pause = min(Duration.milliseconds(5), check.interval)
         while !Task.isCancelled {
             let result = await self.probe(check, port: port, ready: ready)
             let verdict = tracker.record(result, at: now())
             if verdict != .pending { return verdict }
-            try? await Task.sleep(for: min(pause, check.interval))
-            pause = pause * 2
+            try? await Task.sleep(for: pause)
+            // Capped as it grows, not only where it is used: doubled without bound, a server
+            // that takes seconds to start overflowed Duration within ~70 probes and trapped.
+            pause = min(pause * 2, check.interval)
         }
         return .unhealthy("probing cancelled")
     }
@@ -64,7 +66,7 @@ public struct Prober: Sendable {
         port: Int, timeout: Duration, _ initialize: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> any Channel {
         try await ClientBootstrap(group: self.group)
-            .connectTimeout(.nanoseconds(Int64(timeout.seconds * 1e9)))
+            .connectTimeout(TimeAmount(saturating: timeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try initialize(channel) }
             }
@@ -85,7 +87,7 @@ public struct Prober: Sendable {
         }
         let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: safe-watch\r\nConnection: close\r\n\r\n"
         channel.writeAndFlush(channel.allocator.buffer(string: request), promise: nil)
-        let deadline = loop.scheduleTask(in: .nanoseconds(Int64(timeout.seconds * 1e9))) {
+        let deadline = loop.scheduleTask(in: TimeAmount(saturating: timeout)) {
             status.fail(ProbeTimeout())
         }
         defer {

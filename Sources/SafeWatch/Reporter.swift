@@ -19,7 +19,7 @@ public struct Reporter: Sendable {
         let (level, message, event) = self.describe(report)
         var metadata: Logger.Metadata = ["event": .string(event)]
         switch report {
-        case .buildStarted(let id, _), .buildSucceeded(let id, _), .buildFailed(let id, _, _, _), .buildCancelled(let id),
+        case .buildStarted(let id, _), .buildSucceeded(let id, _), .buildFailed(let id, _, _, _), .buildCancelled(let id, _),
             .stagingFailed(let id, _, _):
             metadata["build"] = .stringConvertible(id)
         case .candidateLaunched(let generation, _), .swapped(_, let generation, _), .candidateDiscarded(let generation, _, _),
@@ -27,7 +27,7 @@ public struct Reporter: Sendable {
             .serverCrashed(let generation, _), .restartScheduled(let generation, _), .rollingBack(let generation, _, _),
             .serverStopped(let generation, _):
             metadata["generation"] = .stringConvertible(generation)
-        case .configReloaded, .configRejected, .stopping, .stopped:
+        case .configReloaded, .configRejected, .stateDirectoryLost, .stopping, .stopped:
             break
         }
         self.logger.log(level: level, "\(message)", metadata: metadata)
@@ -66,8 +66,13 @@ public struct Reporter: Sendable {
             return (.info, "✓ build \(id) succeeded in \(took.humanReadable)", "build_succeeded")
         case .buildFailed(let id, let took, let failure, let still):
             return (.error, "✗ build \(id) failed in \(took.humanReadable) — \(failure.summary)\(serving(still))", "build_failed")
-        case .buildCancelled(let id):
-            return (.info, "· build \(id) cancelled: newer changes", "build_cancelled")
+        case .buildCancelled(let id, let cause):
+            let why: String
+            switch cause {
+            case .stopping: why = "safe-watch is stopping"
+            case .superseded(let reason): why = "\(reason.summary); building again"
+            }
+            return (.info, "· build \(id) cancelled: \(why)", "build_cancelled")
         case .stagingFailed(let id, let reason, let still):
             return (.error, "✗ build \(id) could not be staged: \(reason)\(serving(still))", "staging_failed")
         case .candidateLaunched(let generation, let purpose):
@@ -100,6 +105,12 @@ public struct Reporter: Sendable {
             return (.notice, "✓ configuration reloaded", "config_reloaded")
         case .configRejected(let message, let keeping):
             return (.error, "✗ configuration not reloaded: \(message); \(keeping)", "config_rejected")
+        case .stateDirectoryLost(let still):
+            return (
+                .warning,
+                "! .safe-watch was deleted while safe-watch ran (git clean -fdx?): the staged generations are gone; "
+                    + "recreated it, building again\(serving(still))", "state_directory_lost"
+            )
         case .stopping:
             return (.info, "▸ stopping", "stopping")
         case .stopped:

@@ -66,7 +66,12 @@ public actor SupervisorRuntime {
         case signal(Int32)
         /// Time to tell systemd's watchdog the loop is alive.
         case watchdogTick
+        /// Time to look whether `.safe-watch` is still the directory safe-watch made.
+        case stateDirectoryCheck
     }
+
+    /// How often safe-watch looks for its state directory having been deleted under it.
+    static let stateDirectoryCheckInterval: Duration = .seconds(1)
 
     private var project: Project
     private var machine: Supervisor
@@ -84,6 +89,8 @@ public actor SupervisorRuntime {
     /// Trees polled instead (file systems without inotify events, or `poll` forced).
     private var pollers: [TreePoller] = []
     private var classifier: ChangeClassifier
+    /// Judges changes by content: same bytes, safe-watch's own writes and the build's are no edit.
+    private let ledger: ContentLedger
     private var debounceCheckScheduled = false
     /// A migration file changed in the burst being debounced: its verdict is printed when it ends.
     private var migrationsChangedInBurst = false
@@ -102,6 +109,11 @@ public actor SupervisorRuntime {
     private let publicAddresses: [String]
     /// The polled trees, e.g. "src (every 500 ms)".
     private var polledTrees: [String] = []
+    /// The state directory as made at start (device, inode): another one there means it was
+    /// deleted, and what it held with it.
+    private var stateDirectoryIdentity: FileIdentity?
+    /// Takes the instance lock and control socket again in a recreated state directory.
+    private var restoreState: @Sendable () async -> Void = {}
 
     /// - Parameters:
     ///   - selfExecutable: safe-watch's own binary for the exec-child trampoline (nil: exec directly).
@@ -130,6 +142,7 @@ public actor SupervisorRuntime {
         self.prober = Prober(group: group, launcher: self.launcher, projectDirectory: project.directory)
         self.router = router
         self.classifier = Self.classifier(for: project)
+        self.ledger = ContentLedger(directory: project.directory)
     }
 
     /// Runs until stopped by a signal; returns the exit code.
@@ -137,6 +150,10 @@ public actor SupervisorRuntime {
         self.stopLeftoverServers()
         self.stager.discardAll()
         try self.startWatching()
+        self.ledger.seed(
+            present: scanTree(
+                root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: Self.ignoreRules(for: self.project)
+            ).filter { !$0.value.isDirectory }.keys)
         let post = self.post
         let signalTask = Task {
             for await signal in signals { post.yield(.signal(signal)) }
@@ -144,6 +161,14 @@ public actor SupervisorRuntime {
         defer { signalTask.cancel() }
         let watchdogTask = self.startWatchdog()
         defer { watchdogTask?.cancel() }
+        self.stateDirectoryIdentity = FileIdentity(path: self.project.stateDirectory)
+        let stateCheckTask = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.stateDirectoryCheckInterval)
+                post.yield(.stateDirectoryCheck)
+            }
+        }
+        defer { stateCheckTask.cancel() }
         self.perform(self.machine.started(at: self.now))
         for await event in self.events {
             self.handle(event)
@@ -235,10 +260,15 @@ public actor SupervisorRuntime {
             self.filesChanged(changes, at: now)
         case .debounceElapsed:
             self.debounceCheckScheduled = false
-            guard let paths = self.debouncer.release(at: now) else {
+            guard let released = self.debouncer.release(at: now) else {
                 if let next = self.debouncer.nextCheck { self.scheduleDebounceCheck(at: next) }
                 return
             }
+            // Judged by content once the tree is quiet: a save of the same bytes or safe-watch's own
+            // write is no change, and what the running build writes is its own output.
+            var paths = self.ledger.changed(released)
+            if self.machine.isBuilding { paths.removeAll { self.buildWrittenFiles.contains($0) } }
+            guard !paths.isEmpty else { return }
             if self.migrationsChangedInBurst {
                 self.migrationsChangedInBurst = false
                 self.reportMigrationsVerdict()
@@ -257,6 +287,7 @@ public actor SupervisorRuntime {
             }
             self.perform(self.machine.filesChanged(present + gone, at: now))
         case .buildFinished(let id, let outcome):
+            for path in self.buildWrittenFiles { self.ledger.recordCurrent(path) }
             self.perform(self.machine.buildFinished(id, outcome, at: now))
         case .candidateHealthy(let generation):
             self.perform(self.machine.candidateHealthy(generation, at: now))
@@ -275,6 +306,8 @@ public actor SupervisorRuntime {
             self.perform(self.machine.migrationsChecked(generation, blockedBecause: reason, at: now))
         case .watchdogTick:
             self.serviceManager.send("WATCHDOG=1")
+        case .stateDirectoryCheck:
+            self.checkStateDirectory()
         case .signal(let number):
             let signal: SupervisorSignal = number == SIGHUP ? .reload : .terminate
             if signal == .terminate, self.exitCode == nil, !self.router.isShuttingDown {
@@ -424,6 +457,8 @@ public actor SupervisorRuntime {
                 self.perform(self.machine.stagingFailed(build, reason: "\(error)"))
             }
         case .launchCandidate(let generation, _):
+            // A crash restart right after `git clean -fdx` must not run a binary that is gone.
+            self.checkStateDirectory()
             self.launch(generation)
         case .checkMigrations(let generation):
             let gate = self.migrationsGate
@@ -472,7 +507,9 @@ public actor SupervisorRuntime {
             let servers = self.servers
             let facts = StatusSnapshot.Facts(
                 pid: getpid(), project: self.project.directory, startedAt: self.startedAt,
-                serve: StatusSnapshot.Serve(mode: self.project.configuration.serve.mode.rawValue, addresses: self.publicAddresses),
+                serve: StatusSnapshot.Serve(
+                    mode: self.project.configuration.serve.mode.rawValue, addresses: self.publicAddresses,
+                    failedConnections: self.router.connectionFailures.count, lastFailedConnection: self.router.connectionFailures.last),
                 watching: StatusSnapshot.Watching(directories: self.watcher?.watchedDirectoryCount ?? 0, polled: self.polledTrees),
                 pidOf: { generation in servers.values.first { $0.generation == generation && !$0.hasExited }?.pid })
             return ControlReply(ok: true, status: self.board.snapshot(facts, at: Date()))
@@ -512,6 +549,12 @@ public actor SupervisorRuntime {
         case .events:
             return .refused("events are streamed by the control server")
         }
+    }
+
+    /// Files the build command writes itself: SwiftPM writes Package.resolved when it resolves
+    /// (the first build of a fresh checkout does). Not a reason to cancel the build that wrote them.
+    private var buildWrittenFiles: [String] {
+        (self.project.configuration.buildCommand ?? "").contains("swift build") ? ["Package.resolved"] : []
     }
 
     private var buildSettings: Builder.Settings? {
@@ -581,7 +624,9 @@ public actor SupervisorRuntime {
         let startedAt = self.now
         let start = self.start
         let (outputEnded, finishOutput) = AsyncStream<Void>.makeStream()
-        Task {
+        // Kept so that the candidate's probing ends with it: when it exits or is stopped, the task
+        // is cancelled (a superseded or dead candidate must not be probed on and on).
+        self.probes[generation] = Task {
             let output: OutputPipe
             let pid: pid_t
             do {
@@ -650,7 +695,8 @@ public actor SupervisorRuntime {
     private var migrationsGate: MigrationsGate {
         MigrationsGate(
             workspace: MigrationsWorkspace(
-                projectDirectory: self.project.directory, directory: self.project.migrationsDirectory, launcher: self.launcher),
+                projectDirectory: self.project.directory, directory: self.project.migrationsDirectory, launcher: self.launcher,
+                willWrite: { [ledger] in ledger.willWrite($0, contents: $1) }),
             databaseURL: self.project.databaseURL, settings: self.project.configuration.migrations, reporter: self.reporter)
     }
 
@@ -701,6 +747,27 @@ public actor SupervisorRuntime {
             writeToStandardError("safe-watch: children did not stop within stop_timeout; killed them\n")
             _exit(70)  // not exit(): see SafeWatchCommand.run
         }
+    }
+
+    /// Sets what takes the lock and the control socket again once a deleted state directory has
+    /// been made anew.
+    public func onStateDirectoryRecreated(_ restore: @escaping @Sendable () async -> Void) {
+        self.restoreState = restore
+    }
+
+    /// `.safe-watch` deleted under a running safe-watch (`git clean -fdx`, `rm -rf .safe-watch`)
+    /// took the staged generations, the lock and the control socket with it: make it again, take
+    /// them back, and let the state machine build a generation it can restart.
+    private func checkStateDirectory() {
+        let directory = self.project.stateDirectory
+        guard let known = self.stateDirectoryIdentity, FileIdentity(path: directory) != known,
+            self.exitCode == nil
+        else { return }
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        self.stateDirectoryIdentity = FileIdentity(path: directory)
+        let restore = self.restoreState
+        Task { await restore() }
+        self.perform(self.machine.stateDirectoryLost(at: self.now))
     }
 
     private func reloadConfiguration() {

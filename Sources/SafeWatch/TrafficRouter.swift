@@ -41,6 +41,10 @@ public final class TrafficRouter: Sendable {
         var listeners: [any Channel] = []
         /// Set once safe-watch stops: how long an idle keep-alive connection may still send a request.
         var shuttingDown: TimeAmount?
+        /// Client connections the proxy accepted but could not set up (closed at once).
+        var failedConnections = 0
+        var lastFailedConnection: String?
+        var lastFailureLogged: ContinuousClock.Instant?
     }
 
     private let state = Mutex(State())
@@ -196,7 +200,7 @@ public final class TrafficRouter: Sendable {
     /// `Connection: close`, and close idle ones after `idleGrace` — a request sent in that
     /// instant is answered, not reset.
     public func beginShuttingDown(idleGrace: Duration) {
-        let grace = TimeAmount.nanoseconds(Int64(idleGrace.seconds * 1e9))
+        let grace = TimeAmount(saturating: idleGrace)
         let (listeners, clients): ([any Channel], [@Sendable (TimeAmount) -> Void]) = self.state.withLock { state in
             guard state.shuttingDown == nil else { return ([], []) }
             state.shuttingDown = grace
@@ -207,6 +211,35 @@ public final class TrafficRouter: Sendable {
     }
 
     public var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown != nil } }
+
+    // MARK: Connections the proxy could not set up
+
+    /// Called with a line to log when a client connection could not be set up; set once at start.
+    private let failureLog = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    public func onConnectionFailure(_ log: @escaping @Sendable (String) -> Void) {
+        self.failureLog.withLock { $0 = log }
+    }
+
+    /// An accepted client connection could not be set up and was closed. Counted for `status`;
+    /// logged at once, then at most every 10 s with the count, so a flood of them cannot flood the log.
+    func connectionSetupFailed(_ reason: String) {
+        let now = ContinuousClock.now
+        let line: String? = self.state.withLock { state in
+            state.failedConnections += 1
+            state.lastFailedConnection = reason
+            if let logged = state.lastFailureLogged, now - logged < .seconds(10) { return nil }
+            state.lastFailureLogged = now
+            let count = state.failedConnections == 1 ? "" : " (\(state.failedConnections) so far)"
+            return "the proxy could not set up a client connection and closed it\(count): \(reason)"
+        }
+        if let line, let log = self.failureLog.withLock({ $0 }) { log(line) }
+    }
+
+    /// Client connections that could not be set up so far, and the last reason.
+    public var connectionFailures: (count: Int, last: String?) {
+        self.state.withLock { ($0.failedConnections, $0.lastFailedConnection) }
+    }
 
     /// Returns once the listeners are closed and every connection they accepted has closed, or
     /// after `timeout`.

@@ -100,6 +100,8 @@ public struct ServiceStatus: Sendable {
                 self.reloading = false
                 lines.append("READY=1")
             }
+        case .stateDirectoryLost:
+            self.problem = ".safe-watch was deleted; building again"
         case .stopping:
             self.stopping = true
             lines.append("STOPPING=1")

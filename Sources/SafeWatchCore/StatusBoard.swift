@@ -31,7 +31,7 @@ public struct StatusBoard: Sendable {
                 id, result: "failed", took: took, summary: failure.summary,
                 diagnostics: failure.diagnostics.map(StatusSnapshot.Diagnostic.init), at: now)
             self.problem = "build \(id) failed: \(failure.summary)"
-        case .buildCancelled(let id):
+        case .buildCancelled(let id, _):
             if self.building?.id == id { self.building = nil }
         case .stagingFailed(let id, let reason, _):
             // The build itself succeeded; the result says what happened next.
@@ -67,6 +67,8 @@ public struct StatusBoard: Sendable {
             if self.problem?.hasPrefix(Self.configurationProblem) == true { self.problem = nil }
         case .configRejected(let message, _):
             self.problem = Self.configurationProblem + message
+        case .stateDirectoryLost:
+            self.problem = ".safe-watch was deleted; building again to restore the staged generations"
         case .stopping, .stopped:
             self.stopping = true
         }
@@ -111,9 +113,14 @@ public struct StatusSnapshot: Codable, Equatable, Sendable {
         public var mode: String
         /// The public addresses, e.g. ["http://127.0.0.1:8080"].
         public var addresses: [String]
-        public init(mode: String, addresses: [String]) {
+        /// Client connections the proxy accepted but could not set up (each was closed).
+        public var failedConnections: Int
+        public var lastFailedConnection: String?
+        public init(mode: String, addresses: [String], failedConnections: Int = 0, lastFailedConnection: String? = nil) {
             self.mode = mode
             self.addresses = addresses
+            self.failedConnections = failedConnections
+            self.lastFailedConnection = lastFailedConnection
         }
     }
 
@@ -238,6 +245,9 @@ extension StatusSnapshot {
         row("state", state)
         if let problem = self.problem { row("problem", problem) }
         row("serve", "\(self.serve.mode) mode on \(self.serve.addresses.joined(separator: ", "))")
+        if self.serve.failedConnections > 0 {
+            row("connections", "\(self.serve.failedConnections) could not be set up and were closed; last: \(self.serve.lastFailedConnection ?? "?")")
+        }
         if let build = self.build {
             row("build", "build \(build.id) running for \(seconds(now.timeIntervalSince(build.startedAt))) (\(build.reason))")
         }
@@ -274,6 +284,7 @@ extension BuildReason {
             return paths.count == 1 ? "\(paths[0]) changed" : "\(paths[0]) and \(paths.count - 1) more changed"
         case .configChanged: return "configuration changed"
         case .requested: return "requested"
+        case .stateDirectoryLost: return ".safe-watch was deleted"
         }
     }
 }

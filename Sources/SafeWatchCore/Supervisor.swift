@@ -106,7 +106,7 @@ public enum Report: Equatable, Sendable {
     case buildStarted(BuildID, reason: BuildReason)
     case buildSucceeded(BuildID, took: Duration)
     case buildFailed(BuildID, took: Duration, BuildFailure, stillServing: Generation?)
-    case buildCancelled(BuildID)
+    case buildCancelled(BuildID, because: BuildCancelCause)
     case stagingFailed(BuildID, reason: String, stillServing: Generation?)
     case candidateLaunched(Generation, LaunchPurpose)
     /// The migrations gate said no: `Generation` never starts.
@@ -119,6 +119,8 @@ public enum Report: Equatable, Sendable {
     case serverStopped(Generation, status: ExitStatus)
     case configReloaded
     case configRejected(String, keeping: String)
+    /// `.safe-watch` was deleted under safe-watch (`git clean -fdx`): the staged binaries are gone.
+    case stateDirectoryLost(stillServing: Generation?)
     case stopping
     case stopped
 }
@@ -128,6 +130,25 @@ public enum BuildReason: Equatable, Sendable {
     case filesChanged([String])
     case configChanged
     case requested
+    /// The state directory, with every staged generation, was deleted.
+    case stateDirectoryLost
+
+    /// The reason for one build that stands for this one and `newer`, queued behind a running build:
+    /// changed files add up (so the build names them), anything else is the newer reason.
+    func merged(with newer: BuildReason) -> BuildReason {
+        if case .filesChanged(let older) = self, case .filesChanged(let paths) = newer {
+            return .filesChanged(older + paths.filter { !older.contains($0) })
+        }
+        return newer
+    }
+}
+
+/// Why a running build was stopped before it finished.
+public enum BuildCancelCause: Equatable, Sendable {
+    /// safe-watch is stopping.
+    case stopping
+    /// Something newer asked for a build (the queued build's reason).
+    case superseded(by: BuildReason)
 }
 
 /// How a process ended.
@@ -189,9 +210,9 @@ public struct Supervisor: Sendable {
     private enum BuildState: Equatable {
         /// No build runs.
         case idle
-        /// `id` runs since `startedAt`. `rebuildQueued` if files changed after it started;
-        /// `cancelRequested` once we asked it to stop.
-        case running(id: BuildID, startedAt: Moment, reason: BuildReason, rebuildQueued: Bool, cancelRequested: Bool)
+        /// `id` runs since `startedAt`. `queued` is the reason for the build that follows it (files
+        /// changed after it started, a rebuild was asked for); `cancelRequested` once we asked it to stop.
+        case running(id: BuildID, startedAt: Moment, reason: BuildReason, queued: BuildReason?, cancelRequested: Bool)
     }
 
     /// A generation started beside (or, in restart mode, after) the active one and not yet healthy.
@@ -243,6 +264,9 @@ public struct Supervisor: Sendable {
     /// The generation serving traffic, if any.
     public var servingGeneration: Generation? { self.active?.generation }
 
+    /// Whether a build runs (or is being cancelled).
+    public var isBuilding: Bool { self.build != .idle }
+
 }
 
 // MARK: - Events
@@ -281,7 +305,7 @@ extension Supervisor {
     }
 
     public mutating func buildFinished(_ id: BuildID, _ outcome: BuildOutcome, at now: Moment) -> [SupervisorAction] {
-        guard case .running(let running, let startedAt, _, let rebuildQueued, _) = self.build, running == id else {
+        guard case .running(let running, let startedAt, _, let queued, _) = self.build, running == id else {
             return []  // a late report of a build we no longer track
         }
         self.build = .idle
@@ -289,7 +313,7 @@ extension Supervisor {
         switch outcome {
         case .succeeded:
             actions.append(.report(.buildSucceeded(id, took: now - startedAt)))
-            if self.phase == .running && !rebuildQueued {
+            if self.phase == .running && queued == nil {
                 let generation = self.nextGeneration
                 self.nextGeneration += 1
                 actions.append(.stage(id, generation))
@@ -297,12 +321,13 @@ extension Supervisor {
         case .failed(let failure):
             actions.append(.report(.buildFailed(id, took: now - startedAt, failure, stillServing: self.servingGeneration)))
         case .cancelled:
-            actions.append(.report(.buildCancelled(id)))
+            let cause: BuildCancelCause = queued.map { .superseded(by: $0) } ?? .stopping
+            actions.append(.report(.buildCancelled(id, because: cause)))
         }
         switch self.phase {
         case .running:
-            if rebuildQueued {
-                actions += self.startBuild(reason: .filesChanged([]), at: now)
+            if let queued {
+                actions += self.startBuild(reason: queued, at: now)
             }
         case .stopping:
             actions += self.exitIfDone()
@@ -431,8 +456,7 @@ extension Supervisor {
             var actions: [SupervisorAction] = [.report(.stopping)]
             // In order: the build, the candidate, the server.
             if case .running(let id, let startedAt, let reason, _, let cancelRequested) = self.build {
-                self.build = .running(
-                    id: id, startedAt: startedAt, reason: reason, rebuildQueued: false, cancelRequested: true)
+                self.build = .running(id: id, startedAt: startedAt, reason: reason, queued: nil, cancelRequested: true)
                 if !cancelRequested { actions.append(.cancelBuild(id)) }
             }
             if let candidate = self.candidate {
@@ -464,6 +488,23 @@ extension Supervisor {
         return actions
     }
 
+    /// `.safe-watch` is gone, and with it every staged binary: no generation can be restarted or
+    /// rolled back to. What runs keeps running (a process keeps its image); a build makes a new
+    /// generation to launch.
+    public mutating func stateDirectoryLost(at now: Moment) -> [SupervisorAction] {
+        guard self.phase == .running else { return [] }
+        self.staged = []
+        self.pendingRestart = nil
+        self.gated = nil
+        var actions: [SupervisorAction] = [.report(.stateDirectoryLost(stillServing: self.servingGeneration))]
+        if let waiting = self.launchAfterStop {
+            // Restart mode: the old server was stopped for a binary that is gone.
+            self.launchAfterStop = nil
+            actions.append(.report(.candidateDiscarded(waiting.generation, reason: "its staged binary was deleted", stillServing: nil)))
+        }
+        return actions + self.requestBuild(reason: .stateDirectoryLost, at: now)
+    }
+
     /// The configuration was read again and is invalid: keep the one in force.
     public mutating func configRejected(_ message: String) -> [SupervisorAction] {
         [.report(.configRejected(message, keeping: "the previous configuration stays in force"))]
@@ -479,9 +520,11 @@ extension Supervisor {
         switch self.build {
         case .idle:
             return self.startBuild(reason: reason, at: now)
-        case .running(let id, let startedAt, let running, _, let cancelRequested):
+        case .running(let id, let startedAt, let running, let queued, let cancelRequested):
             // Never two builds at once: interrupt this one and build again once it has ended.
-            self.build = .running(id: id, startedAt: startedAt, reason: running, rebuildQueued: true, cancelRequested: true)
+            self.build = .running(
+                id: id, startedAt: startedAt, reason: running, queued: queued.map { $0.merged(with: reason) } ?? reason,
+                cancelRequested: true)
             return cancelRequested ? [] : [.cancelBuild(id)]
         }
     }
@@ -512,7 +555,7 @@ extension Supervisor {
     private mutating func startBuild(reason: BuildReason, at now: Moment) -> [SupervisorAction] {
         let id = self.nextBuild
         self.nextBuild += 1
-        self.build = .running(id: id, startedAt: now, reason: reason, rebuildQueued: false, cancelRequested: false)
+        self.build = .running(id: id, startedAt: now, reason: reason, queued: nil, cancelRequested: false)
         return [.startBuild(id), .report(.buildStarted(id, reason: reason))]
     }
 
@@ -552,6 +595,8 @@ extension Supervisor {
     }
 
     private mutating func scheduleRestart(_ generation: Generation, ranFor: Duration) -> [SupervisorAction] {
+        // Its binary went with the state directory: the build under way brings the next one.
+        guard self.staged.contains(generation) else { return [] }
         if ranFor >= self.policy.stableAfter {
             self.crashes = 0
         }

@@ -231,6 +231,7 @@ extension SafeWatchCommand {
             let address = sockets.sockets.first?.address ?? project.configuration.serve.listen
             let publicAddress = "http://\(address)"
             let reporter = Reporter(logger: logger, publicAddress: publicAddress)
+            router.onConnectionFailure { reporter.warning($0) }
             for warning in sockets.warnings + controlWarnings { reporter.warning(warning) }
             let origin = sockets.sockets.isEmpty ? "" : " · socket \(sockets.origin)"
             reporter.info(
@@ -239,17 +240,45 @@ extension SafeWatchCommand {
                 project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable,
                 sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager,
                 publicAddresses: (sockets.sockets.isEmpty ? [address] : sockets.sockets.map(\.address)).map { "http://\($0)" })
-            var control: ControlServer?
+            let control = ControlEndpoint()
             if let controlSocket {
                 do {
-                    control = try await ControlServer.start(
-                        fd: controlSocket, path: controlPath, group: group, events: events, answer: { await runtime.answer($0) })
+                    await control.use(
+                        try await ControlServer.start(
+                            fd: controlSocket, path: controlPath, group: group, events: events, answer: { await runtime.answer($0) }))
                 } catch {
                     // Nobody would accept on it: the next `status` would wait, the next safe-watch
                     // would take it for a live one.
                     close(controlSocket)
                     unlink(controlPath)
                     reporter.warning("no control socket (`safe-watch status` will not reach this safe-watch): \(error)")
+                }
+            }
+            let stateDirectory = project.stateDirectory
+            await runtime.onStateDirectoryRecreated {
+                // The lock and the socket went with the directory: without them a second
+                // safe-watch would start on this project and `status` would not reach this one.
+                do {
+                    if try !InstanceLock.acquire(directory: stateDirectory) {
+                        reporter.warning("another safe-watch took \(stateDirectory)/lock while it was gone; stop one of them")
+                    }
+                } catch {
+                    reporter.warning("cannot lock \(stateDirectory) again: \(error)")
+                }
+                guard controlPath.hasPrefix(stateDirectory + "/") else { return }  // it lives elsewhere (long paths)
+                do {
+                    let fd = try ControlSocket.bind(path: controlPath)
+                    do {
+                        await control.use(
+                            try await ControlServer.start(
+                                fd: fd, path: controlPath, group: group, events: events, answer: { await runtime.answer($0) }))
+                    } catch {
+                        Glibc.close(fd)
+                        unlink(controlPath)
+                        throw error
+                    }
+                } catch {
+                    reporter.warning("no control socket any more (`safe-watch status` will not reach this safe-watch): \(error)")
                 }
             }
             let code: Int32
@@ -260,7 +289,7 @@ extension SafeWatchCommand {
                 code = StartupError.osError
             }
             for proxy in proxies { await proxy.close() }
-            await control?.close()
+            await control.close()
             try? await group.shutdownGracefully()
             return code
         }
@@ -292,5 +321,23 @@ extension SafeWatchCommand {
         } catch {
             SafeWatchCommand.exit(withError: error)
         }
+    }
+}
+
+/// The control server in force: made again when `.safe-watch`, where its socket lives, is
+/// deleted and recreated under a running safe-watch.
+actor ControlEndpoint {
+    private var server: ControlServer?
+
+    /// Serves with `server` from now on; the one before (its socket file already gone) is closed.
+    func use(_ server: ControlServer) async {
+        let previous = self.server
+        self.server = server
+        await previous?.close()
+    }
+
+    func close() async {
+        await self.server?.close()
+        self.server = nil
     }
 }

@@ -44,8 +44,28 @@ import Testing
         // The cancelled build reports; exactly one new build starts.
         let after = machine.buildFinished(2, .cancelled, at: .seconds(12))
         #expect(commands(after) == [.startBuild(3)])
-        #expect(reports(after).first == .buildCancelled(2))
+        // It says what superseded it, and the next build names every file changed meanwhile.
+        #expect(reports(after).first == .buildCancelled(2, because: .superseded(by: .filesChanged(["b.swift", "c.swift"]))))
+        #expect(reports(after).dropFirst().first == .buildStarted(3, reason: .filesChanged(["b.swift", "c.swift"])))
         #expect(machine.servingGeneration == 1)
+    }
+
+    @Test func buildCancelledByStoppingSaysSo() {
+        var machine = serving()
+        _ = machine.filesChanged(["a.swift"], at: .seconds(10))
+        #expect(commands(machine.signalReceived(.terminate, at: .seconds(11))).contains(.cancelBuild(2)))
+        let after = machine.buildFinished(2, .cancelled, at: .seconds(12))
+        #expect(reports(after).first == .buildCancelled(2, because: .stopping))
+        #expect(!commands(after).contains(.startBuild(3)))
+    }
+
+    @Test func rebuildRequestedDuringBuildIsTheCancelCause() {
+        var machine = serving()
+        _ = machine.filesChanged(["a.swift"], at: .seconds(10))
+        #expect(commands(machine.rebuildRequested(at: .seconds(11))) == [.cancelBuild(2)])
+        let after = machine.buildFinished(2, .cancelled, at: .seconds(12))
+        #expect(reports(after).first == .buildCancelled(2, because: .superseded(by: .requested)))
+        #expect(commands(after) == [.startBuild(3)])
     }
 
     @Test func buildThatSucceedsWhileCancelledIsNotStaged() {

@@ -1,0 +1,83 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// What each watched file last held, as far as safe-watch knows: the judge of whether an event is a
+/// change. A save that writes the same bytes, a file safe-watch wrote itself (the migrations sum
+/// file) and a file the build wrote (SwiftPM's Package.resolved) raise events too; none of them is
+/// a reason to build again.
+public final class ContentLedger: Sendable {
+    /// A file's content in a few bytes.
+    enum Fingerprint: Equatable, Sendable {
+        case absent
+        /// There when safe-watch started; its content was not read.
+        case present
+        case content([UInt8])
+        /// A directory or a file too large to hash on every save: always counts as changed.
+        case unjudged
+    }
+
+    /// Larger files are taken as changed without reading them.
+    static let largestHashed = 16 << 20
+
+    private let directory: String
+    private let known = Mutex<[String: Fingerprint]>([:])
+
+    /// - Parameter directory: the project directory the relative paths are in.
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// The paths whose content differs from what was last recorded for them (or that were never
+    /// recorded), each recorded as it is now. Paths that are not files (notes such as the watcher's
+    /// "(the whole tree …)") pass through.
+    public func changed(_ paths: [String]) -> [String] {
+        paths.filter { path in
+            guard !path.hasPrefix("(") else { return true }
+            let now = self.fingerprint(path)
+            let before = self.known.withLock { known in
+                defer { known[path] = now }
+                return known[path]
+            }
+            // Never seen and not there: a temporary file that came and went (an editor's, or an
+            // atomic write's) is no change.
+            guard let before else { return now != .absent }
+            return now == .unjudged || before != now
+        }
+    }
+
+    /// The files there at start (relative paths): deleting one is a change, while a path never
+    /// seen that comes and goes is not.
+    public func seed(present paths: some Sequence<String>) {
+        self.known.withLock { known in
+            for path in paths where known[path] == nil { known[path] = .present }
+        }
+    }
+
+    /// Records what `path` holds now, without judging it: it was written by the build.
+    public func recordCurrent(_ path: String) {
+        let now = self.fingerprint(path)
+        self.known.withLock { $0[path] = now }
+    }
+
+    /// Records `contents` for the absolute `path` that safe-watch is about to write, so the event
+    /// its own write raises is not taken for an edit.
+    public func willWrite(_ absolutePath: String, contents: Data) {
+        guard let path = self.relative(absolutePath) else { return }
+        self.known.withLock { $0[path] = .content(Array(SHA256.hash(data: contents))) }
+    }
+
+    private func relative(_ absolutePath: String) -> String? {
+        let prefix = self.directory.hasSuffix("/") ? self.directory : self.directory + "/"
+        return absolutePath.hasPrefix(prefix) ? String(absolutePath.dropFirst(prefix.count)) : nil
+    }
+
+    private func fingerprint(_ path: String) -> Fingerprint {
+        var info = stat()
+        guard lstat(self.directory + "/" + path, &info) == 0 else { return .absent }
+        guard info.st_mode & S_IFMT == S_IFREG, info.st_size <= Self.largestHashed,
+            let data = FileManager.default.contents(atPath: self.directory + "/" + path)
+        else { return .unjudged }
+        return .content(Array(SHA256.hash(data: data)))
+    }
+}
