@@ -50,6 +50,33 @@ import Testing
         #expect(machine.servingGeneration == 1)
     }
 
+    @Test func deletedStateDirectoryRebuildsAndNeverRestartsAGoneBinary() {
+        var machine = serving()
+        let lost = machine.stateDirectoryLost(at: .seconds(20))
+        #expect(reports(lost).first == .stateDirectoryLost(stillServing: 1))
+        #expect(commands(lost) == [.startBuild(2)])
+        #expect(reports(lost).dropFirst().first == .buildStarted(2, reason: .stateDirectoryLost))
+        // Gen 1 crashes before the build is done: its binary is gone, so it is not restarted
+        // (that would run a missing file in a backoff loop) and nothing is rolled back to.
+        let crash = machine.processExited(1, .exited(1), at: .seconds(21))
+        #expect(commands(crash) == [])
+        #expect(reports(crash) == [.serverCrashed(1, status: .exited(1))])
+        // The build brings a generation that can be launched and restarted again.
+        #expect(commands(machine.buildFinished(2, .succeeded, at: .seconds(25))) == [.stage(2, 2)])
+        #expect(commands(machine.staged(2, at: .seconds(25))) == [.launchCandidate(2, .newBuild)])
+        _ = machine.candidateHealthy(2, at: .seconds(26))
+        #expect(commands(machine.processExited(2, .exited(1), at: .seconds(60))).contains(.schedule(.restart(2), after: .milliseconds(100))))
+    }
+
+    @Test func deletedStateDirectoryDuringABuildQueuesTheRebuild() {
+        var machine = serving()
+        _ = machine.filesChanged(["a.swift"], at: .seconds(10))
+        #expect(commands(machine.stateDirectoryLost(at: .seconds(11))) == [.cancelBuild(2)])
+        let after = machine.buildFinished(2, .cancelled, at: .seconds(12))
+        #expect(reports(after).first == .buildCancelled(2, because: .superseded(by: .stateDirectoryLost)))
+        #expect(commands(after) == [.startBuild(3)])
+    }
+
     @Test func buildCancelledByStoppingSaysSo() {
         var machine = serving()
         _ = machine.filesChanged(["a.swift"], at: .seconds(10))
