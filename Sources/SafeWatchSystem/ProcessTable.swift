@@ -47,7 +47,7 @@ func normalizedWatchPath(_ path: String) -> String {
 /// A /proc file read to its end. /proc files report size 0, and Foundation's
 /// `String(contentsOfFile:)` then stops after its first read (4 KiB: /proc/self/maps came back cut
 /// off), so read until read(2) returns 0.
-func readProcFile(_ path: String) -> String? {
+public func readProcFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { _ = close(fd) }

@@ -141,6 +141,8 @@ import Testing
         try setVersion("term-2", in: directory)
         #expect(await safeWatch.log.waitForLine(containing: "▸ build 2 started", after: mark) != nil)
         #expect(await safeWatch.terminate(limit: .seconds(10)) == .exited(0), "\(safeWatch.output)")
+        // The stop is the cause, and it is named as such.
+        #expect(safeWatch.output.contains("build 2 cancelled: safe-watch is stopping"), "\(safeWatch.output)")
         #expect(safeWatch.descendants.isEmpty)
         #expect(processes(mentioning: directory).isEmpty, "left: \(processes(mentioning: directory))")
     }
