@@ -13,10 +13,10 @@ import Testing
     func makeProject() throws -> String {
         let directory = makeTemporaryDirectory("sw-init")
         try "#!/bin/sh\necho serving\n(setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &)\n(sh -c 'sleep 0.2' &)\nexec sleep 1000\n"
-            .write(toFile: directory + "/server.sh", atomically: false, encoding: .utf8)
+            .save(to: directory + "/server.sh", atomically: false)
         chmod(directory + "/server.sh", 0o755)
         try "[build]\ncommand = \"true\"\nbinary = \"server.sh\"\n[health]\ntype = \"none\"\n[run]\nstop_timeout = \"2s\"\n"
-            .write(toFile: directory + "/safe-watch.toml", atomically: false, encoding: .utf8)
+            .save(to: directory + "/safe-watch.toml", atomically: false)
         return directory
     }
 
@@ -37,7 +37,8 @@ import Testing
         let directory = try makeProject()
         let safeWatch = try await SafeWatchProcess(
             ["run", "--project", directory, "--listen", "127.0.0.1:0"],
-            wrapper: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+            // unshare needs root; safe-watch, PID 1 of the new namespace, runs as the test account.
+            namespace: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"])
         #expect(await safeWatch.log.waitForLine(containing: "[gen 1] serving") != nil, "\(safeWatch.output)")
         // unshare forks safe-watch, which is PID 1 of the new namespace.
         let pid1 = try #require(processTree(below: safeWatch.pid).first { pid in
@@ -45,6 +46,8 @@ import Testing
         })
         let status = (try? String(contentsOfFile: "/proc/\(pid1)/status", encoding: .utf8)) ?? ""
         #expect(status.split(separator: "\n").first { $0.hasPrefix("NSpid:") }?.hasSuffix("\t1") == true, "\(status)")
+        // PID 1, and not root: only the namespace needed root.
+        #expect(userID(of: pid1) == (try expectedUserID()), "\(status)")
         #expect(try await zombieLingers(below: pid1, for: .seconds(1)) == false)
 
         let begun = ContinuousClock.now
