@@ -264,6 +264,10 @@ final class SafeWatchProcess: Sendable {
         self.outputClosed = Task { for await _ in closed {} }
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
+        // The tests may run inside a service (a CI runner's unit): safe-watch is not one unless a
+        // test says so.
+        env["INVOCATION_ID"] = nil
+        env["NOTIFY_SOCKET"] = nil
         env.merge(environment) { $1 }
         if journalStream {
             var status = stat()
