@@ -41,3 +41,29 @@ extension SupervisorIntegrationTests {
         #expect(await safeWatch.terminate() == .exited(0))
     }
 }
+
+@Suite(.timeLimit(.minutes(3))) struct InitDockerOwnershipTests {
+    /// `init --docker`, as the account: a .dockerignore that keeps .build out of the build context,
+    /// and the .build mount point made before Docker makes it as root.
+    @Test func initDockerWritesADockerignoreAndTheBuildMountPoint() async throws {
+        let package = try makePackage(executables: ["site"])
+        giveTreeToAccount(package)
+        let (status, output) = try await runAsAccount(Paths.safeWatch, ["init", "--docker"], in: package)
+        #expect(status == .exited(0), "\(output)")
+        let ignore = try String(contentsOfFile: package + "/.dockerignore", encoding: .utf8)
+        #expect(ignore == DockerFiles.dockerignore)
+        #expect(output.contains("wrote \(package)/.dockerignore"), "\(output)")
+        var info = stat()
+        #expect(stat(package + "/.build", &info) == 0 && info.st_mode & S_IFMT == S_IFDIR)
+        #expect(fileOwner(package + "/.build") == (try expectedUserID()))
+
+        // A project's own .dockerignore is left alone, with a word when it lets .build in.
+        let other = try makePackage(executables: ["site"])
+        giveTreeToAccount(other)
+        try "node_modules\n".save(to: other + "/.dockerignore")
+        let (again, note) = try await runAsAccount(Paths.safeWatch, ["init", "--docker"], in: other)
+        #expect(again == .exited(0), "\(note)")
+        #expect(try String(contentsOfFile: other + "/.dockerignore", encoding: .utf8) == "node_modules\n")
+        #expect(note.contains("\(other)/.dockerignore exists and does not ignore .build: add .build and .safe-watch to it"), "\(note)")
+    }
+}
