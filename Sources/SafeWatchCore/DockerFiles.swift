@@ -1,9 +1,12 @@
+import Foundation
+
 /// The dev-container files that run safe-watch as PID 1 in Docker (DESIGN §5). Pure text: `safe-watch
 /// init --docker` fills in the project's values, and `config/` in the repository holds the same text
 /// for Examples/hello-server (a test keeps the two equal).
 public struct DockerFiles: Equatable, Sendable {
     public static let dockerfileName = "Dockerfile.dev"
     public static let composeName = "compose.yaml"
+    public static let dockerignoreName = ".dockerignore"
     /// The port when `serve.listen` does not give a fixed one.
     public static let defaultPort = 8080
 
@@ -93,6 +96,9 @@ public struct DockerFiles: Equatable, Sendable {
             # Exec form, no shell in between: safe-watch is PID 1. It reaps orphans and handles SIGTERM, SIGINT,
             # SIGHUP (reload) and SIGQUIT itself, so no tini or docker-init. 0.0.0.0: the published port
             # arrives on the container's interface; compose.yaml publishes it on the host's loopback only.
+            # It starts as root and at once becomes the owner of /app (the bind-mounted project), so
+            # .safe-watch/ and the build's files on the host are yours, not root's; a port below 1024 or
+            # a build that needs root: add "--keep-root" (or SAFE_WATCH_KEEP_ROOT=1 in compose.yaml).
             ENTRYPOINT ["safe-watch", "run", "--project", "/app", "--listen", "\(self.listen)"]
 
             """
@@ -116,7 +122,10 @@ public struct DockerFiles: Equatable, Sendable {
                 volumes:
                   - .:/app
                   # The container's build products, in a named volume: they never mix with the host's .build
-                  # (another OS or toolchain) and survive restarts.
+                  # (another OS or toolchain) and survive restarts. Its mount point is the project's .build:
+                  # keep that directory (init --docker creates it), or Docker creates it as root on the host,
+                  # where `swift build` then cannot write. safe-watch, started as root, gives the volume to
+                  # the project's owner and runs as that user, so nothing it creates in /app is root's.
                   - build:/app/.build
                 ports:
                   # The host's loopback only. Inside, safe-watch listens on 0.0.0.0:\(self.port) so this reaches it.
@@ -134,6 +143,28 @@ public struct DockerFiles: Equatable, Sendable {
               build:
 
             """
+    }
+
+    /// Keeps what the build context does not need out of it: the project reaches the container as a
+    /// bind mount, and the host's `.build` alone can be gigabytes that a classic `docker build` would
+    /// send to the engine on every `up --build`.
+    public static let dockerignore = """
+        # Written by `safe-watch init --docker`. The project reaches the dev container as a bind mount
+        # (compose.yaml), so the image's build context needs none of this; the host's .build alone can be
+        # gigabytes sent to the engine on every `docker compose up --build`.
+        .build
+        .build-*
+        .swiftpm
+        .safe-watch
+
+        """
+
+    /// Whether an existing .dockerignore already keeps `.build` out of the context.
+    public static func dockerignoreKeepsBuildOut(_ text: String) -> Bool {
+        text.split(whereSeparator: \.isNewline).contains { line in
+            let pattern = line.trimmingCharacters(in: .whitespaces)
+            return [".build", ".build/", "/.build", "/.build/", "**/.build", "**/.build/"].contains(pattern)
+        }
     }
 
     /// What to run after the files are written.

@@ -20,8 +20,9 @@ extension SafeWatchCommand {
                 safe-watch's path and the project directory, and prints the commands that enable them. \
                 The socket unit listens on serve.listen from safe-watch.toml (default 127.0.0.1:8080).
 
-                --docker writes Dockerfile.dev and compose.yaml into the project directory: a dev container \
-                with safe-watch as PID 1, the project bind-mounted at /app, its .build in a named volume, \
+                --docker writes Dockerfile.dev and compose.yaml into the project directory, and a .dockerignore \
+                if it has none: a dev container with safe-watch as PID 1 (acting as the project's owner, not \
+                root), the project bind-mounted at /app, its .build in a named volume, \
                 and serve.listen's port published on the host's loopback. The image builds safe-watch from \
                 the checkout SAFE_WATCH_SOURCE names. The product is safe-watch.toml's product, else the \
                 directory's name.
@@ -33,7 +34,7 @@ extension SafeWatchCommand {
         @Flag(name: .long, help: "Write the systemd user units safe-watch.service and safe-watch.socket.")
         var systemd = false
 
-        @Flag(name: .long, help: "Write the dev-container files Dockerfile.dev and compose.yaml into the project.")
+        @Flag(name: .long, help: "Write the dev-container files Dockerfile.dev, compose.yaml and .dockerignore into the project.")
         var docker = false
 
         @Option(name: .long, help: ArgumentHelp("Where to write the units.", valueName: "dir"))
@@ -103,6 +104,7 @@ extension SafeWatchCommand {
             }
             if let container {
                 try Self.write(containerFiles, creating: directory, what: "the container files")
+                Self.prepareForTheContainer(directory)
                 Self.printContainerSteps(container, configuration: configuration, directory: directory)
             }
         }
@@ -136,6 +138,34 @@ extension SafeWatchCommand {
                 product: configuration.product ?? name, port: port == 0 ? DockerFiles.defaultPort : port, directoryName: name)
             if case .http(let path) = configuration.health.kind { container.healthPath = path }
             return container
+        }
+
+        /// A `.dockerignore` when the project has none (one it has is left alone, with a word when it
+        /// lets `.build` into the build context), and the `.build` directory the compose volume is
+        /// mounted on: Docker would create a missing one as root, in the user's tree.
+        private static func prepareForTheContainer(_ directory: String) {
+            let files = FileManager.default
+            let ignorePath = directory + "/" + DockerFiles.dockerignoreName
+            if let existing = try? String(contentsOfFile: ignorePath, encoding: .utf8) {
+                if !DockerFiles.dockerignoreKeepsBuildOut(existing) {
+                    writeToStandardOutput(
+                        "\(ignorePath) exists and does not ignore .build: add .build and .safe-watch to it, or every `docker compose up --build` sends your .build to the engine\n")
+                }
+            } else if !files.fileExists(atPath: ignorePath) {
+                do {
+                    try DockerFiles.dockerignore.write(toFile: ignorePath, atomically: true, encoding: .utf8)
+                    writeToStandardOutput("wrote \(ignorePath)\n")
+                } catch {
+                    writeToStandardOutput("could not write \(ignorePath): \(error.localizedDescription)\n")
+                }
+            }
+            let build = directory + "/.build"
+            if !files.fileExists(atPath: build), (try? files.createDirectory(atPath: build, withIntermediateDirectories: false)) != nil,
+                geteuid() == 0, let owner = Privileges.owner(of: directory)
+            {
+                // `sudo safe-watch init --docker`: the directory is the project owner's, like the rest.
+                _ = lchown(build, owner.uid, owner.gid)
+            }
         }
 
         private static func printContainerSteps(_ container: DockerFiles, configuration: Configuration, directory: String) {

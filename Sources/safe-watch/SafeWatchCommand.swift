@@ -63,6 +63,11 @@ extension SafeWatchCommand {
         @Flag(name: .long, help: "Log debug details.")
         var verbose = false
 
+        @Flag(
+            name: .long,
+            help: "Stay root on a project another user owns (by default safe-watch started as root becomes the project directory's owner first). Also SAFE_WATCH_KEEP_ROOT=1.")
+        var keepRoot = false
+
         @Option(
             name: .long,
             help: ArgumentHelp(
@@ -146,6 +151,7 @@ extension SafeWatchCommand {
             } catch {
                 logger.warning("cannot become a child subreaper: \(error)")
             }
+            if let code = self.actAsTheProjectsOwner(logger: logger) { return code }
             Reaper.shared.start()
             let signals = signalStream()
 
@@ -292,6 +298,48 @@ extension SafeWatchCommand {
             await control.close()
             try? await group.shutdownGracefully()
             return code
+        }
+
+        /// Before anything is created in the project: root becomes the project directory's owner
+        /// (OwnerSwitch), and a project directory that cannot hold `.safe-watch` stops safe-watch
+        /// with the reason rather than failing later in every build. An exit code, or nil to go on.
+        private func actAsTheProjectsOwner(logger: Logger) -> Int32? {
+            let files = FileManager.default
+            let directory = ProjectLoader.absolute(self.project ?? files.currentDirectoryPath, relativeTo: files.currentDirectoryPath)
+            let environment = ProcessInfo.processInfo.environment
+            let keepRoot = self.keepRoot || OwnerSwitch.keepRoot(environmentValue: environment[OwnerSwitch.environmentVariable])
+            let owner = Privileges.owner(of: directory)
+            let decision = OwnerSwitch.decide(
+                effectiveUID: geteuid(), projectOwner: owner, keepRoot: keepRoot,
+                underServiceManager: OwnerSwitch.underServiceManager(environment: environment))
+            if case .become(let uid, let gid) = decision {
+                // Left by an earlier safe-watch or build as root, or created by Docker as root (the
+                // `.build` named volume and its mount point): the owner's from now on.
+                for leftover in [directory + "/.safe-watch", directory + "/.build"] where Privileges.owner(of: leftover)?.uid == 0 {
+                    Privileges.giveTree(leftover, uid: uid, gid: gid)
+                }
+                do {
+                    try Privileges.become(uid: uid, gid: gid)
+                } catch {
+                    writeToStandardError("safe-watch: cannot become the owner of \(directory) (uid \(uid)): \(error); run it as that user, or pass \(OwnerSwitch.flag)\n")
+                    return StartupError.osError
+                }
+                logger.info("\(OwnerSwitch.announcement(uid: uid, gid: gid, name: Privileges.userName(of: uid), directory: directory))")
+                // Started again as the owner, it decides to stay and goes on from here.
+                let failure = Privileges.runAgain(arguments: CommandLine.arguments)
+                writeToStandardError("safe-watch: cannot start again as uid \(uid): \(failure); run it as that user, or pass \(OwnerSwitch.flag)\n")
+                return StartupError.osError
+            }
+            // A missing project is the loader's to report (exit 66).
+            guard owner != nil else { return nil }
+            let stateDirectory = directory + "/.safe-watch"
+            if mkdir(stateDirectory, 0o755) != 0, errno != EEXIST {
+                let reason = String(cString: strerror(errno))
+                writeToStandardError(
+                    "safe-watch: \(StateDirectoryProblem.message(directory: directory, stateDirectory: stateDirectory, reason: reason, uid: geteuid(), ownerUID: Privileges.owner(of: directory)?.uid))\n")
+                return StateDirectoryProblem.exitCode
+            }
+            return nil
         }
     }
 }

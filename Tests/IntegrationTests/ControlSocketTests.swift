@@ -10,7 +10,7 @@ import Testing
 extension SupervisorIntegrationTests {
 
     func control(_ arguments: [String], project directory: String) async throws -> (ExitStatus, String) {
-        try await run(Paths.safeWatch, arguments + ["--project", directory], in: "/")
+        try await runAsAccount(Paths.safeWatch, arguments + ["--project", directory], in: "/")
     }
 
     func status(of directory: String) async throws -> StatusSnapshot {
@@ -66,7 +66,7 @@ extension SupervisorIntegrationTests {
         // A broken build: status names the file and line, and gen 3 still serves.
         mark = safeWatch.log.count
         try (versionSource("ctl-4") + "let broken: Int = \"not a number\"\n")
-            .write(toFile: directory + "/Sources/hello-server/Version.swift", atomically: true, encoding: .utf8)
+            .save(to: directory + "/Sources/hello-server/Version.swift")
         #expect(await safeWatch.log.waitForLine(containing: "failed in", after: mark) != nil, "\(safeWatch.output)")
         status = try await self.status(of: directory)
         #expect(status.state == "serving")
@@ -111,7 +111,7 @@ extension SupervisorIntegrationTests {
         #expect(info.st_mode & 0o777 == 0o600)
 
         // A second safe-watch for the same project refuses to start and leaves the first alone.
-        let (second, secondOutput) = try await run(
+        let (second, secondOutput) = try await runAsAccount(
             Paths.safeWatch, ["run", "--project", directory, "--listen", "127.0.0.1:0"], in: directory)
         #expect(second == .exited(69), "\(secondOutput)")
         #expect(secondOutput.contains("safe-watch is already running for \(directory) (pid \(first.pid))"), "\(secondOutput)")
@@ -135,9 +135,9 @@ extension SupervisorIntegrationTests {
         #expect(!FileManager.default.fileExists(atPath: socket))
 
         // A state directory another user owns: no control socket there, and safe-watch says why.
-        try FileManager.default.createDirectory(atPath: directory + "/.safe-watch", withIntermediateDirectories: true)
+        try createAccountDirectory(directory + "/.safe-watch")
         #expect(chown(directory + "/.safe-watch", 65534, 65534) == 0)
-        defer { _ = chown(directory + "/.safe-watch", geteuid(), getegid()) }
+        defer { giveToAccount(directory + "/.safe-watch") }
         let foreign = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         #expect(await foreign.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(foreign.output)")
         #expect(foreign.output.contains("belongs to uid 65534, not to you"), "\(foreign.output)")
@@ -171,7 +171,7 @@ extension SupervisorIntegrationTests {
 
         // Flood the event log: gen 2 prints 40,000 lines (about 4.5 MB of events) before it listens.
         var mark = safeWatch.log.count
-        try "[run]\nenv = { HELLO_CHATTER = \"40000\" }\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[run]\nenv = { HELLO_CHATTER = \"40000\" }\n".save(to: directory + "/safe-watch.toml")
         #expect(await safeWatch.log.waitForLine(containing: "configuration reloaded", after: mark) != nil, "\(safeWatch.output.suffix(3000))")
         mark = safeWatch.log.count
         let (rebuilt, rebuildOutput) = try await control(["rebuild"], project: directory)
@@ -270,7 +270,7 @@ extension SupervisorIntegrationTests {
     @Test func doctorWhileSafeWatchServesTheProjectCountsItsPortAsOurs() async throws {
         let directory = try await Fixture.shared.reset(version: "doc-1")
         let port = try freeLoopbackPort()
-        try "[serve]\nlisten = \"127.0.0.1:\(port)\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[serve]\nlisten = \"127.0.0.1:\(port)\"\n".save(to: directory + "/safe-watch.toml")
         defer { try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml") }
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory])
         #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(safeWatch.output)")

@@ -43,7 +43,7 @@ extension SupervisorIntegrationTests {
     @Test func stagingOnAFullDiskKeepsTheOldServerServingAndSaysWhy() async throws {
         let (safeWatch, port, directory) = try await startServing(version: "full-1")
         let target = directory + "/.safe-watch/generations/2"
-        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        try createAccountDirectory(target)
         let (mounted, mountOutput) = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", target], in: "/")
         try #require(mounted == .exited(0), "cannot mount a tmpfs here: \(mountOutput)")
         var unmounted = false

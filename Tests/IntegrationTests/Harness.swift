@@ -17,8 +17,21 @@ enum Paths {
         return url.path
     }()
 
-    /// The safe-watch binary built beside the test bundle.
+    /// The safe-watch binary built beside the test bundle, or a copy of it the test account can run.
     static let safeWatch: String = {
+        let built = builtSafeWatch
+        guard case .success(let account?) = TestAccount.current, !everyoneCanRun(built) else { return built }
+        // A checkout only root can enter (a clone under /root): the account runs a copy, which
+        // needs nothing beside it (the toolchain's libraries are found by absolute rpath).
+        let directory = makeTemporaryDirectory("safe-watch-bin")
+        chmod(directory, 0o755)
+        let copy = directory + "/safe-watch"
+        guard (try? FileManager.default.copyItem(atPath: built, toPath: copy)) != nil else { return built }
+        _ = lchown(copy, account.uid, account.gid)
+        return copy
+    }()
+
+    private static let builtSafeWatch: String = {
         let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: testBinary).deletingLastPathComponent()
         while directory.path != "/" {
@@ -28,13 +41,115 @@ enum Paths {
         }
         return packageRoot + "/.build/debug/safe-watch"
     }()
+
+    /// Whether any user may run `path`: it and every directory above it are executable by others.
+    static func everyoneCanRun(_ path: String) -> Bool {
+        var current = path
+        while current != "/" && !current.isEmpty {
+            var info = stat()
+            guard stat(current, &info) == 0, info.st_mode & S_IXOTH != 0 else { return false }
+            current = (current as NSString).deletingLastPathComponent
+        }
+        return true
+    }
 }
 
-/// A private temporary directory.
+/// A private temporary directory, the test account's (mkdtemp makes it 0700 and the tests' own).
 func makeTemporaryDirectory(_ prefix: String = "safe-watch-it") -> String {
     var bytes = Array((NSTemporaryDirectory() + prefix + "-XXXXXX").utf8CString)
     _ = mkdtemp(&bytes)
-    return bytes.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    let directory = bytes.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    giveToAccount(directory)
+    return directory
+}
+
+/// The unprivileged account the integration tests run safe-watch as. Users are not root: a success
+/// only root gets (a socket option that needs CAP_NET_ADMIN, a directory only root may write) must
+/// fail a test, not hide behind the suite's privileges.
+///
+/// Run by a developer (not root), the tests run safe-watch as that developer and `current` is nil.
+/// Run as root (CI; some tests need root for namespaces, mounts and a systemd user manager),
+/// safe-watch drops to the system account `safe-watch-test`, which script/test creates. The tests do
+/// not create it themselves: adding an account to the machine is for the test command, not for a
+/// `swift test` someone runs by hand, so a missing one fails with the command that creates it.
+struct TestAccount: Sendable {
+    static let name = "safe-watch-test"
+    static let createCommand =
+        "useradd --system --create-home --home-dir /var/lib/\(name) --shell /usr/sbin/nologin --user-group \(name)"
+
+    let uid: uid_t
+    let gid: gid_t
+    let home: String
+
+    static let current: Result<TestAccount?, HarnessError> = {
+        guard geteuid() == 0 else { return .success(nil) }
+        guard let entry = getpwnam(name) else {
+            return .failure(
+                HarnessError(
+                    "the integration tests run safe-watch as the unprivileged account \(name), which does not exist: run script/test (it creates it) or `\(createCommand)`"
+                ))
+        }
+        return .success(TestAccount(uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid, home: String(cString: entry.pointee.pw_dir)))
+    }()
+
+    /// The account, nil when the tests are not root; throws when root has no account to drop to.
+    static func required() throws -> TestAccount? { try current.get() }
+
+    /// `command` run as the account: setpriv (util-linux) sets the real and effective ids and the
+    /// account's groups, then execs it, so the pid is the command's own.
+    func command(_ command: [String]) -> [String] {
+        ["/usr/bin/setpriv", "--reuid=\(self.uid)", "--regid=\(self.gid)", "--init-groups", "--"] + command
+    }
+
+    /// `base` as a login as the account would have it: its HOME (`swift build` writes its caches
+    /// there), its names, and none of root's per-session directories.
+    func environment(_ base: [String: String]) -> [String: String] {
+        var environment = base
+        environment["HOME"] = self.home
+        environment["USER"] = TestAccount.name
+        environment["LOGNAME"] = TestAccount.name
+        for variable in ["XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "DBUS_SESSION_BUS_ADDRESS"] {
+            environment[variable] = nil
+        }
+        return environment
+    }
+}
+
+/// Gives `path` (not what it holds) to the test account; nothing to do when the tests are not root.
+func giveToAccount(_ path: String) {
+    guard case .success(let account?) = TestAccount.current else { return }
+    _ = lchown(path, account.uid, account.gid)
+}
+
+/// Gives `directory` and everything under it to the test account.
+func giveTreeToAccount(_ directory: String) {
+    guard case .success(let account?) = TestAccount.current else { return }
+    _ = lchown(directory, account.uid, account.gid)
+    guard let entries = FileManager.default.enumerator(atPath: directory) else { return }
+    for case let entry as String in entries {
+        _ = lchown(directory + "/" + entry, account.uid, account.gid)
+    }
+}
+
+/// Creates `path` and its missing parents for the test account, as the account's own editor would.
+func createAccountDirectory(_ path: String) throws {
+    var missing: [String] = []
+    var current = path
+    while !current.isEmpty, current != "/", !FileManager.default.fileExists(atPath: current) {
+        missing.append(current)
+        current = (current as NSString).deletingLastPathComponent
+    }
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    for directory in missing { giveToAccount(directory) }
+}
+
+extension String {
+    /// Writes the text to `path` (by default atomically, as editors save) as a file of the test
+    /// account's.
+    func save(to path: String, atomically: Bool = true) throws {
+        try self.write(toFile: path, atomically: atomically, encoding: .utf8)
+        giveToAccount(path)
+    }
 }
 
 /// A copy of Examples/hello-server built once per test run and shared by the serialized suites.
@@ -44,13 +159,15 @@ actor Fixture {
     private var prepared: String?
 
     /// The fixture's directory, copied and built on first use.
+    /// The copy and its build belong to the test account, which builds it, as a user's checkout.
     func directory() async throws -> String {
         if let prepared { return prepared }
         let directory = makeTemporaryDirectory("hello-fixture")
         try FileManager.default.removeItem(atPath: directory)
         try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Examples/hello-server", toPath: directory)
         try? FileManager.default.removeItem(atPath: directory + "/.build")
-        let (status, output) = try await run("/bin/sh", ["-c", "swift build 2>&1"], in: directory)
+        giveTreeToAccount(directory)
+        let (status, output) = try await runAsAccount("/bin/sh", ["-c", "swift build 2>&1"], in: directory)
         guard status == .exited(0) else { throw HarnessError("building the fixture failed: \(output)") }
         self.prepared = directory
         return directory
@@ -59,6 +176,9 @@ actor Fixture {
     /// Resets the fixture's sources and configuration, and returns its directory.
     func reset(version: String) async throws -> String {
         let directory = try await self.directory()
+        // The few tests that run safe-watch as root (under a systemd user manager) leave root's files
+        // in .build and .safe-watch: the account's next run must find its own tree again.
+        giveTreeToAccount(directory)
         try setVersion(version, in: directory)
         try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml")
         try? FileManager.default.removeItem(atPath: directory + "/migrations")
@@ -67,7 +187,7 @@ actor Fixture {
 }
 
 func setVersion(_ version: String, in directory: String) throws {
-    try versionSource(version).write(toFile: directory + "/Sources/hello-server/Version.swift", atomically: true, encoding: .utf8)
+    try versionSource(version).save(to: directory + "/Sources/hello-server/Version.swift")
 }
 
 func versionSource(_ version: String) -> String {
@@ -97,6 +217,24 @@ func run(_ executable: String, _ arguments: [String], in directory: String, envi
     return (status, lines.all.joined(separator: "\n"))
 }
 
+/// Runs a program to completion as the test account (as the developer when the tests are not
+/// root), with the account's environment.
+func runAsAccount(_ executable: String, _ arguments: [String], in directory: String, environment: [String: String]? = nil) async throws -> (ExitStatus, String) {
+    let base = environment ?? ProcessInfo.processInfo.environment
+    guard let account = try TestAccount.required() else { return try await run(executable, arguments, in: directory, environment: base) }
+    let command = account.command([executable] + arguments)
+    return try await run(command[0], Array(command.dropFirst()), in: directory, environment: account.environment(base))
+}
+
+/// Who a `SafeWatchProcess` runs as.
+enum RunAs: Sendable {
+    /// The unprivileged test account (the developer when the tests are not root): every test that
+    /// can, as users run safe-watch.
+    case account
+    /// root, for what only root can do; `because` says what, where the test is written.
+    case root(because: String)
+}
+
 /// Lines of output.
 typealias LineLog = Recorder<String>
 
@@ -108,13 +246,16 @@ final class SafeWatchProcess: Sendable {
     /// Ends when every writer of safe-watch's output has closed it (all lines are in `log`).
     private let outputClosed: Task<Void, Never>
 
-    /// Starts safe-watch with `arguments`; `environment` is added to ours. `wrapper` runs first and
-    /// execs safe-watch (`systemd-socket-activate -l …`); `journalStream` sets JOURNAL_STREAM to
-    /// safe-watch's stderr, as systemd does for a service.
+    /// Starts safe-watch with `arguments` as `user`; `environment` is added to ours. `namespace` runs
+    /// first, as root, and execs the rest (`unshare --pid …` needs root; safe-watch inside it need
+    /// not); `wrapper` runs next, as `user`, and execs safe-watch (`systemd-socket-activate -l …`);
+    /// `journalStream` sets JOURNAL_STREAM to safe-watch's stderr, as systemd does for a service.
     init(
-        _ arguments: [String], environment: [String: String] = [:], directory: String? = nil, wrapper: [String] = [],
-        journalStream: Bool = false
+        _ arguments: [String], environment: [String: String] = [:], directory: String? = nil, namespace: [String] = [],
+        wrapper: [String] = [], journalStream: Bool = false, as user: RunAs = .account
     ) async throws {
+        var account: TestAccount?
+        if case .account = user { account = try TestAccount.required() }
         Reaper.shared.start()
         let output = try OutputPipe()
         let log = LineLog()
@@ -123,13 +264,25 @@ final class SafeWatchProcess: Sendable {
         self.outputClosed = Task { for await _ in closed {} }
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
+        // The tests may run inside a service (a CI runner's unit): safe-watch is not one unless a
+        // test says so.
+        env["INVOCATION_ID"] = nil
+        env["NOTIFY_SOCKET"] = nil
         env.merge(environment) { $1 }
         if journalStream {
             var status = stat()
             fstat(output.writeEnd, &status)
             env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
         }
-        let command = wrapper + [Paths.safeWatch] + arguments
+        var command = wrapper + [Paths.safeWatch] + arguments
+        if let account {
+            env = account.environment(env)
+            command = account.command(command)
+            // A service manager's notify socket is the user's own (a user manager's is): the one a
+            // test stands in for it with was bound by root.
+            if let notify = env["NOTIFY_SOCKET"], notify.hasPrefix("/") { giveToAccount(notify) }
+        }
+        command = namespace + command
         let pid = try await Spawner.shared.spawn(
             SpawnRequest(
                 executable: command[0], arguments: command, environment: env,

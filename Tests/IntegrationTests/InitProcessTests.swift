@@ -13,10 +13,10 @@ import Testing
     func makeProject() throws -> String {
         let directory = makeTemporaryDirectory("sw-init")
         try "#!/bin/sh\necho serving\n(setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &)\n(sh -c 'sleep 0.2' &)\nexec sleep 1000\n"
-            .write(toFile: directory + "/server.sh", atomically: false, encoding: .utf8)
+            .save(to: directory + "/server.sh", atomically: false)
         chmod(directory + "/server.sh", 0o755)
         try "[build]\ncommand = \"true\"\nbinary = \"server.sh\"\n[health]\ntype = \"none\"\n[run]\nstop_timeout = \"2s\"\n"
-            .write(toFile: directory + "/safe-watch.toml", atomically: false, encoding: .utf8)
+            .save(to: directory + "/safe-watch.toml", atomically: false)
         return directory
     }
 
@@ -37,7 +37,8 @@ import Testing
         let directory = try makeProject()
         let safeWatch = try await SafeWatchProcess(
             ["run", "--project", directory, "--listen", "127.0.0.1:0"],
-            wrapper: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+            // unshare needs root; safe-watch, PID 1 of the new namespace, runs as the test account.
+            namespace: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"])
         #expect(await safeWatch.log.waitForLine(containing: "[gen 1] serving") != nil, "\(safeWatch.output)")
         // unshare forks safe-watch, which is PID 1 of the new namespace.
         let pid1 = try #require(processTree(below: safeWatch.pid).first { pid in
@@ -45,6 +46,8 @@ import Testing
         })
         let status = (try? String(contentsOfFile: "/proc/\(pid1)/status", encoding: .utf8)) ?? ""
         #expect(status.split(separator: "\n").first { $0.hasPrefix("NSpid:") }?.hasSuffix("\t1") == true, "\(status)")
+        // PID 1, and not root: only the namespace needed root.
+        #expect(userID(of: pid1) == (try expectedUserID()), "\(status)")
         #expect(try await zombieLingers(below: pid1, for: .seconds(1)) == false)
 
         let begun = ContinuousClock.now
@@ -53,6 +56,68 @@ import Testing
         #expect(ContinuousClock.now - begun < .seconds(8))
         #expect(processTree(below: safeWatch.pid).isEmpty)
         #expect(processes(mentioning: directory).isEmpty)
+    }
+
+    /// Every path under `directory` (itself included) whose owner is not `uid`.
+    func notOwned(by uid: uid_t, under directory: String) -> [String] {
+        var found = fileOwner(directory) == uid ? [] : ["."]
+        for case let entry as String in FileManager.default.enumerator(atPath: directory) ?? FileManager.DirectoryEnumerator()
+        where fileOwner(directory + "/" + entry) != uid {
+            found.append(entry)
+        }
+        return found
+    }
+
+    /// A dev container: safe-watch is PID 1 and root, the project is bind-mounted and belongs to
+    /// its user on the host, and Docker mounted a fresh named volume (root's) on its .build. Nothing
+    /// safe-watch or the build creates may be root's: the user could not remove it on the host.
+    @Test(.timeLimit(.minutes(6))) func asRootPID1ItBecomesTheProjectsOwnerBeforeItCreatesAnything() async throws {
+        guard geteuid() == 0, let account = try TestAccount.required() else { return }  // root starts containers
+        let directory = makeTemporaryDirectory("sw-container") + "/app"
+        try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Examples/hello-server", toPath: directory)
+        try? FileManager.default.removeItem(atPath: directory + "/.build")
+        giveTreeToAccount(directory)
+        try setVersion("container-1", in: directory)
+        // The named volume: a file system of its own, its root directory root's and 0755.
+        try FileManager.default.createDirectory(atPath: directory + "/.build", withIntermediateDirectories: false)
+        let (mounted, mountOutput) = try await run("/bin/mount", ["-t", "tmpfs", "-o", "mode=0755,size=1g", "tmpfs", directory + "/.build"], in: "/")
+        try #require(mounted == .exited(0), "\(mountOutput)")
+        defer { _ = umount2(directory + "/.build", Int32(MNT_DETACH)) }
+
+        let safeWatch = try await SafeWatchProcess(
+            ["run", "--project", directory, "--listen", "127.0.0.1:0"],
+            namespace: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"],
+            as: .root(because: "a container's PID 1 starts as root and must become the project's owner by itself"))
+        let port = try #require(await safeWatch.publicPort(), "\(safeWatch.output)")
+        let switched = await safeWatch.log.waitForLine(containing: "running as \(TestAccount.name) (uid \(account.uid), gid \(account.gid)), the owner of \(directory), not as root")
+        #expect(switched != nil, "\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy", limit: .seconds(300)) != nil, "\(safeWatch.output)")
+        #expect(await body(port: port) == "hello-server container-1\n")
+        let pid1 = try #require(processTree(below: safeWatch.pid).first { pid in
+            ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").hasPrefix(Paths.safeWatch)
+        })
+        #expect(userID(of: pid1) == account.uid)
+        #expect(FileManager.default.fileExists(atPath: directory + "/.build/debug/hello-server"))
+        #expect(FileManager.default.fileExists(atPath: directory + "/.safe-watch/generations/1"))
+        let roots = self.notOwned(by: account.uid, under: directory)
+        #expect(roots.isEmpty, "not the owner's: \(roots.prefix(20))")
+
+        kill(pid1, SIGTERM)
+        #expect(await safeWatch.waitForExit(limit: .seconds(10)) == .exited(0), "\(safeWatch.output)")
+        #expect(processes(mentioning: directory).isEmpty)
+    }
+
+    @Test func keepRootKeepsRoot() async throws {
+        guard geteuid() == 0, try TestAccount.required() != nil else { return }
+        let directory = try makeProject()
+        let safeWatch = try await SafeWatchProcess(
+            ["run", "--project", directory, "--listen", "127.0.0.1:0"], environment: ["SAFE_WATCH_KEEP_ROOT": "1"],
+            as: .root(because: "SAFE_WATCH_KEEP_ROOT=1 is asked to keep root"))
+        #expect(await safeWatch.log.waitForLine(containing: "[gen 1] serving") != nil, "\(safeWatch.output)")
+        #expect(userID(of: safeWatch.pid) == 0)
+        #expect(fileOwner(directory + "/.safe-watch") == 0)
+        #expect(!safeWatch.output.contains("running as "), "\(safeWatch.output)")
+        #expect(await safeWatch.terminate() == .exited(0))
     }
 
     @Test func asASubreaperItStopsADaemonizedGrandchildToo() async throws {

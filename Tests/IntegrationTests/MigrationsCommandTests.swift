@@ -16,20 +16,20 @@ import Testing
         var database: String { self.databaseOverride ?? "sqlite:\(self.directory)/dev.db" }
 
         init() throws {
-            try FileManager.default.createDirectory(atPath: self.directory + "/migrations", withIntermediateDirectories: true)
+            try createAccountDirectory(self.directory + "/migrations")
             try self.write("0001_create_users.up.sql", "CREATE TABLE users (id integer PRIMARY KEY);\n")
             try self.write("0001_create_users.down.sql", "DROP TABLE users;\n")
             try self.write("0002_add_email.sql", "ALTER TABLE users ADD COLUMN email text;\n")
         }
 
         func write(_ name: String, _ text: String) throws {
-            try text.write(toFile: self.directory + "/migrations/" + name, atomically: true, encoding: .utf8)
+            try text.save(to: self.directory + "/migrations/" + name)
         }
 
         /// Commits everything, so the validator can find previous versions in git.
         func commit() async throws {
             let script = "git init -q && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm migrations"
-            let (status, output) = try await run("/bin/sh", ["-c", script], in: self.directory)
+            let (status, output) = try await runAsAccount("/bin/sh", ["-c", script], in: self.directory)
             #expect(status == .exited(0), "\(output)")
         }
 
@@ -137,7 +137,7 @@ import Testing
         #expect(code == 0, "\(output)")
         let restore = try #require(output.split(separator: "\n").first { $0.hasPrefix("restore with: ") }).dropFirst("restore with: ".count)
         // Restoring brings back the database as it was before 0003.
-        let (status, restored) = try await run("/bin/sh", ["-c", String(restore)], in: project.directory)
+        let (status, restored) = try await runAsAccount("/bin/sh", ["-c", String(restore)], in: project.directory)
         #expect(status == .exited(0), "\(restored)")
         let (_, info) = try await project.migrations(["info"])
         #expect(info.contains("3\tpending"), "\(info)")
@@ -164,10 +164,10 @@ import Testing
     @Test func validateBuildAlsoRunsTheBuildCommand() async throws {
         let project = try Project()
         try "[build]\ncommand = \"echo 'main.swift:3:1: error: nope' && exit 1\"\nbinary = \"app\"\n"
-            .write(toFile: project.directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            .save(to: project.directory + "/safe-watch.toml")
         var (code, output) = try await project.migrations(["validate", "--build"], database: false)
         #expect(code == 1 && output.contains("build failed") && output.contains("main.swift:3: nope"), "\(output)")
-        try "[build]\ncommand = \"true\"\nbinary = \"app\"\n".write(toFile: project.directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[build]\ncommand = \"true\"\nbinary = \"app\"\n".save(to: project.directory + "/safe-watch.toml")
         (code, output) = try await project.migrations(["validate", "--build"], database: false)
         #expect(code == 0 && output.contains("build succeeded"), "\(output)")
     }

@@ -11,11 +11,10 @@ import Testing
     /// A project with no compiler in the loop: the "build" is `true`, the server a script that
     /// prints the version it read, so each swap shows which edit it saw.
     func makeProject(in directory: String) throws {
-        let files = FileManager.default
-        try files.createDirectory(atPath: directory + "/src", withIntermediateDirectories: true)
-        try "v1\n".write(toFile: directory + "/src/version.txt", atomically: false, encoding: .utf8)
+        try createAccountDirectory(directory + "/src")
+        try "v1\n".save(to: directory + "/src/version.txt", atomically: false)
         try "#!/bin/sh\necho \"serving $(cat src/version.txt)\"\nexec sleep 1000\n"
-            .write(toFile: directory + "/server.sh", atomically: false, encoding: .utf8)
+            .save(to: directory + "/server.sh", atomically: false)
         chmod(directory + "/server.sh", 0o755)
         try """
             [build]
@@ -28,7 +27,7 @@ import Testing
             type = "none"
             [run]
             stop_timeout = "1s"
-            """.write(toFile: directory + "/safe-watch.toml", atomically: false, encoding: .utf8)
+            """.save(to: directory + "/safe-watch.toml", atomically: false)
     }
 
     /// bindfs BACKING onto MOUNT; false when FUSE is not available here.
@@ -59,12 +58,12 @@ import Testing
 
         // Every edit is made in the backing directory: nothing passes through the mount's kernel side.
         var mark = safeWatch.log.count
-        try "v2\n".write(toFile: backing + "/src/version.txt", atomically: true, encoding: .utf8)  // edit (atomic save)
+        try "v2\n".save(to: backing + "/src/version.txt")  // edit (atomic save)
         #expect(await safeWatch.log.waitForLine(containing: "(src/version.txt changed)", after: mark) != nil, "\(safeWatch.output)")
         #expect(await safeWatch.log.waitForLine(containing: "[gen 2] serving v2", after: mark) != nil, "\(safeWatch.output)")
 
         mark = safeWatch.log.count
-        try "notes\n".write(toFile: backing + "/src/notes.txt", atomically: false, encoding: .utf8)  // create
+        try "notes\n".save(to: backing + "/src/notes.txt", atomically: false)  // create
         #expect(await safeWatch.log.waitForLine(containing: "(src/notes.txt changed)", after: mark) != nil, "\(safeWatch.output)")
 
         mark = safeWatch.log.count

@@ -16,11 +16,10 @@ import Testing
 
     func package(_ manifest: String, sources: [String: String]) throws -> String {
         let directory = makeTemporaryDirectory("pkg")
-        try manifest.write(toFile: directory + "/Package.swift", atomically: true, encoding: .utf8)
+        try manifest.save(to: directory + "/Package.swift")
         for (path, text) in sources {
-            let url = URL(fileURLWithPath: directory + "/" + path)
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try text.write(to: url, atomically: true, encoding: .utf8)
+            try createAccountDirectory(((directory + "/" + path) as NSString).deletingLastPathComponent)
+            try text.save(to: directory + "/" + path)
         }
         return directory
     }
@@ -34,17 +33,17 @@ import Testing
     @Test func invalidConfigurationNamesFileLineAndKey() async throws {
         let directory = makeTemporaryDirectory("cfg")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try "product = \"app\"\n\n[health]\nintervall = \"1s\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "product = \"app\"\n\n[health]\nintervall = \"1s\"\n".save(to: directory + "/safe-watch.toml")
         let (status, output) = try await runToExit(["--project", directory])
         #expect(status == .exited(78))
         #expect(output.contains("safe-watch.toml:4: health.intervall: unknown key in [health]"), "\(output)")
 
-        try "[serve]\nmode = \"teleport\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[serve]\nmode = \"teleport\"\n".save(to: directory + "/safe-watch.toml")
         let (badValue, badOutput) = try await runToExit(["--project", directory])
         #expect(badValue == .exited(78))
         #expect(badOutput.contains("safe-watch.toml:2: serve.mode: unknown mode \"teleport\""), "\(badOutput)")
 
-        try "[serve\nmode = 1\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[serve\nmode = 1\n".save(to: directory + "/safe-watch.toml")
         let (syntax, syntaxOutput) = try await runToExit(["--project", directory])
         #expect(syntax == .exited(78))
         #expect(syntaxOutput.contains("safe-watch.toml:1: not valid TOML"), "\(syntaxOutput)")

@@ -15,7 +15,7 @@ import Testing
     ) async throws -> (SafeWatchProcess, Int, String) {
         let directory = try await Fixture.shared.reset(version: version)
         if let configuration {
-            try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            try configuration.save(to: directory + "/safe-watch.toml")
         }
         let safeWatch = try await SafeWatchProcess(
             ["run", "--project", directory, "--listen", "127.0.0.1:0"] + arguments, environment: environment)
@@ -35,7 +35,7 @@ import Testing
         // A broken edit: the build fails, the old server keeps serving, the terminal says why.
         let mark = safeWatch.log.count
         try (versionSource("edit-3") + "let broken: Int = \"not a number\"\n")
-            .write(toFile: directory + "/Sources/hello-server/Version.swift", atomically: true, encoding: .utf8)
+            .save(to: directory + "/Sources/hello-server/Version.swift")
         let failure = await safeWatch.log.waitForLine(containing: "failed in", after: mark)
         #expect(failure?.contains("1 error; still serving gen 2") == true, "\(safeWatch.output)")
         #expect(await safeWatch.log.waitForLine(containing: "Sources/hello-server/Version.swift:3: cannot convert", after: mark) != nil, "\(safeWatch.output)")
@@ -179,7 +179,7 @@ import Testing
     @Test func healthPathThatAnswers404DiscardsTheCandidate() async throws {
         let (safeWatch, port, directory) = try await startServing(version: "h404-1")
         // A reload that points the health check at a path the server does not have.
-        try "[health]\npath = \"/missing\"\ninterval = \"50ms\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[health]\npath = \"/missing\"\ninterval = \"50ms\"\n".save(to: directory + "/safe-watch.toml")
         #expect(await safeWatch.log.waitForLine(containing: "configuration reloaded") != nil, "\(safeWatch.output)")
         let discarded = await safeWatch.log.waitForLine(containing: "gen 2 discarded")
         #expect(discarded?.contains("GET /missing answered 404") == true, "\(safeWatch.output)")
@@ -199,7 +199,7 @@ import Testing
             startup_timeout = "1s"
             """
         let directory = try await Fixture.shared.reset(version: "never-1")
-        try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try configuration.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
         let port = try #require(await safeWatch.publicPort())
         let discarded = await safeWatch.log.waitForLine(containing: "gen 1 discarded")
@@ -223,12 +223,12 @@ import Testing
 
     @Test func invalidReloadIsReportedAndTheOldConfigurationKept() async throws {
         let (safeWatch, port, directory) = try await startServing(version: "reload-1", configuration: "[watch]\ndebounce = \"50ms\"\n")
-        try "[watch]\ndebounce = \"50ms\"\nbogus = 1\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[watch]\ndebounce = \"50ms\"\nbogus = 1\n".save(to: directory + "/safe-watch.toml")
         let rejected = await safeWatch.log.waitForLine(containing: "configuration not reloaded")
         #expect(rejected?.contains("safe-watch.toml:3: watch.bogus: unknown key") == true, "\(safeWatch.output)")
         #expect(await body(port: port) == "hello-server reload-1\n")
         // SIGHUP reloads too.
-        try "[watch]\ndebounce = \"60ms\"\n".write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[watch]\ndebounce = \"60ms\"\n".save(to: directory + "/safe-watch.toml")
         #expect(await safeWatch.log.waitForLine(containing: "✓ configuration reloaded") != nil)
         let mark = safeWatch.log.count
         safeWatch.signal(SIGHUP)
@@ -268,8 +268,7 @@ extension SupervisorIntegrationTests {
     @Test func notifyAndTcpHealthChecksSwap() async throws {
         for (kind, version) in [("notify", "notify-1"), ("tcp", "tcp-1")] {
             let directory = try await Fixture.shared.reset(version: version)
-            try "[health]\ntype = \"\(kind)\"\ninterval = \"50ms\"\n".write(
-                toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            try "[health]\ntype = \"\(kind)\"\ninterval = \"50ms\"\n".save(to: directory + "/safe-watch.toml")
             let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
             let port = try #require(await safeWatch.publicPort())
             #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(kind): \(safeWatch.output)")
@@ -293,11 +292,11 @@ extension SupervisorIntegrationTests {
     @Test func migrationsGateKeepsTheOldServerOnABadEditAndAppliesGoodOnes() async throws {
         let directory = try await Fixture.shared.reset(version: "mig-1")
         let database = makeTemporaryDirectory("gate-db") + "/dev.db"
-        try FileManager.default.createDirectory(atPath: directory + "/migrations", withIntermediateDirectories: true)
+        try createAccountDirectory(directory + "/migrations")
         let users = "CREATE TABLE users (id integer PRIMARY KEY);\n"
-        try users.write(toFile: directory + "/migrations/0001_users.sql", atomically: true, encoding: .utf8)
+        try users.save(to: directory + "/migrations/0001_users.sql")
         try "[migrations]\ndatabase_url = \"sqlite:\(database)\"\napply = \"safe-watch\"\nbackup = true\n"
-            .write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            .save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
         let port = try #require(await safeWatch.publicPort())
         #expect(await safeWatch.log.waitForLine(containing: "applied 0001_users.sql") != nil, "\(safeWatch.output)")
@@ -305,15 +304,15 @@ extension SupervisorIntegrationTests {
 
         // An applied migration edited: blocked with the finding; the old server keeps serving.
         try setVersion("mig-2", in: directory)
-        try "CREATE TABLE users (id integer PRIMARY KEY, name text);\n".write(toFile: directory + "/migrations/0001_users.sql", atomically: true, encoding: .utf8)
+        try "CREATE TABLE users (id integer PRIMARY KEY, name text);\n".save(to: directory + "/migrations/0001_users.sql")
         #expect(await safeWatch.log.waitForLine(containing: "BLOCK SW101 0001_users.sql") != nil, "\(safeWatch.output)")
         #expect(await safeWatch.log.waitForLine(containing: "not started: migrations BLOCK (SW101)") != nil, "\(safeWatch.output)")
         #expect(await body(port: port) == "hello-server mig-1\n")
 
         // Undone, and a valid migration added: backed up, applied, swapped in.
         let mark = safeWatch.log.count
-        try users.write(toFile: directory + "/migrations/0001_users.sql", atomically: true, encoding: .utf8)
-        try "CREATE TABLE posts (id integer PRIMARY KEY);\n".write(toFile: directory + "/migrations/0002_posts.sql", atomically: true, encoding: .utf8)
+        try users.save(to: directory + "/migrations/0001_users.sql")
+        try "CREATE TABLE posts (id integer PRIMARY KEY);\n".save(to: directory + "/migrations/0002_posts.sql")
         #expect(await safeWatch.log.waitForLine(containing: "backed up to", after: mark) != nil, "\(safeWatch.output)")
         #expect(await safeWatch.log.waitForLine(containing: "applied 0002_posts.sql", after: mark) != nil)
         #expect(await safeWatch.log.waitForLine(containing: "healthy", after: mark) != nil)
@@ -323,7 +322,7 @@ extension SupervisorIntegrationTests {
         let failing = safeWatch.log.count
         try setVersion("mig-3", in: directory)
         try "CREATE TABLE tags (id integer);\nINSERT INTO missing_table VALUES (1);\n"
-            .write(toFile: directory + "/migrations/0003_tags.sql", atomically: true, encoding: .utf8)
+            .save(to: directory + "/migrations/0003_tags.sql")
         let refused = await safeWatch.log.waitForLine(containing: "not started: migrations failed to apply 0003_tags.sql", after: failing)
         #expect(refused?.contains("the transaction rolled back") == true, "\(safeWatch.output)")
         #expect(refused?.contains("still serving gen") == true)
@@ -333,8 +332,7 @@ extension SupervisorIntegrationTests {
 
     @Test func buildThatRunsTooLongIsStoppedAndReported() async throws {
         let directory = try await Fixture.shared.reset(version: "slow-build")
-        try "[build]\ncommand = \"sleep 37\"\nbinary = \".build/debug/hello-server\"\ntimeout = \"1s\"\n".write(
-            toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try "[build]\ncommand = \"sleep 37\"\nbinary = \".build/debug/hello-server\"\ntimeout = \"1s\"\n".save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
         let line = await safeWatch.log.waitForLine(containing: "build 1 failed", limit: .seconds(30))
         #expect(line?.contains("timed out after 1.0 s (build.timeout)") == true, "\(safeWatch.output)")

@@ -23,6 +23,17 @@ struct DockerFilesTests {
     func repositoryCopies() throws {
         #expect(try Self.repositoryFile("config/Dockerfile.dev") == self.example.dockerfile)
         #expect(try Self.repositoryFile("config/compose.yaml") == self.example.compose)
+        #expect(try Self.repositoryFile("config/.dockerignore") == DockerFiles.dockerignore)
+    }
+
+    @Test(".dockerignore keeps the host's build products and safe-watch's state out of the context")
+    func dockerignore() {
+        let patterns = DockerFiles.dockerignore.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(patterns == [".build", ".build-*", ".swiftpm", ".safe-watch"])
+        #expect(DockerFiles.dockerignoreKeepsBuildOut(DockerFiles.dockerignore))
+        #expect(DockerFiles.dockerignoreKeepsBuildOut("node_modules\n  .build/  \n"))
+        #expect(DockerFiles.dockerignoreKeepsBuildOut("**/.build\n"))
+        #expect(!DockerFiles.dockerignoreKeepsBuildOut("node_modules\n# .build\n.builder\n"))
     }
 
     @Test("ENTRYPOINT is exec form (safe-watch is PID 1) and listens on every interface")
