@@ -122,6 +122,8 @@ extension SupervisorIntegrationTests {
         let managerSays = entries.compactMap { $0["USER_UNIT"] != nil ? $0["MESSAGE"] as? String : nil }
         #expect(nextPID != String(frozenPID), "never restarted: \(managerSays.suffix(12))")
         #expect(status == "serving gen 1", "\(managerSays.suffix(12))")
+        // WatchdogSec, RestartSec and a start with a no-op build: seconds, not TimeoutStopSec's 30 s.
+        #expect(servingAgainAt - frozenAt < .seconds(20), "serving again \((servingAgainAt - frozenAt).seconds2) after the freeze: \(managerSays.suffix(12))")
         #expect(managerSays.contains { $0.contains("Watchdog timeout") }, "\(managerSays.suffix(12))")
         #expect(managerSays.contains { $0.contains("Killing process \(frozenPID)") && $0.contains("SIGKILL") }, "\(managerSays.suffix(12))")
         #expect(!managerSays.contains { $0.contains("Will not start") || $0.contains("start request repeated too quickly") }, "\(managerSays)")
