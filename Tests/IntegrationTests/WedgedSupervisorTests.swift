@@ -64,6 +64,12 @@ final class TimedClients: Sendable {
     }
 }
 
+/// The real uid of a process (/proc/PID/status "Uid:" line).
+func processOwner(_ pid: pid_t) -> uid_t? {
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    return status.split(separator: "\n").first { $0.hasPrefix("Uid:") }?.split(separator: "\t").dropFirst().first.flatMap { uid_t($0) }
+}
+
 extension Duration {
     /// "5.23 s", for the measurements the tests print.
     var seconds2: String { String(format: "%.2f s", Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18) }
@@ -83,7 +89,13 @@ extension SupervisorIntegrationTests {
             ? "[serve]\nmode = \"socket\"\nlisten = \"127.0.0.1:\(port)\"\n[health]\ntype = \"notify\"\n"
             : "[serve]\nlisten = \"127.0.0.1:\(port)\"\n"
         try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
-        let manager = try await UserManager()
+        // As a user runs it: the manager, safe-watch and its servers as an unprivileged account,
+        // which owns the project (the shared fixture is root's otherwise).
+        let account = "safe-watch-test"
+        try #require(getpwnam(account) != nil, "no account \(account): create it with `useradd --system \(account)` (script/test does)")
+        let (chowned, chownOutput) = try await run("/bin/chown", ["-R", "\(account):", directory], in: "/")
+        try #require(chowned == .exited(0), "\(chownOutput)")
+        let manager = try await UserManager(account: account)
         do {
             try await self.frozenServiceScenario(manager: manager, directory: directory, port: port, mode: mode)
         } catch {
@@ -106,6 +118,7 @@ extension SupervisorIntegrationTests {
         try #require(started == .exited(0), "\(startOutput)")
         try #require(try await manager.waitFor("StatusText", of: "safe-watch.service") { $0 == "serving gen 1" } == "serving gen 1")
         let frozenPID = try #require(pid_t(try await manager.property("MainPID", of: "safe-watch.service")))
+        #expect(processOwner(frozenPID) == getpwnam("safe-watch-test")?.pointee.pw_uid, "safe-watch runs as root")
 
         let clients = TimedClients(port: port, threads: 4)
         #expect(await clients.waitForSuccess(startedAfter: .now))
