@@ -93,7 +93,14 @@ extension SupervisorIntegrationTests {
         // which owns the project (the shared fixture is root's otherwise).
         let account = "safe-watch-test"
         try #require(getpwnam(account) != nil, "no account \(account): create it with `useradd --system \(account)` (script/test does)")
-        let (chowned, chownOutput) = try await run("/bin/chown", ["-R", "\(account):", directory], in: "/")
+        // SwiftPM's locks for the project's .build live in /tmp, named after its path
+        // (/tmp/_tmp_hello-fixture-X_.build.lock, …_.build_workspace-state.json.lock); root's
+        // builds of the fixture made them.
+        let lockPrefix = directory.replacing("/", with: "_") + "_"
+        let swiftPMLocks = ((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? [])
+            .filter { $0.hasPrefix(lockPrefix) && $0.hasSuffix(".lock") }.map { "/tmp/" + $0 }
+        let owned = [directory] + swiftPMLocks
+        let (chowned, chownOutput) = try await run("/bin/chown", ["-R", "\(account):"] + owned, in: "/")
         try #require(chowned == .exited(0), "\(chownOutput)")
         let manager = try await UserManager(account: account)
         do {
@@ -115,8 +122,17 @@ extension SupervisorIntegrationTests {
         try unit.replacing("\nWatchdogSec=30s\n", with: "\nWatchdogSec=3s\n").write(toFile: servicePath, atomically: true, encoding: .utf8)
         try await manager.systemctl("daemon-reload")
         let (started, startOutput) = try await manager.systemctl("start", "safe-watch.socket", "safe-watch.service")
-        try #require(started == .exited(0), "\(startOutput)")
-        try #require(try await manager.waitFor("StatusText", of: "safe-watch.service") { $0 == "serving gen 1" } == "serving gen 1")
+        if started != .exited(0) {
+            let journal = try await journalEntries(manager, unit: "safe-watch.service").compactMap { $0["MESSAGE"] as? String }
+            Issue.record("cannot start safe-watch.service: \(startOutput)\n\(journal.suffix(20).joined(separator: "\n"))")
+            return
+        }
+        let firstStatus = try await manager.waitFor("StatusText", of: "safe-watch.service", limit: .seconds(60)) { $0 == "serving gen 1" }
+        if firstStatus != "serving gen 1" {
+            let journal = try await journalEntries(manager, unit: "safe-watch.service").compactMap { $0["MESSAGE"] as? String }
+            Issue.record("not serving: \(firstStatus)\n\(journal.suffix(25).joined(separator: "\n"))")
+            return
+        }
         let frozenPID = try #require(pid_t(try await manager.property("MainPID", of: "safe-watch.service")))
         #expect(processOwner(frozenPID) == getpwnam("safe-watch-test")?.pointee.pw_uid, "safe-watch runs as root")
 
