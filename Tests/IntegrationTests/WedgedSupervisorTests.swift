@@ -194,7 +194,10 @@ extension SupervisorIntegrationTests {
     @Test func aStuckEventLoopStillStopsOnSIGTERMWithinTheDeadline() async throws {
         let notify = try FakeServiceManager(directory: makeTemporaryDirectory("sw-stuck"))
         defer { notify.close() }
-        let stallFile = makeTemporaryDirectory("sw-stall") + "/stall"
+        // Readable by whichever account safe-watch runs as.
+        let stallDirectory = makeTemporaryDirectory("sw-stall")
+        chmod(stallDirectory, 0o755)
+        let stallFile = stallDirectory + "/stall"
         let (safeWatch, port, directory) = try await startServing(
             version: "stuck-1", environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000", "SAFE_WATCH_TEST_STALL_LOOP_WHILE": stallFile],
             configuration: "[run]\nstop_timeout = \"1s\"\n")
