@@ -72,7 +72,7 @@ func processOwner(_ pid: pid_t) -> uid_t? {
 
 extension Duration {
     /// "5.23 s", for the measurements the tests print.
-    var seconds2: String { String(format: "%.2f s", Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18) }
+    var secondsText: String { String(format: "%.2f s", Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18) }
 }
 
 extension SupervisorIntegrationTests {
@@ -152,7 +152,7 @@ extension SupervisorIntegrationTests {
         #expect(nextPID != String(frozenPID), "never restarted: \(managerSays.suffix(12))")
         #expect(status == "serving gen 1", "\(managerSays.suffix(12))")
         // WatchdogSec, RestartSec and a start with a no-op build: seconds, not TimeoutStopSec's 30 s.
-        #expect(servingAgainAt - frozenAt < .seconds(20), "serving again \((servingAgainAt - frozenAt).seconds2) after the freeze: \(managerSays.suffix(12))")
+        #expect(servingAgainAt - frozenAt < .seconds(20), "serving again \((servingAgainAt - frozenAt).secondsText) after the freeze: \(managerSays.suffix(12))")
         #expect(managerSays.contains { $0.contains("Watchdog timeout") }, "\(managerSays.suffix(12))")
         #expect(managerSays.contains { $0.contains("Killing process \(frozenPID)") && $0.contains("SIGKILL") }, "\(managerSays.suffix(12))")
         #expect(!managerSays.contains { $0.contains("Will not start") || $0.contains("start request repeated too quickly") }, "\(managerSays)")
@@ -166,9 +166,9 @@ extension SupervisorIntegrationTests {
         let failures = requests.filter { $0.failure != nil }
         let longest = requests.filter { $0.failure == nil }.map { $0.ended - $0.started }.max() ?? .zero
         let figures = "\(mode.rawValue) mode: frozen at +0; watchdog kill at +\(killedAt.map { String(format: "%.2f s", $0) } ?? "?"); "
-            + "new safe-watch serving gen 1 at +\((servingAgainAt - frozenAt).seconds2); longest answered request \(longest.seconds2); "
+            + "new safe-watch serving gen 1 at +\((servingAgainAt - frozenAt).secondsText); longest answered request \(longest.secondsText); "
             + "\(requests.count - failures.count) answered, \(failures.count) failed"
-        let failureTimes = failures.prefix(5).map { "\($0.failure ?? "") at +\(($0.ended - frozenAt).seconds2)" }
+        let failureTimes = failures.prefix(5).map { "\($0.failure ?? "") at +\(($0.ended - frozenAt).secondsText)" }
         print("wedged-watchdog figures: \(figures) \(failureTimes)")
         switch mode {
         case .socket:
@@ -220,13 +220,13 @@ extension SupervisorIntegrationTests {
         let status = await safeWatch.terminate(limit: .seconds(30))
         let took = ContinuousClock.now - signalled
         #expect(status == .exited(70), "\(safeWatch.output)")
-        #expect(took >= .seconds(5.5) && took < .seconds(9), "exited \(took.seconds2) after SIGTERM")
+        #expect(took >= .seconds(5.5) && took < .seconds(9), "exited \(took.secondsText) after SIGTERM")
         let line = safeWatch.log.all.first { $0.hasPrefix("safe-watch: not stopped") }
         #expect(line?.hasPrefix("safe-watch: not stopped 6.0 s after SIGTERM (run.stop_timeout + 5.0 s); killed pid ") == true, "\(safeWatch.output)")
         #expect(line?.hasSuffix(" and their process groups with SIGKILL; exiting with status 70") == true, "\(safeWatch.output)")
         #expect(servers.allSatisfy { line?.contains(String($0)) == true }, "\(servers): \(line ?? "")")
         #expect(servers.allSatisfy { kill($0, 0) != 0 || isZombie($0) })
         #expect(processes(mentioning: directory + "/.safe-watch/generations").isEmpty)
-        print("wedged-sigterm figures: stuck loop, stop_timeout 1s: exited \(took.seconds2) after SIGTERM")
+        print("wedged-sigterm figures: stuck loop, stop_timeout 1s: exited \(took.secondsText) after SIGTERM")
     }
 }
