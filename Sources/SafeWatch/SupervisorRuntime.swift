@@ -171,6 +171,7 @@ public actor SupervisorRuntime {
         defer { stateCheckTask.cancel() }
         self.perform(self.machine.started(at: self.now))
         for await event in self.events {
+            TestHooks.stallWhileAsked()
             self.handle(event)
             if let exitCode = self.exitCode {
                 self.stopWatching()
@@ -737,16 +738,10 @@ public actor SupervisorRuntime {
         }
     }
 
-    /// If stopping takes much longer than stop_timeout, exit anyway (children get SIGKILL).
+    /// If stopping takes much longer than stop_timeout, exit anyway (children get SIGKILL). A
+    /// signal armed this as it arrived; `safe-watch stop` comes as an event and arms it here.
     private func scheduleHardStop() {
-        let limit = self.project.configuration.run.stopTimeout + .seconds(5)
-        let servers = self.servers
-        Task {
-            try? await Task.sleep(for: limit)
-            for server in servers.values { ProcessGroup.signal(server.pid, SIGKILL) }
-            writeToStandardError("safe-watch: children did not stop within stop_timeout; killed them\n")
-            _exit(70)  // not exit(): see SafeWatchCommand.run
-        }
+        HardStopTimer.shared.arm(signal: SIGTERM)
     }
 
     /// Sets what takes the lock and the control socket again once a deleted state directory has
@@ -794,6 +789,7 @@ public actor SupervisorRuntime {
         let rebuild = configuration.build != old.build || configuration.run != old.run || configuration.product != old.product
             || configuration.health != old.health
         self.project.configuration = configuration
+        HardStopTimer.shared.configure(stopTimeout: configuration.run.stopTimeout)
         self.classifier = Self.classifier(for: self.project)
         self.debouncer.quietPeriod = configuration.watch.debounce
         if configuration.watch != old.watch {

@@ -1,4 +1,4 @@
-/// The user units that run safe-watch as a systemd service (DESIGN §5). Pure text: `safe-watch
+/// The user units that run safe-watch as a systemd service. Pure text: `safe-watch
 /// init --systemd` fills in the real paths, and `systemd/` in the repository holds the same text
 /// with example paths (a test keeps the two equal).
 public struct SystemdUnits: Equatable, Sendable {
@@ -49,17 +49,22 @@ public struct SystemdUnits: Equatable, Sendable {
         # The PATH `safe-watch init` ran with, so the build finds the Swift toolchain.
         Environment=\(Self.escaped("PATH=" + self.path))
         # safe-watch sends WATCHDOG=1 every half period from its own event loop: a wedged supervisor
-        # is restarted, a long build is not.
+        # is killed and restarted, a long build is not.
         WatchdogSec=30s
+        # Not the default SIGABRT: Swift's crash backtracer catches it, prints a backtrace and lets
+        # the process carry on, and a frozen process acts on no signal but SIGKILL.
+        WatchdogSignal=SIGKILL
         # The first build can take minutes; safe-watch extends this while it runs (EXTEND_TIMEOUT_USEC).
         TimeoutStartSec=90s
+        # Longer than run.stop_timeout + 5 s, after which safe-watch kills its servers and exits by
+        # itself; if it has not, it gets SIGKILL.
         TimeoutStopSec=30s
-        # SIGTERM to safe-watch only: it stops builds and drains its servers in order.
-        KillMode=mixed
-        # If safe-watch itself is killed, its servers get SIGTERM from the kernel and finish their
-        # in-flight requests; SIGKILL to the whole unit would reset them. The next safe-watch stops
-        # whatever is still running after run.stop_timeout.
-        SendSIGKILL=no
+        # Signals go to safe-watch alone: on SIGTERM it stops builds and drains its servers in order.
+        # If it is killed (watchdog, TimeoutStopSec), its servers get SIGTERM from the kernel and
+        # finish their in-flight requests while the next safe-watch starts, which gives whatever still
+        # runs run.stop_timeout, then SIGKILL. (mixed or control-group would SIGKILL the servers the
+        # moment safe-watch dies and reset those requests.)
+        KillMode=process
         Restart=on-failure
         RestartSec=1s
         # safe-watch parks the listener it binds here (FDSTORE=1) when there is no socket unit.

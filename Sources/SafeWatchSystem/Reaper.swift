@@ -92,14 +92,20 @@ public func makeSignalSource(
 
 /// SIGTERM, SIGINT, SIGHUP and SIGQUIT as an async stream of signal numbers. Their default actions
 /// are replaced by SIG_IGN so that only the stream sees them (children get default dispositions
-/// back at spawn).
-public func signalStream(_ signals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT]) -> AsyncStream<Int32> {
+/// back at spawn). `onArrival` runs first, on the signal queue, whoever reads the stream (or not).
+public func signalStream(
+    _ signals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT], onArrival: @escaping @Sendable (Int32) -> Void = { _ in }
+) -> AsyncStream<Int32> {
     let queue = DispatchQueue(label: "safe-watch.signals")
     let (stream, continuation) = AsyncStream<Int32>.makeStream()
     var sources: [any DispatchSourceSignal] = []
     for number in signals {
         Glibc.signal(number, SIG_IGN)
-        sources.append(makeSignalSource(number, queue: queue) { continuation.yield(number) })
+        sources.append(
+            makeSignalSource(number, queue: queue) {
+                onArrival(number)
+                continuation.yield(number)
+            })
     }
     // The sources live as long as the process: cancelling a signal source while libdispatch's
     // manager thread drains its events crashed it here (SIGSEGV in _dispatch_event_loop_drain).

@@ -153,7 +153,11 @@ extension SafeWatchCommand {
             }
             if let code = self.actAsTheProjectsOwner(logger: logger) { return code }
             Reaper.shared.start()
-            let signals = signalStream()
+            // A stop signal starts its deadline here, on the signal queue, as it arrives: the event
+            // loop that acts on it may be the part that is stuck.
+            let signals = signalStream(onArrival: { signal in
+                if HardStop.stops(signal) { HardStopTimer.shared.arm(signal: signal) }
+            })
 
             let project: Project
             do {
@@ -165,6 +169,8 @@ extension SafeWatchCommand {
                 writeToStandardError("safe-watch: \(error)\n")
                 return error.exitCode
             }
+            HardStopTimer.shared.configure(
+                stopTimeout: project.configuration.run.stopTimeout, generationsDirectory: project.stateDirectory + "/generations/")
 
             let controlPath = project.controlSocketPath
             var controlWarnings: [String] = []

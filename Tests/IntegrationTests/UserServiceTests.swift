@@ -11,10 +11,14 @@ final class UserManager: Sendable {
     let directory: String
     var unitDirectory: String { self.directory + "/runtime/systemd/user" }
 
-    init() async throws {
+    /// `account`: the manager, and every service, runs as that account instead of root.
+    init(account: String? = nil) async throws {
         // Short: the manager's socket paths live under it.
         self.directory = "/tmp/um-\(getpid())-\(UInt32.random(in: 0..<100_000))"
-        let (status, output) = try await run(Paths.packageRoot + "/script/user-manager", ["start", self.directory], in: "/")
+        var environment = ProcessInfo.processInfo.environment
+        if let account { environment["USER_MANAGER_ACCOUNT"] = account }
+        let (status, output) = try await run(
+            Paths.packageRoot + "/script/user-manager", ["start", self.directory], in: "/", environment: environment)
         guard status == .exited(0) else { throw HarnessError("cannot start a user manager: \(output)") }
     }
 
@@ -52,9 +56,11 @@ final class UserManager: Sendable {
     }
 }
 
-/// The journal entries of a user unit, as JSON objects.
+/// The journal entries of a user unit, as JSON objects: its processes' and the manager's about it,
+/// whichever uid the manager runs as (`--user-unit` would add the caller's _UID).
 func journalEntries(_ manager: UserManager, unit: String) async throws -> [[String: Any]] {
-    let (_, output) = try await manager.exec(["journalctl", "--user-unit=\(unit)", "-o", "json", "--no-pager"])
+    let (_, output) = try await manager.exec(
+        ["journalctl", "_SYSTEMD_USER_UNIT=\(unit)", "+", "USER_UNIT=\(unit)", "-o", "json", "--no-pager"])
     return output.split(separator: "\n").compactMap { line in
         try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
     }

@@ -181,3 +181,26 @@ import Testing
         #expect(listenersOutsideSocketMode(serverSocketInodes: [51234], listening: sockets, sharedInodes: [51234], healthPort: nil).isEmpty)
     }
 }
+
+@Suite struct HardStopTests {
+    @Test func stopSignalsStartTheClockAndAReloadDoesNot() {
+        #expect(HardStop.stops(15) && HardStop.stops(2) && HardStop.stops(3))
+        #expect(!HardStop.stops(1))
+    }
+
+    @Test func theLimitIsStopTimeoutPlusTheMargin() {
+        #expect(HardStop.limit(stopTimeout: .seconds(5)) == .seconds(10))
+        #expect(HardStop.limit(stopTimeout: .zero) == .seconds(5))
+        #expect(HardStop.limit(stopTimeout: .seconds(-3)) == .seconds(5))
+        // The largest stop_timeout the configuration accepts does not overflow.
+        let largest = parseDuration("292y") ?? parseDuration("2562047h") ?? .seconds(Int64.max / 1_000_000_000)
+        #expect(HardStop.limit(stopTimeout: largest) > largest)
+    }
+
+    @Test func theLineSaysWhatWasKilledAndWhy() {
+        #expect(
+            HardStop.message(signal: 15, limit: .seconds(10), killed: [41, 42])
+                == "safe-watch: not stopped 10.0 s after SIGTERM (run.stop_timeout + 5.0 s); killed pid 41, 42 and their process groups with SIGKILL; exiting with status 70\n")
+        #expect(HardStop.message(signal: 2, limit: .seconds(6), killed: []).contains("after SIGINT (run.stop_timeout + 5.0 s); nothing was left to kill;"))
+    }
+}
