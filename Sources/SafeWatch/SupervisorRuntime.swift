@@ -647,6 +647,12 @@ public actor SupervisorRuntime {
                 if lines.contains("READY=1") { server.markReady() }
             }
             self.register(server)
+            if Task.isCancelled {
+                // Told to stop while it was being spawned (a stop right after the launch): the
+                // stop found no process then, so it is carried out now, or it would never exit.
+                let run = self.project.configuration.run
+                self.stop(server, signal: run.stopSignal, timeout: run.stopTimeout)
+            }
             Task {
                 let status = await Reaper.shared.wait(for: pid)
                 // Its last lines before the line that says it stopped; a grandchild that keeps the

@@ -20,7 +20,7 @@ extension SupervisorIntegrationTests {
             startup_timeout = "120s"
             """
         let directory = try await Fixture.shared.reset(version: "slow-40")
-        try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try configuration.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         let port = try #require(await safeWatch.publicPort(), "\(safeWatch.output)")
         let started = try #require(await safeWatch.log.waitForLine(containing: "▸ gen 1 starting"), "\(safeWatch.output)")
@@ -44,7 +44,7 @@ extension SupervisorIntegrationTests {
             startup_timeout = "12s"
             """
         let directory = try await Fixture.shared.reset(version: "never-ends")
-        try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try configuration.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         let discarded = await safeWatch.log.waitForLine(containing: "gen 1 discarded", limit: .seconds(100))
         #expect(discarded?.contains("not healthy within startup_timeout 12.0 s") == true, "\(safeWatch.output)")
@@ -76,7 +76,7 @@ extension SupervisorIntegrationTests {
             command = "echo probe >> '\(probeLog)'; exit 1"
             interval = "20ms"
             """
-        try configuration.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+        try configuration.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         let discarded = await safeWatch.log.waitForLine(containing: "gen 1 discarded")
         #expect(discarded?.contains("exited (exit status 3) before it became healthy") == true, "\(safeWatch.output)")
@@ -115,7 +115,7 @@ extension SupervisorIntegrationTests {
         #expect(status.pid == safeWatch.pid)
         let pid = try #require(status.active?.pid, "\(status)")
         // A second safe-watch is refused again: the lock came back.
-        let (secondCode, secondOutput) = try await run(
+        let (secondCode, secondOutput) = try await runAsAccount(
             Paths.safeWatch, ["run", "--project", directory, "--listen", "127.0.0.1:0"], in: "/")
         #expect(secondCode == .exited(69) && secondOutput.contains("already running"), "\(secondOutput)")
         // A crash now restarts gen 2 from its staged binary.
@@ -155,20 +155,21 @@ extension SupervisorIntegrationTests {
     @Test func theFirstBuildOfAFreshCheckoutDoesNotCancelItself() async throws {
         let root = makeTemporaryDirectory("fresh-checkout")
         let dependency = root + "/greeting"
-        try FileManager.default.createDirectory(atPath: dependency + "/Sources/Greeting", withIntermediateDirectories: true)
+        try createAccountDirectory(dependency + "/Sources/Greeting")
         try """
             // swift-tools-version:6.0
             import PackageDescription
             let package = Package(name: "greeting", products: [.library(name: "Greeting", targets: ["Greeting"])],
                 targets: [.target(name: "Greeting")])
-            """.write(toFile: dependency + "/Package.swift", atomically: true, encoding: .utf8)
-        try "public let greeting = \"hello\"\n".write(toFile: dependency + "/Sources/Greeting/Greeting.swift", atomically: true, encoding: .utf8)
+            """.save(to: dependency + "/Package.swift")
+        try "public let greeting = \"hello\"\n".save(to: dependency + "/Sources/Greeting/Greeting.swift")
         for command in ["git init -q", "git add -A", "git -c user.name=t -c user.email=t@t commit -qm 1", "git tag 1.0.0"] {
-            let (code, output) = try await run("/bin/sh", ["-c", command], in: dependency)
+            let (code, output) = try await runAsAccount("/bin/sh", ["-c", command], in: dependency)
             try #require(code == .exited(0), "\(command): \(output)")
         }
         let project = root + "/server"
         try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Examples/hello-server", toPath: project)
+        giveTreeToAccount(project)
         try? FileManager.default.removeItem(atPath: project + "/.build")
         try? FileManager.default.removeItem(atPath: project + "/Package.resolved")
         let manifest = try String(contentsOfFile: project + "/Package.swift", encoding: .utf8)
@@ -177,7 +178,7 @@ extension SupervisorIntegrationTests {
                 of: ".executableTarget(name: \"hello-server\", path: \"Sources/hello-server\")",
                 with: ".executableTarget(name: \"hello-server\", dependencies: [.product(name: \"Greeting\", package: \"greeting\")], path: \"Sources/hello-server\")")
         try #require(manifest.contains("Greeting"), "the example's manifest changed shape:\n\(manifest)")
-        try manifest.write(toFile: project + "/Package.swift", atomically: true, encoding: .utf8)
+        try manifest.save(to: project + "/Package.swift")
         try setVersion("fresh-1", in: project)
 
         let safeWatch = try await SafeWatchProcess(["run", "--project", project, "--listen", "127.0.0.1:0"])
@@ -199,11 +200,10 @@ extension SupervisorIntegrationTests {
     @Test func safeWatchsOwnSumFileWriteIsNotAnEdit() async throws {
         let directory = try await Fixture.shared.reset(version: "sum-1")
         let database = makeTemporaryDirectory("sum-db") + "/dev.db"
-        try FileManager.default.createDirectory(atPath: directory + "/migrations", withIntermediateDirectories: true)
-        try "CREATE TABLE users (id integer PRIMARY KEY);\n".write(
-            toFile: directory + "/migrations/0001_users.sql", atomically: true, encoding: .utf8)
+        try createAccountDirectory(directory + "/migrations")
+        try "CREATE TABLE users (id integer PRIMARY KEY);\n".save(to: directory + "/migrations/0001_users.sql")
         try "[migrations]\ndatabase_url = \"sqlite:\(database)\"\napply = \"safe-watch\"\n"
-            .write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            .save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["--project", directory, "--listen", "127.0.0.1:0"])
         #expect(await safeWatch.log.waitForLine(containing: "applied 0001_users.sql") != nil, "\(safeWatch.output)")
         #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(safeWatch.output)")
