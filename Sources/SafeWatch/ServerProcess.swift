@@ -9,12 +9,18 @@ final class ServerProcess: Sendable {
     /// The private port in proxy mode (in socket mode the health port, if the check needs one),
     /// the public one in restart mode.
     let port: Int?
+    /// Its last lines of output, for saying why it died.
+    let output: OutputTail
+    /// How it was given its port, to say what to change when it did not take it.
+    let handoff: PortHandoff
     private let state = Mutex<(status: ExitStatus?, waiters: [CheckedContinuation<ExitStatus, Never>], ready: Bool)>((nil, [], false))
 
-    init(generation: Generation, pid: pid_t, port: Int?) {
+    init(generation: Generation, pid: pid_t, port: Int?, output: OutputTail, handoff: PortHandoff) {
         self.generation = generation
         self.pid = pid
         self.port = port
+        self.output = output
+        self.handoff = handoff
     }
 
     /// The process sent READY=1 on its notify socket.
@@ -47,4 +53,23 @@ final class ServerProcess: Sendable {
             if let status { continuation.resume(returning: status) }
         }
     }
+}
+
+/// The last lines a server printed (they are reported as they come; this keeps the end).
+final class OutputTail: Sendable {
+    private let lines = Mutex<[String]>([])
+    private let limit: Int
+
+    init(limit: Int = 20) {
+        self.limit = limit
+    }
+
+    func append(_ line: String) {
+        self.lines.withLock { lines in
+            lines.append(line)
+            if lines.count > self.limit { lines.removeFirst(lines.count - self.limit) }
+        }
+    }
+
+    var last: [String] { self.lines.withLock { $0 } }
 }
