@@ -55,21 +55,28 @@ final class ServerProcess: Sendable {
     }
 }
 
-/// The last lines a server printed (they are reported as they come; this keeps the end).
+/// The last lines a server printed (they are reported as they come; this keeps the end), and the
+/// first few that `notable` picks wherever they were: a crash's backtrace can push the line that
+/// says why far out of the last lines.
 final class OutputTail: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let kept = Mutex<(last: [String], notable: [String])>(([], []))
     private let limit: Int
+    private let isNotable: @Sendable (String) -> Bool
 
-    init(limit: Int = 20) {
+    init(limit: Int = 20, notable isNotable: @escaping @Sendable (String) -> Bool) {
         self.limit = limit
+        self.isNotable = isNotable
     }
 
     func append(_ line: String) {
-        self.lines.withLock { lines in
-            lines.append(line)
-            if lines.count > self.limit { lines.removeFirst(lines.count - self.limit) }
+        let notable = self.isNotable(line)
+        self.kept.withLock { lines in
+            lines.last.append(line)
+            if lines.last.count > self.limit { lines.last.removeFirst(lines.last.count - self.limit) }
+            if notable, lines.notable.count < 5 { lines.notable.append(line) }
         }
     }
 
-    var last: [String] { self.lines.withLock { $0 } }
+    /// The notable lines, then the last ones.
+    var lines: [String] { self.kept.withLock { $0.notable + $0.last } }
 }

@@ -302,7 +302,7 @@ public actor SupervisorRuntime {
             if self.router.active?.generation == generation, !self.servers.values.contains(where: { $0.generation == generation }) {
                 self.router.setActive(nil)  // hold new requests until a server is healthy again
             }
-            let diagnosis = server.flatMap { $0.handoff.diagnoseExit(lastLines: $0.output.last) }
+            let diagnosis = server.flatMap { $0.handoff.diagnoseExit(output: $0.output.lines) }
             self.perform(self.machine.processExited(generation, status, at: now, diagnosis: diagnosis))
         case .timerFired(let timer):
             self.perform(self.machine.timerFired(timer, at: now))
@@ -628,7 +628,7 @@ public actor SupervisorRuntime {
         let startedAt = self.now
         let start = self.start
         let (outputEnded, finishOutput) = AsyncStream<Void>.makeStream()
-        let tail = OutputTail()
+        let tail = OutputTail(notable: PortHandoff.isNotable)
         let handoff = PortHandoff(
             port: port, mode: configuration.serve.mode, args: configuration.run.args, portEnv: configuration.run.portEnv,
             publicAddress: configuration.serve.mode == .restart

@@ -25,10 +25,11 @@ public struct PortHandoff: Equatable, Sendable {
         self.publicAddress = publicAddress
     }
 
-    /// For a candidate that exited before it became healthy: why and what to change, when its last
-    /// lines of output say the address it wanted was taken; nil otherwise.
-    public func diagnoseExit(lastLines: [String]) -> String? {
-        guard lastLines.contains(where: Self.saysAddressInUse) else { return nil }
+    /// For a candidate that exited before it became healthy: why and what to change, when its
+    /// output (its last lines, and the `isNotable` ones before them) says the address it wanted was
+    /// taken; nil otherwise.
+    public func diagnoseExit(output: [String]) -> String? {
+        guard output.contains(where: Self.saysAddressInUse) else { return nil }
         var text = "it said \"Address already in use\""
         switch self.mode {
         case .socket:
@@ -84,6 +85,11 @@ public struct PortHandoff: Equatable, Sendable {
     private static let socketModeFix =
         "in socket mode the server must serve on the socket passed as fd 3 (LISTEN_FDS, sd_listen_fds); "
         + "for a server that binds a port, use mode = \"proxy\" with {port} in [run] args or port_env"
+
+    /// A line of output worth keeping for `diagnoseExit`, however much follows it.
+    public static func isNotable(_ line: String) -> Bool {
+        Self.saysAddressInUse(line)
+    }
 
     /// NIO, glibc's strerror, Go and Rust all print this; some print the errno's name instead.
     static func saysAddressInUse(_ line: String) -> Bool {

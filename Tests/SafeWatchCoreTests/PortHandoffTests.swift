@@ -3,10 +3,12 @@ import Testing
 
 @Suite("A candidate that did not take the port it was given")
 struct PortHandoffTests {
-    /// Vapor's last lines when 8080 is taken (NIO's bind error as Vapor logs it).
+    /// What Vapor 4.122.3 prints when its port is taken (then a backtrace: its error reaches the top level).
     static let vaporAddressInUse = [
-        "[ WARNING ] No custom configuration set, using default",
-        "[ ERROR ] bind(descriptor:ptr:bytes:): Address already in use (errno: 98)",
+        "[ WARNING ] bind(descriptor:ptr:bytes:): Address already in use) (errno: 98)",
+        "[ WARNING ] bind(descriptor:ptr:bytes:): Address already in use) (errno: 98)",
+        "",
+        "Swift/ErrorType.swift:254: Fatal error: Error raised at top level: bind(descriptor:ptr:bytes:): Address already in use) (errno: 98)",
     ]
 
     static func proxy(args: [String] = [], portEnv: String = "PORT") -> PortHandoff {
@@ -15,7 +17,7 @@ struct PortHandoffTests {
 
     @Test("Address already in use with the port in $PORT: names the port, where safe-watch listens, and both fixes")
     func addressInUseWithPortEnv() throws {
-        let message = try #require(Self.proxy().diagnoseExit(lastLines: Self.vaporAddressInUse))
+        let message = try #require(Self.proxy().diagnoseExit(output: Self.vaporAddressInUse))
         #expect(message.contains("Address already in use"), "\(message)")
         #expect(message.contains("port 41234, which safe-watch gave it in $PORT"), "\(message)")
         #expect(message.contains("safe-watch itself listens on 127.0.0.1:8080"), "\(message)")
@@ -26,19 +28,19 @@ struct PortHandoffTests {
 
     @Test("other spellings: EADDRINUSE, lower case (Go)")
     func spellings() {
-        #expect(Self.proxy().diagnoseExit(lastLines: ["Error: listen EADDRINUSE: :::8080"]) != nil)
-        #expect(Self.proxy().diagnoseExit(lastLines: ["listen tcp :8080: bind: address already in use"]) != nil)
+        #expect(Self.proxy().diagnoseExit(output: ["Error: listen EADDRINUSE: :::8080"]) != nil)
+        #expect(Self.proxy().diagnoseExit(output: ["listen tcp :8080: bind: address already in use"]) != nil)
     }
 
     @Test("an exit for any other reason is not about the port")
     func otherExit() {
-        #expect(Self.proxy().diagnoseExit(lastLines: ["Fatal error: Unexpectedly found nil"]) == nil)
-        #expect(Self.proxy().diagnoseExit(lastLines: []) == nil)
+        #expect(Self.proxy().diagnoseExit(output: ["Fatal error: Unexpectedly found nil"]) == nil)
+        #expect(Self.proxy().diagnoseExit(output: []) == nil)
     }
 
     @Test("no port given at all: says so")
     func noPortGiven() throws {
-        let message = try #require(Self.proxy(portEnv: "").diagnoseExit(lastLines: Self.vaporAddressInUse))
+        let message = try #require(Self.proxy(portEnv: "").diagnoseExit(output: Self.vaporAddressInUse))
         #expect(message.contains("gave it none ([run] args has no {port} and port_env is empty)"), "\(message)")
         #expect(message.contains("[run] args with {port}"), "\(message)")
     }
@@ -46,7 +48,7 @@ struct PortHandoffTests {
     @Test("{port} in args already: the args put it in the wrong place")
     func portInArgs() throws {
         let handoff = Self.proxy(args: ["--listen", "{port}"], portEnv: "")
-        let message = try #require(handoff.diagnoseExit(lastLines: Self.vaporAddressInUse))
+        let message = try #require(handoff.diagnoseExit(output: Self.vaporAddressInUse))
         #expect(message.contains("gave it in its arguments ([run] args)"), "\(message)")
         #expect(message.contains("make [run] args put {port} where the server reads its port"), "\(message)")
     }
@@ -54,7 +56,7 @@ struct PortHandoffTests {
     @Test("socket mode: serve on fd 3, or proxy mode")
     func socketMode() throws {
         let handoff = PortHandoff(port: nil, mode: .socket, args: [], portEnv: "PORT", publicAddress: "127.0.0.1:8080")
-        let message = try #require(handoff.diagnoseExit(lastLines: Self.vaporAddressInUse))
+        let message = try #require(handoff.diagnoseExit(output: Self.vaporAddressInUse))
         #expect(message.contains("safe-watch holds 127.0.0.1:8080 and passes it as fd 3"), "\(message)")
         #expect(message.contains("sd_listen_fds"), "\(message)")
         #expect(handoff.diagnoseListening([ListeningTCPSocket(inode: 1, address: "127.0.0.1", port: 8080)]) == nil, "socket mode has its own check")
@@ -63,7 +65,7 @@ struct PortHandoffTests {
     @Test("restart mode: the port may be another program's")
     func restartMode() throws {
         let handoff = PortHandoff(port: 9000, mode: .restart, args: [], portEnv: "PORT", publicAddress: nil)
-        let message = try #require(handoff.diagnoseExit(lastLines: Self.vaporAddressInUse))
+        let message = try #require(handoff.diagnoseExit(output: Self.vaporAddressInUse))
         #expect(message.contains("port 9000, which safe-watch gave it in $PORT"), "\(message)")
         #expect(message.contains("ss -ltnp 'sport = :9000'"), "\(message)")
         #expect(!message.contains("safe-watch itself listens"), "\(message)")
