@@ -196,7 +196,8 @@ actor FrameworkFixtures {
         let directory = try await FrameworkFixtures.shared.reset(app, version: "v1")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         let port = try #require(await safeWatch.publicPort(), "no start line:\n\(safeWatch.output)")
-        let assumed = await safeWatch.log.waitForLine(containing: "no safe-watch.toml: App uses")
+        // Printed right after the start line.
+        let assumed = await safeWatch.log.waitForLine(containing: "no safe-watch.toml: App uses", limit: .seconds(10))
         #expect(assumed?.contains("App uses \(app == .vapor ? "Vapor" : "Hummingbird")") == true, "\(safeWatch.output)")
         try #require(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy", limit: .seconds(300)) != nil, "\(safeWatch.output)")
         #expect(await body(port: port) == "\(app.name) v1\n", "\(safeWatch.output)")
