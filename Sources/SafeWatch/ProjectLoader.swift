@@ -31,7 +31,8 @@ public struct ProjectLoader: Sendable {
         let configurationFile = self.configurationFile.map { Self.absolute($0, relativeTo: files.currentDirectoryPath) }
             ?? directory + "/safe-watch.toml"
         var configuration = Configuration()
-        if files.fileExists(atPath: configurationFile) {
+        let hasFile = files.fileExists(atPath: configurationFile)
+        if hasFile {
             let text: String
             do {
                 text = try String(contentsOfFile: configurationFile, encoding: .utf8)
@@ -47,17 +48,31 @@ public struct ProjectLoader: Sendable {
             throw StartupError("configuration file \(explicit) does not exist (--config)", exitCode: StartupError.noInput)
         }
         self.overrides(&configuration)
-        if configuration.build.command == nil || configuration.build.binary == nil, configuration.product == nil {
-            configuration.product = try await self.discoverProduct(in: directory)
+        let builtBySwiftPM = configuration.build.command == nil || configuration.build.binary == nil
+        var framework: ServerFramework?
+        if builtBySwiftPM, configuration.product == nil {
+            let products = try await Self.executableProducts(in: directory, launcher: self.launcher)
+            let product = try Self.product(of: products, in: directory)
+            configuration.product = product
+            framework = products.framework(of: product)
+        } else if builtBySwiftPM, !hasFile, let product = configuration.product {
+            // --product with no file: the framework still decides how it runs. The product was
+            // named, so a package describe cannot read only costs the framework's defaults.
+            framework = (try? await Self.executableProducts(in: directory, launcher: self.launcher))?.framework(of: product)
         }
-        return Project(
+        // Only with no safe-watch.toml: a file says how the server runs, even by leaving keys out.
+        if hasFile { framework = nil }
+        framework?.apply(to: &configuration)
+        var project = Project(
             directory: directory, configurationFile: configurationFile, configuration: configuration,
             overrides: self.overrides)
+        project.framework = framework
+        return project
     }
 
-    /// The package's one executable product, from `swift package describe --type json`.
-    func discoverProduct(in directory: String) async throws(StartupError) -> String {
-        switch try await Self.executableProducts(in: directory, launcher: self.launcher).choice {
+    /// The package's one executable product.
+    static func product(of products: ExecutableProducts, in directory: String) throws(StartupError) -> String {
+        switch products.choice {
         case .one(let name):
             return name
         case .none:

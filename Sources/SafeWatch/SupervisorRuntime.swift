@@ -15,6 +15,9 @@ public struct Project: Sendable {
     public var configuration: Configuration
     /// CLI overrides, applied again to every reloaded configuration.
     public var overrides: @Sendable (inout Configuration) -> Void
+    /// The product's framework when there is no configuration file: its settings are the defaults
+    /// (`ServerFramework.apply`), again after a reload that finds no file.
+    public var framework: ServerFramework?
 
     public init(
         directory: String, configurationFile: String, configuration: Configuration,
@@ -295,12 +298,13 @@ public actor SupervisorRuntime {
         case .candidateUnhealthy(let generation, let reason):
             self.perform(self.machine.candidateUnhealthy(generation, reason: reason, at: now))
         case .processExited(let generation, let pid, let status):
-            self.servers.removeValue(forKey: pid)
+            let server = self.servers.removeValue(forKey: pid)
             self.probes.removeValue(forKey: generation)?.cancel()
             if self.router.active?.generation == generation, !self.servers.values.contains(where: { $0.generation == generation }) {
                 self.router.setActive(nil)  // hold new requests until a server is healthy again
             }
-            self.perform(self.machine.processExited(generation, status, at: now))
+            let diagnosis = server.flatMap { $0.handoff.diagnoseExit(output: $0.output.lines) }
+            self.perform(self.machine.processExited(generation, status, at: now, diagnosis: diagnosis))
         case .timerFired(let timer):
             self.perform(self.machine.timerFired(timer, at: now))
         case .migrationsChecked(let generation, let reason):
@@ -625,6 +629,11 @@ public actor SupervisorRuntime {
         let startedAt = self.now
         let start = self.start
         let (outputEnded, finishOutput) = AsyncStream<Void>.makeStream()
+        let tail = OutputTail(notable: PortHandoff.isNotable)
+        let handoff = PortHandoff(
+            port: port, mode: configuration.serve.mode, args: configuration.run.args, portEnv: configuration.run.portEnv,
+            publicAddress: configuration.serve.mode == .restart
+                ? nil : self.publicAddresses.first.map { String($0.dropFirst($0.hasPrefix("http://") ? 7 : 0)) })
         // Kept so that the candidate's probing ends with it: when it exits or is stopped, the task
         // is cancelled (a superseded or dead candidate must not be probed on and on).
         self.probes[generation] = Task {
@@ -632,7 +641,11 @@ public actor SupervisorRuntime {
             let pid: pid_t
             do {
                 output = try OutputPipe(label: "safe-watch.gen\(generation)")
-                output.start(onLine: { reporter.serverOutput(generation, $0) }, onClose: { finishOutput.finish() })
+                output.start(
+                    onLine: { line in
+                        reporter.serverOutput(generation, line)
+                        tail.append(line)
+                    }, onClose: { finishOutput.finish() })
                 pid = try await launcher.spawn(
                     executable: executable, arguments: arguments, environment: environment,
                     workingDirectory: directory, output: output, deathSignal: SIGTERM,
@@ -642,7 +655,7 @@ public actor SupervisorRuntime {
                 post.yield(.candidateUnhealthy(generation, "cannot start \(executable): \(error)"))
                 return
             }
-            let server = ServerProcess(generation: generation, pid: pid, port: port)
+            let server = ServerProcess(generation: generation, pid: pid, port: port, output: tail, handoff: handoff)
             notifySocket?.start { lines in
                 if lines.contains("READY=1") { server.markReady() }
             }
@@ -677,8 +690,16 @@ public actor SupervisorRuntime {
                     post.yield(.candidateUnhealthy(generation, ownListeners))
                     return
                 }
+                // A check that does not touch the port (exec, notify, none) passes a server that
+                // listens elsewhere; traffic would go to a port nobody answers.
+                if !check.needsPort, let elsewhere = Self.listeningElsewhere(pid: pid, handoff: handoff) {
+                    post.yield(.candidateUnhealthy(generation, elsewhere))
+                    return
+                }
                 post.yield(.candidateHealthy(generation))
-            case .unhealthy(let reason): post.yield(.candidateUnhealthy(generation, reason))
+            case .unhealthy(let reason):
+                let elsewhere = Self.listeningElsewhere(pid: pid, handoff: handoff).map { "; \($0)" } ?? ""
+                post.yield(.candidateUnhealthy(generation, reason + elsewhere))
             case .pending: break
             }
         }
@@ -697,6 +718,13 @@ public actor SupervisorRuntime {
         let addresses = own.map { "\($0.address):\($0.port)" }.joined(separator: ", ")
         return "it listens on \(addresses) itself instead of serving on the socket passed as fd 3 (LISTEN_FDS); "
             + "in socket mode the server must take its socket with sd_listen_fds, or use mode = \"proxy\" for servers that bind a port"
+    }
+
+    /// What a live candidate listens on, when that is not the port it was given (`PortHandoff`).
+    nonisolated private static func listeningElsewhere(pid: pid_t, handoff: PortHandoff) -> String? {
+        let own = ListeningSockets.socketInodes(of: pid)
+        guard !own.isEmpty else { return nil }
+        return handoff.diagnoseListening(ListeningSockets.listeningTCP().filter { own.contains($0.inode) })
     }
 
     private var migrationsGate: MigrationsGate {
@@ -780,6 +808,7 @@ public actor SupervisorRuntime {
                 configuration = try ConfigurationLoader(fileName: file).load(text)
             } else {
                 configuration = Configuration()
+                self.project.framework?.apply(to: &configuration)
             }
         } catch {
             self.perform(self.machine.configRejected("\(error)"))

@@ -10,10 +10,13 @@ public struct StarterConfiguration: Equatable, Sendable {
     public var product: String
     /// The package's other executable products, listed in a comment beside `product`.
     public var otherProducts: [String]
+    /// The product's framework: its `[run]` and `[health]` settings are written active.
+    public var framework: ServerFramework?
 
-    public init(product: String, otherProducts: [String] = []) {
+    public init(product: String, otherProducts: [String] = [], framework: ServerFramework? = nil) {
         self.product = product
         self.otherProducts = otherProducts
+        self.framework = framework
     }
 
     /// The starter for a package's executable products; nil when it has none (the caller says how
@@ -21,9 +24,23 @@ public struct StarterConfiguration: Equatable, Sendable {
     public init?(products: ExecutableProducts) {
         switch products.choice {
         case .none: return nil
-        case .one(let name): self.init(product: name)
-        case .several(let first, let others): self.init(product: first, otherProducts: others)
+        case .one(let name): self.init(product: name, framework: products.framework(of: name))
+        case .several(let first, let others):
+            self.init(product: first, otherProducts: others, framework: products.framework(of: first))
         }
+    }
+
+    /// What `init` says about how the product will run, after "safe-watch will build and run …".
+    public var howItRuns: String {
+        guard let framework = self.framework else {
+            return "Your server must listen on the port in $PORT and answer GET /health (or see [run] and [health])."
+        }
+        var text = "It uses \(framework.name): safe-watch runs it with \(framework.portHandoff) and counts a generation "
+            + "healthy once it accepts connections (\(framework.name) has no /health route); see [run] and [health]."
+        if case .hummingbird(.unknown) = framework {
+            text += " It must listen on the port in $PORT, or set [run] args with {port} or port_env."
+        }
+        return text
     }
 
     public var text: String {
@@ -52,9 +69,7 @@ public struct StarterConfiguration: Equatable, Sendable {
             # timeout = "10m"             # a longer build is stopped and counts as failed
 
             [run]
-            # args = []                   # e.g. ["serve", "--port", "{port}"] for Vapor; {port} is the port
-            # env = {}                    # e.g. { LOG_LEVEL = "debug" }
-            # port_env = "PORT"           # the variable that carries the port, e.g. "HTTP_PORT"; "" for none
+            \(self.runLines)
             # stop_signal = "SIGTERM"     # asks a server to drain and exit
             # stop_timeout = "5s"         # then its process group is killed
             # keep_generations = 3        # staged builds kept for rollback (at least 2)
@@ -75,7 +90,7 @@ public struct StarterConfiguration: Equatable, Sendable {
             #   socket_name = "http"
 
             [health]
-            # type = "http"               # http | tcp | exec | notify | none
+            \(self.healthTypeLines)
             # path = "/health"            # GET, healthy on 200–399
             # For type = "exec" (PORT is set), e.g.:
             #   command = "curl -fsS http://127.0.0.1:$PORT/ready"
@@ -93,6 +108,57 @@ public struct StarterConfiguration: Equatable, Sendable {
             # backup = false
             # backup_dir = ".safe-watch/backups"
 
+            """
+    }
+}
+
+extension StarterConfiguration {
+    /// `args`, `env` and `port_env`: the framework's active with why, the others commented out at
+    /// their defaults.
+    fileprivate var runLines: String {
+        var lines: [String] = []
+        if let framework = self.framework, framework.args != nil || framework.portEnv != nil {
+            lines.append(Self.portComment(framework))
+        }
+        if let args = self.framework?.args {
+            lines.append("args = [\(args.map(tomlString).joined(separator: ", "))]")
+        } else {
+            lines.append("# args = []                   # e.g. [\"serve\", \"--port\", \"{port}\"] for Vapor; {port} is the port")
+        }
+        lines.append("# env = {}                    # e.g. { LOG_LEVEL = \"debug\" }")
+        if let portEnv = self.framework?.portEnv {
+            let padding = String(repeating: " ", count: max(1, 30 - "port_env = \(tomlString(portEnv))".count))
+            lines.append("port_env = \(tomlString(portEnv))\(padding)# default \"PORT\"; \"\" for none")
+        } else {
+            lines.append("# port_env = \"PORT\"           # the variable that carries the port, e.g. \"HTTP_PORT\"; \"\" for none")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private static func portComment(_ framework: ServerFramework) -> String {
+        switch framework {
+        case .vapor:
+            "# Vapor binds 127.0.0.1:8080 and ignores $PORT: its serve command gets the port of each\n"
+                + "# generation ({port}) instead."
+        case .hummingbird(.argumentParser):
+            "# Hummingbird's template binds 127.0.0.1:8080 unless its --hostname/--port options say\n"
+                + "# otherwise: each generation gets its port ({port}) there."
+        case .hummingbird(.configuration):
+            "# Hummingbird reads http.port with swift-configuration: from the environment, that is HTTP_PORT."
+        case .hummingbird(.unknown):
+            ""
+        }
+    }
+
+    /// `type`: tcp for a framework (no /health route to ask), else the commented default.
+    fileprivate var healthTypeLines: String {
+        guard let framework = self.framework else {
+            return "# type = \"http\"               # http | tcp | exec | notify | none"
+        }
+        return """
+            # \(framework.name) has no /health route: a generation is healthy once it accepts connections.
+            # Add a route and set type = "http" with its path to have each generation answer first.
+            type = "tcp"                  # default "http"; http | tcp | exec | notify | none
             """
     }
 }

@@ -399,7 +399,11 @@ extension Supervisor {
         self.discardCandidate(generation, reason: reason, exited: false, at: now)
     }
 
-    public mutating func processExited(_ generation: Generation, _ status: ExitStatus, at now: Moment) -> [SupervisorAction] {
+    /// `diagnosis` says why a candidate that exited before it became healthy did (the runtime's
+    /// reading of its last output, e.g. `PortHandoff.diagnoseExit`).
+    public mutating func processExited(
+        _ generation: Generation, _ status: ExitStatus, at now: Moment, diagnosis: String? = nil
+    ) -> [SupervisorAction] {
         if self.stopping.remove(generation) != nil {
             var actions: [SupervisorAction] = [.report(.serverStopped(generation, status: status))]
             if let next = self.launchAfterStop, self.phase == .running, self.active == nil, self.stopping.isEmpty {
@@ -412,7 +416,8 @@ extension Supervisor {
             return actions
         }
         if let candidate = self.candidate, candidate.generation == generation {
-            return self.discardCandidate(generation, reason: "exited (\(status)) before it became healthy", exited: true, at: now)
+            let why = diagnosis.map { ": \($0)" } ?? ""
+            return self.discardCandidate(generation, reason: "exited (\(status)) before it became healthy\(why)", exited: true, at: now)
         }
         guard let active = self.active, active.generation == generation else { return [] }
         self.active = nil

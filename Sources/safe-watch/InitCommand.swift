@@ -12,7 +12,9 @@ extension SafeWatchCommand {
                 With no flag (or --toml) init writes safe-watch.toml into the project directory: the \
                 package's executable product (from swift package describe) active, every other key \
                 commented out at its default. With several executable products the first in name order \
-                is active and the others are listed beside it. --systemd and --docker write only their \
+                is active and the others are listed beside it. For a product that uses Vapor or \
+                Hummingbird, [run] and [health] say how to run it: the port of each generation in its \
+                arguments (or HTTP_PORT), and a tcp health check. --systemd and --docker write only their \
                 own files; add --toml to write safe-watch.toml as well.
 
                 --systemd writes safe-watch.service and safe-watch.socket as user units (default \
@@ -246,7 +248,7 @@ extension SafeWatchCommand {
                 text += " (the package also has \(starter.otherProducts.joined(separator: ", ")): change `product` to run another)"
             }
             let here = directory == FileManager.default.currentDirectoryPath
-            text += ".\nYour server must listen on the port in $PORT and answer GET /health (or see [run] and [health]).\n"
+            text += ".\n\(starter.howItRuns)\n"
             text += "Check the machine, then start it:\n\n"
             text += here ? "    safe-watch doctor\n    safe-watch\n" : "    safe-watch doctor --project \(shellQuoted(directory))\n    safe-watch --project \(shellQuoted(directory))\n"
             writeToStandardOutput(text)

@@ -27,7 +27,13 @@ struct SafeWatchCommand: AsyncParsableCommand {
 extension SafeWatchCommand {
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Watch, build, health-check and swap (the default subcommand).")
+            abstract: "Watch, build, health-check and swap (the default subcommand).",
+            discussion: """
+                With no safe-watch.toml, the package's executable product is built and run with the \
+                defaults; a product that uses Vapor or Hummingbird runs with that framework's settings \
+                (the port in its arguments or HTTP_PORT, a tcp health check), and the first lines say so. \
+                `safe-watch init` writes those settings into safe-watch.toml.
+                """)
 
         @Option(name: .long, help: ArgumentHelp("The project directory.", valueName: "dir"))
         var project: String?
@@ -248,6 +254,9 @@ extension SafeWatchCommand {
             let origin = sockets.sockets.isEmpty ? "" : " · socket \(sockets.origin)"
             reporter.info(
                 "safe-watch \(SafeWatchCommand.configuration.version) · \(project.directory)\(origin) · \(project.configuration.serve.mode.rawValue) mode on \(publicAddress)")
+            if let framework = project.framework, let product = project.configuration.product {
+                reporter.info(framework.assumption(product: product))
+            }
             let runtime = SupervisorRuntime(
                 project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable,
                 sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager,

@@ -172,4 +172,45 @@ struct ExecutableProductsTests {
         #expect(throws: PackageDescribeError.self) { try ExecutableProducts(describeOutput: "error: no Package.swift") }
         #expect(throws: PackageDescribeError.self) { try ExecutableProducts(describeOutput: "{\"name\": \"x\"}") }
     }
+
+    @Test("no framework: a plain executable")
+    func noFramework() throws {
+        #expect(try ExecutableProducts(describeOutput: DescribeOutput.oneExecutable).framework(of: "app") == nil)
+        #expect(try ExecutableProducts(describeOutput: DescribeOutput.twoExecutablesAndALibrary).frameworks.isEmpty)
+    }
+
+    @Test("Vapor: the template's App, and Run through its library target App")
+    func vapor() throws {
+        let template = try ExecutableProducts(describeOutput: DescribeOutput.vaporTemplate)
+        #expect(template.names == ["App"])
+        #expect(template.framework(of: "App") == .vapor)
+        let older = try ExecutableProducts(describeOutput: DescribeOutput.vaporRunAndApp)
+        #expect(older.names == ["Run", "Tool"])
+        #expect(older.framework(of: "Run") == .vapor)
+        #expect(older.framework(of: "Tool") == .vapor, "a dependency by name counts too")
+    }
+
+    @Test("Hummingbird: how the app takes its address comes from what it uses")
+    func hummingbird() throws {
+        let parser = try ExecutableProducts(describeOutput: DescribeOutput.hummingbirdArgumentParser)
+        #expect(parser.framework(of: "App") == .hummingbird(.argumentParser))
+        let configuration = try ExecutableProducts(describeOutput: DescribeOutput.hummingbirdConfiguration)
+        #expect(configuration.framework(of: "App") == .hummingbird(.configuration))
+        let neither = DescribeOutput.hummingbirdArgumentParser.replacing("\"ArgumentParser\",", with: "")
+        #expect(try ExecutableProducts(describeOutput: neither).framework(of: "App") == .hummingbird(.unknown))
+    }
+
+    @Test("a product named Vapor from a package that is not vapor is not Vapor")
+    func productNameAloneIsNotEnough() throws {
+        let renamed = DescribeOutput.vaporTemplate.replacing("\"identity\" : \"vapor\"", with: "\"identity\" : \"my-vapor\"")
+        #expect(try ExecutableProducts(describeOutput: renamed).framework(of: "App") == nil)
+    }
+
+    @Test("describe output without dependencies or targets still lists the products")
+    func fieldsLeftOut() throws {
+        let bare = "{\"products\": [{\"name\": \"App\", \"type\": {\"executable\": null}}]}"
+        let products = try ExecutableProducts(describeOutput: bare)
+        #expect(products.names == ["App"])
+        #expect(products.framework(of: "App") == nil)
+    }
 }

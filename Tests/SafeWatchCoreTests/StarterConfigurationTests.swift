@@ -70,4 +70,89 @@ struct StarterConfigurationTests {
         #expect(loaded.product == "odd \"name\"\\x")
         #expect(loaded.build.command == "swift build --product 'odd \"name\"\\x'")
     }
+
+    @Test("Vapor: serve with {port} and no PORT, a tcp check; uncommenting the defaults changes nothing")
+    func vapor() throws {
+        let starter = try #require(StarterConfiguration(products: ExecutableProducts(describeOutput: DescribeOutput.vaporTemplate)))
+        #expect(starter.framework == .vapor)
+        #expect(starter.text.contains("\nargs = [\"serve\", \"--hostname\", \"127.0.0.1\", \"--port\", \"{port}\"]\n"), "\(starter.text)")
+        #expect(starter.text.contains("\nport_env = \"\" "), "\(starter.text)")
+        #expect(starter.text.contains("\ntype = \"tcp\" "), "\(starter.text)")
+        var expected = Configuration()
+        expected.product = "App"
+        ServerFramework.vapor.apply(to: &expected)
+        #expect(expected.run.args == ["serve", "--hostname", "127.0.0.1", "--port", "{port}"])
+        #expect(expected.run.portEnv == "")
+        #expect(expected.health.kind == .tcp)
+        #expect(try Self.load(starter.text) == expected)
+        try Self.expectDefaultsAreDefaults(starter, expected: expected)
+        #expect(starter.howItRuns.contains("uses Vapor"), "\(starter.howItRuns)")
+        #expect(starter.howItRuns.contains("`serve --hostname 127.0.0.1 --port {port}`"), "\(starter.howItRuns)")
+        #expect(!starter.howItRuns.contains("$PORT"), "\(starter.howItRuns)")
+    }
+
+    @Test("Hummingbird: --hostname/--port with swift-argument-parser, HTTP_PORT with swift-configuration")
+    func hummingbird() throws {
+        let parser = try #require(
+            StarterConfiguration(products: ExecutableProducts(describeOutput: DescribeOutput.hummingbirdArgumentParser)))
+        var expected = Configuration()
+        expected.product = "App"
+        expected.run.args = ["--hostname", "127.0.0.1", "--port", "{port}"]
+        expected.run.portEnv = ""
+        expected.health.kind = .tcp
+        #expect(try Self.load(parser.text) == expected)
+        try Self.expectDefaultsAreDefaults(parser, expected: expected)
+
+        let configuration = try #require(
+            StarterConfiguration(products: ExecutableProducts(describeOutput: DescribeOutput.hummingbirdConfiguration)))
+        expected.run.args = []
+        expected.run.portEnv = "HTTP_PORT"
+        #expect(try Self.load(configuration.text) == expected)
+        try Self.expectDefaultsAreDefaults(configuration, expected: expected)
+        #expect(configuration.howItRuns.contains("the port in $HTTP_PORT"), "\(configuration.howItRuns)")
+
+        let unknown = StarterConfiguration(product: "App", framework: .hummingbird(.unknown))
+        expected.run.portEnv = "PORT"
+        #expect(try Self.load(unknown.text) == expected)
+        try Self.expectDefaultsAreDefaults(unknown, expected: expected)
+        #expect(unknown.howItRuns.contains("set [run] args with {port} or port_env"), "\(unknown.howItRuns)")
+    }
+
+    /// The convention holds with a framework's keys active: every `# key = value` is the default
+    /// given those keys, and no key is written twice.
+    static func expectDefaultsAreDefaults(_ starter: StarterConfiguration, expected: Configuration) throws {
+        var loaded = try Self.load(Self.uncommented(starter.text))
+        #expect(loaded.buildCommand == expected.buildCommand)
+        #expect(loaded.binaryPath == expected.binaryPath)
+        loaded.build.command = nil
+        loaded.build.binary = nil
+        #expect(loaded == expected)
+    }
+}
+
+@Suite("Frameworks safe-watch runs with no configuration")
+struct ServerFrameworkTests {
+    @Test("run's one line says what it assumed and how to keep it")
+    func assumption() {
+        let line = ServerFramework.vapor.assumption(product: "App")
+        #expect(!line.contains("\n"))
+        #expect(line.contains("no safe-watch.toml: App uses Vapor"), "\(line)")
+        #expect(line.contains("`serve --hostname 127.0.0.1 --port {port}`"), "\(line)")
+        #expect(line.contains("healthy once it accepts connections"), "\(line)")
+        #expect(line.contains("`safe-watch init`"), "\(line)")
+        #expect(ServerFramework.hummingbird(.configuration).assumption(product: "App").contains("the port in $HTTP_PORT"))
+    }
+
+    @Test("apply sets only what the framework needs")
+    func apply() {
+        var configuration = Configuration()
+        configuration.run.env = ["LOG_LEVEL": "debug"]
+        configuration.serve.listen = ListenAddress(host: "127.0.0.1", port: 0)
+        ServerFramework.hummingbird(.unknown).apply(to: &configuration)
+        var expected = Configuration()
+        expected.run.env = ["LOG_LEVEL": "debug"]
+        expected.serve.listen = ListenAddress(host: "127.0.0.1", port: 0)
+        expected.health.kind = .tcp
+        #expect(configuration == expected)
+    }
 }

@@ -152,6 +152,16 @@ import Testing
         #expect(machine.servingGeneration == 1)
     }
 
+    @Test func anExitDiagnosisIsPartOfTheReason() {
+        var machine = serving()
+        _ = machine.filesChanged(["a.swift"], at: .seconds(10))
+        _ = machine.buildFinished(2, .succeeded, at: .seconds(12))
+        _ = machine.staged(2, at: .seconds(12))
+        let actions = machine.processExited(2, .exited(0), at: .seconds(12.5), diagnosis: "it said \"Address already in use\"")
+        #expect(reports(actions).contains(
+            .candidateDiscarded(2, reason: "exited (exit status 0) before it became healthy: it said \"Address already in use\"", stillServing: 1)))
+    }
+
     @Test func crashRestartsTheSameGenerationWithBackoff() {
         var machine = serving()
         // Gen 1 has run for a minute (well past the rollback window) and crashes.
