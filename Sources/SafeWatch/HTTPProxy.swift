@@ -6,7 +6,7 @@ import SafeWatchCore
 /// The public listener in proxy mode: an HTTP/1.1-aware reverse proxy.
 ///
 /// A byte-level proxy would pin a keep-alive client to the generation it first reached, and a
-/// request sent in the instant that generation closes the connection would fail (DESIGN §2). Here
+/// request sent in the instant that generation closes the connection would fail. Here
 /// every request is routed on its own to the newest generation; client connections stay open
 /// across swaps, and an upstream connection that closes before answering is retried on a fresh one.
 public final class HTTPProxy: Sendable {

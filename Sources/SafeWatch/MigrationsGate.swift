@@ -3,7 +3,7 @@ import SafeWatchCore
 import SafeWatchMigrations
 import SafeWatchMigrationsDatabase
 
-/// The swap gate (DESIGN §6): before a new generation starts, its migrations are validated (live
+/// The swap gate: before a new generation starts, its migrations are validated (live
 /// against the database when one is configured). BLOCK keeps the old server serving and says why
 /// and how to recover; pending migrations are backed up and applied first when safe-watch applies
 /// them.

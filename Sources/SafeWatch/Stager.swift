@@ -1,7 +1,7 @@
 import Foundation
 import SafeWatchCore
 
-/// Copies each successful build into `.safe-watch/generations/N/` (DESIGN §1): the running server
+/// Copies each successful build into `.safe-watch/generations/N/`: the running server
 /// always executes a staged copy, so the next build cannot touch it and rollback is one launch away.
 public struct Stager: Sendable {
     public var stateDirectory: String

@@ -1,4 +1,4 @@
-/// What a changed file means to the supervise loop (DESIGN §4).
+/// What a changed file means to the supervise loop.
 public enum ChangeKind: Equatable, Sendable {
     /// Sources, manifests, resources: rebuild.
     case build

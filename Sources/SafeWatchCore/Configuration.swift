@@ -1,4 +1,4 @@
-/// Everything `safe-watch.toml` can say; every key is optional (DESIGN §7, README "Configuration").
+/// Everything `safe-watch.toml` can say; every key is optional (README, "Configuration reference").
 public struct Configuration: Equatable, Sendable {
     /// The executable product to build and run; found with `swift package describe` when unset.
     public var product: String?

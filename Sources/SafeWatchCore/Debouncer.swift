@@ -37,7 +37,7 @@ public struct Debouncer: Sendable {
 
 /// SwiftPM's incremental check compares whole-second mtimes: a file edited in the same wall-clock
 /// second as its previous build can be skipped ("Build complete!", old code). Wait until the
-/// clock's whole second is past the newest changed file's mtime second (DESIGN §1).
+/// clock's whole second is past the newest changed file's mtime second.
 public func sameSecondWait(now wallClockSeconds: Double, newestModification: Double?) -> Duration {
     guard let newest = newestModification else { return .zero }
     let safe = newest.rounded(.down) + 1

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The dev-container files that run safe-watch as PID 1 in Docker (DESIGN §5). Pure text: `safe-watch
+/// The dev-container files that run safe-watch as PID 1 in Docker. Pure text: `safe-watch
 /// init --docker` fills in the project's values, and `config/` in the repository holds the same text
 /// for Examples/hello-server (a test keeps the two equal).
 public struct DockerFiles: Equatable, Sendable {

@@ -38,7 +38,7 @@ public struct DoctorCheck: Equatable, Sendable {
     }
 }
 
-/// The decisions of `safe-watch doctor` (DESIGN §7): probes happen in the CLI, the verdicts and
+/// The decisions of `safe-watch doctor`: probes happen in the CLI, the verdicts and
 /// the fix texts here.
 public enum Doctor {
     // MARK: inotify

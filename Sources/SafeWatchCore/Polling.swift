@@ -1,4 +1,4 @@
-/// `[watch] poll`: how a tree is watched (DESIGN §4).
+/// `[watch] poll`: how a tree is watched.
 public enum PollSetting: Equatable, Sendable {
     /// Poll only trees on file systems that deliver no inotify events (the default).
     case auto
@@ -45,7 +45,7 @@ public struct PollSettingError: Error, Equatable, Sendable, CustomStringConverti
     public init(_ description: String) { self.description = description }
 }
 
-/// File systems whose changes inotify does not see (DESIGN §4): changes made by another kernel or
+/// File systems whose changes inotify does not see: changes made by another kernel or
 /// machine — Docker Desktop's macOS/Windows mounts, WSL2's 9p, network shares — or by a FUSE
 /// daemon. Identified by `statfs`'s `f_type`, never by a self-test (an event can arrive late).
 public enum FileSystemKind: Equatable, Sendable {

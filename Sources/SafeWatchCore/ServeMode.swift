@@ -1,4 +1,4 @@
-/// How traffic reaches the server (DESIGN §2).
+/// How traffic reaches the server.
 public enum ServeMode: String, Equatable, Sendable, CaseIterable {
     /// safe-watch listens and forwards each request to the active generation's private port.
     case proxy

@@ -11,7 +11,7 @@ public struct InheritedSocket: Equatable, Sendable {
     }
 }
 
-/// Which passed sockets become the public listener(s) (DESIGN §5): pure, from the environment
+/// Which passed sockets become the public listener(s): pure, from the environment
 /// systemd sets (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`, fds from 3).
 public struct SocketActivation: Equatable, Sendable {
     /// The name safe-watch parks its own listener under in systemd's fd store.

@@ -1,4 +1,4 @@
-/// The rules safe-watch enforces on a migrations directory; ids are stable (reference/migrations.md).
+/// The rules safe-watch enforces on a migrations directory; ids are stable (README, "Migrations").
 public enum Rule: String, CaseIterable, Sendable, Codable {
     case versionNotInteger = "SW001"
     case ignoredBySqlx = "SW002"

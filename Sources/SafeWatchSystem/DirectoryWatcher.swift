@@ -23,7 +23,7 @@ public struct WatchedChange: Equatable, Sendable {
     }
 }
 
-/// Watches a project tree with inotify: one watch per directory that is not ignored (DESIGN §4).
+/// Watches a project tree with inotify: one watch per directory that is not ignored.
 ///
 /// New directories get a watch and are scanned at once, so files written into them before the
 /// watch existed are reported too. `IN_Q_OVERFLOW` rescans the whole tree. Changes are delivered in

@@ -80,7 +80,7 @@ public final class Reaper: Sendable {
 
 /// A Dispatch signal source whose handler is `@Sendable` and created outside any actor: a handler
 /// closure written at top level of `main.swift` compiles and then traps at run time with
-/// `_dispatch_assert_queue_fail` (reference/swift-linux.md).
+/// `_dispatch_assert_queue_fail` (seen with Swift 6.x on Linux).
 public func makeSignalSource(
     _ signal: Int32, queue: DispatchQueue, handler: @escaping @Sendable () -> Void
 ) -> any DispatchSourceSignal {

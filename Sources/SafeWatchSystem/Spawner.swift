@@ -37,7 +37,7 @@ public struct SpawnRequest: Sendable {
 ///
 /// `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child exits, not the process: a child
 /// spawned from a concurrency-pool thread was killed while safe-watch lived on once the pool
-/// shrank (reference/swift-linux.md). One thread that never exits makes the signal mean "safe-watch
+/// shrank (seen here with Swift 6.x). One thread that never exits makes the signal mean "safe-watch
 /// died".
 public final class Spawner: Sendable {
     public static let shared = Spawner()

@@ -11,7 +11,7 @@ public func fileSystemKind(of path: String) -> FileSystemKind? {
     return FileSystemKind(magic: type)
 }
 
-/// Watches a tree by scanning it with `lstat` every `interval` (DESIGN §4): for file systems that
+/// Watches a tree by scanning it with `lstat` every `interval`: for file systems that
 /// deliver no inotify events (FUSE, virtiofs, 9p, NFS, CIFS). Work is one stat per non-ignored
 /// entry per tick, no reading of contents. Changes come out as the inotify watcher reports them,
 /// so debounce and classification are the same.

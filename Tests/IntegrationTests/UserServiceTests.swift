@@ -6,7 +6,7 @@ import TestSupport
 import Testing
 
 /// A real `systemd --user` manager with its own journald, in a private mount namespace
-/// (script/user-manager; reference/systemd.md).
+/// (script/user-manager, whose header says how it works).
 final class UserManager: Sendable {
     let directory: String
     var unitDirectory: String { self.directory + "/runtime/systemd/user" }
