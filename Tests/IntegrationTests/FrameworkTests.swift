@@ -120,11 +120,11 @@ enum FrameworkApp: String, CaseIterable, Sendable {
 
     /// Writes the package into `directory` (only files whose text differs, so a built app stays built).
     func write(into directory: String, version: String) throws {
-        try FileManager.default.createDirectory(atPath: directory + "/Sources/App", withIntermediateDirectories: true)
+        try createAccountDirectory(directory + "/Sources/App")
         for (path, text) in [("Package.swift", self.manifest), (self.sourceFile, self.source(version: version))] {
             let file = directory + "/" + path
             if (try? String(contentsOfFile: file, encoding: .utf8)) != text {
-                try text.write(toFile: file, atomically: true, encoding: .utf8)
+                try text.save(to: file)
             }
         }
     }
@@ -147,7 +147,8 @@ actor FrameworkFixtures {
         let directory = self.base + "/" + app.name
         try app.write(into: directory, version: "v1")
         let started = ContinuousClock.now
-        let (status, output) = try await run("/bin/sh", ["-c", "swift build --product App 2>&1"], in: directory)
+        // Built by the account safe-watch runs as, as a user's checkout is.
+        let (status, output) = try await runAsAccount("/bin/sh", ["-c", "swift build --product App 2>&1"], in: directory)
         guard status == .exited(0) else { throw HarnessError("building \(app.name) failed: \(output.suffix(3000))") }
         // The first builds are most of this suite's time, and of CI's: say how long they took.
         print("FrameworkFixtures: swift build of \(app.name) took \((ContinuousClock.now - started).humanReadable)")
@@ -173,7 +174,7 @@ actor FrameworkFixtures {
         // `init` only reads the manifest: a fresh, unbuilt copy will do.
         let directory = makeTemporaryDirectory("sw-\(app.rawValue)-init")
         try app.write(into: directory, version: "v1")
-        let (status, output) = try await run(Paths.safeWatch, ["init"], in: directory)
+        let (status, output) = try await runAsAccount(Paths.safeWatch, ["init"], in: directory)
         #expect(status == .exited(0), "\(output)")
         let text = try String(contentsOfFile: directory + "/safe-watch.toml", encoding: .utf8)
         let configuration = try ConfigurationLoader(fileName: "safe-watch.toml").load(text)
@@ -220,7 +221,7 @@ actor FrameworkFixtures {
             [run]
             args = ["serve", "--port", "\(port)"]
 
-            """.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            """.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:\(port)"])
         let line = await safeWatch.log.waitForLine(containing: "✗ gen 1 discarded", limit: .seconds(300))
         #expect(line?.contains("before it became healthy: it said \"Address already in use\"") == true, "\(safeWatch.output)")
@@ -241,7 +242,7 @@ actor FrameworkFixtures {
             [health]
             startup_timeout = "3s"
 
-            """.write(toFile: directory + "/safe-watch.toml", atomically: true, encoding: .utf8)
+            """.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         let line = await safeWatch.log.waitForLine(containing: "✗ gen 1 discarded", limit: .seconds(300))
         #expect(line?.contains("not healthy within startup_timeout") == true, "\(safeWatch.output)")

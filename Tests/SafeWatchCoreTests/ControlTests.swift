@@ -67,6 +67,21 @@ import Testing
             watching: .init(directories: 12, polled: []), pidOf: { _ in pid })
     }
 
+    @Test func showsConnectionsTheProxyCouldNotSetUpOnlyWhenThereAreAny() throws {
+        let board = StatusBoard(gatesMigrations: false)
+        let clock: (Date) -> String = { _ in "T" }
+        #expect(!board.snapshot(self.facts(), at: self.start).text(now: self.start, clock: clock).contains("connections"))
+        var facts = self.facts()
+        facts.serve = .init(
+            mode: "proxy", addresses: ["http://127.0.0.1:8080"], failedConnections: 3,
+            lastFailedConnection: "setsockopt: Permission denied")
+        let snapshot = board.snapshot(facts, at: self.start)
+        #expect(snapshot.text(now: self.start, clock: clock).contains(
+            "connections 3 could not be set up and were closed; last: setsockopt: Permission denied"))
+        let json = String(decoding: try JSONEncoder.controlLine.encode(snapshot), as: UTF8.self)
+        #expect(json.contains(#""failed_connections":3"#), "\(json)")
+    }
+
     @Test func followsABuildASwapAFailureAndAStop() {
         var board = StatusBoard(gatesMigrations: true)
         #expect(board.state == "starting")
