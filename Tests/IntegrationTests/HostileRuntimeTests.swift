@@ -23,8 +23,7 @@ extension SupervisorIntegrationTests {
         try configuration.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         let port = try #require(await safeWatch.publicPort(), "\(safeWatch.output)")
-        let started = try #require(await safeWatch.log.waitForLine(containing: "▸ gen 1 starting"), "\(safeWatch.output)")
-        _ = started
+        try #require(await safeWatch.log.waitForLine(containing: "▸ gen 1 starting") != nil, "\(safeWatch.output)")
         let startedAt = ContinuousClock.now
         let healthy = await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy", limit: .seconds(100))
         #expect(healthy != nil, "\(safeWatch.output)")
