@@ -19,9 +19,7 @@ extension SupervisorIntegrationTests {
             [health]
             startup_timeout = "120s"
             """
-        let directory = try await Fixture.shared.reset(version: "slow-40")
-        try configuration.save(to: directory + "/safe-watch.toml")
-        let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+        let (safeWatch, _) = try await self.start(version: "slow-40", configuration: configuration)
         let port = try #require(await safeWatch.publicPort(), "\(safeWatch.output)")
         try #require(await safeWatch.log.waitForLine(containing: "▸ gen 1 starting") != nil, "\(safeWatch.output)")
         let startedAt = ContinuousClock.now
@@ -42,9 +40,7 @@ extension SupervisorIntegrationTests {
             [health]
             startup_timeout = "12s"
             """
-        let directory = try await Fixture.shared.reset(version: "never-ends")
-        try configuration.save(to: directory + "/safe-watch.toml")
-        let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+        let (safeWatch, directory) = try await self.start(version: "never-ends", configuration: configuration)
         let discarded = await safeWatch.log.waitForLine(containing: "gen 1 discarded", limit: .seconds(100))
         #expect(discarded?.contains("not healthy within startup_timeout 12.0 s") == true, "\(safeWatch.output)")
         #expect(await safeWatch.log.waitForLine(containing: "gen 1 stopped") != nil, "\(safeWatch.output)")

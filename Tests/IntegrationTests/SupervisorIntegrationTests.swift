@@ -9,16 +9,25 @@ import Testing
 /// sockets. Serialized: the suites share one fixture directory (built once per run).
 @Suite(.serialized, .timeLimit(.minutes(10))) struct SupervisorIntegrationTests {
 
-    /// Starts safe-watch on the fixture and waits until generation 1 serves.
-    func startServing(
+    /// Starts safe-watch on the fixture at `version`, with `configuration` as its safe-watch.toml.
+    func start(
         version: String, arguments: [String] = [], environment: [String: String] = [:], configuration: String? = nil
-    ) async throws -> (SafeWatchProcess, Int, String) {
+    ) async throws -> (SafeWatchProcess, String) {
         let directory = try await Fixture.shared.reset(version: version)
         if let configuration {
             try configuration.save(to: directory + "/safe-watch.toml")
         }
         let safeWatch = try await SafeWatchProcess(
             ["run", "--project", directory, "--listen", "127.0.0.1:0"] + arguments, environment: environment)
+        return (safeWatch, directory)
+    }
+
+    /// Starts safe-watch on the fixture and waits until generation 1 serves.
+    func startServing(
+        version: String, arguments: [String] = [], environment: [String: String] = [:], configuration: String? = nil
+    ) async throws -> (SafeWatchProcess, Int, String) {
+        let (safeWatch, directory) = try await self.start(
+            version: version, arguments: arguments, environment: environment, configuration: configuration)
         let port = try #require(await safeWatch.publicPort(), "no start line:\n\(safeWatch.output)")
         try #require(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "gen 1 never served:\n\(safeWatch.output)")
         return (safeWatch, port, directory)
