@@ -521,7 +521,7 @@ def table(headers, rows, align=None):
 
     def numeric(text):
         try:
-            float(text.rstrip("%x ").replace(",", ""))
+            float(text.rstrip("%x× ").replace(",", ""))
             return True
         except ValueError:
             return text == "—"
