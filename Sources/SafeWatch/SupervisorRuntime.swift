@@ -817,8 +817,10 @@ public actor SupervisorRuntime {
         self.project.overrides(&configuration)
         let old = self.project.configuration
         if configuration.product == nil { configuration.product = old.product }
-        if configuration.serve.listen != old.serve.listen || configuration.serve.mode != old.serve.mode {
-            self.reporter.warning("serve.listen and serve.mode changes take effect when safe-watch restarts")
+        if configuration.serve.listen != old.serve.listen || configuration.serve.mode != old.serve.mode
+            || configuration.serve.forwardedHeaders != old.serve.forwardedHeaders
+        {
+            self.reporter.warning("serve.listen, serve.mode and serve.forwarded_headers changes take effect when safe-watch restarts")
             configuration.serve = old.serve
         }
         let rebuild = configuration.build != old.build || configuration.run != old.run || configuration.product != old.product
