@@ -751,8 +751,9 @@ public actor SupervisorRuntime {
         return path.utf8.count < 100 ? path : "/tmp/safe-watch-\(getpid())-\(generation).sock"
     }
 
-    /// Drains then stops one server: in proxy mode it first finishes the requests routed to it,
-    /// then gets `signal`, then SIGKILL for its whole group once `timeout` is over.
+    /// Drains then stops one server: in proxy mode it first finishes the requests routed to it
+    /// (for at most `timeout`), then gets `signal`, then SIGKILL for its whole group once `timeout`
+    /// is over counted from the start, or half of it counted from the signal, whichever is later.
     private func stop(_ server: ServerProcess, signal: Int32, timeout: Duration) {
         let router = self.router
         let proxied = self.project.configuration.serve.mode == .proxy
@@ -767,7 +768,9 @@ public actor SupervisorRuntime {
                     await router.waitUntilIdle(server.generation, timeout: timeout)
                 }
             }
-            let left = max(.zero, timeout - (ContinuousClock.now - begun))
+            // A drain that took all of stop_timeout (a WebSocket left open) still leaves the server
+            // half of it to exit cleanly after its signal.
+            let left = max(timeout / 2, timeout - (ContinuousClock.now - begun))
             await terminate(group: server.pid, signal: signal, timeout: left, exited: { _ = await server.waitForExit() })
         }
     }
