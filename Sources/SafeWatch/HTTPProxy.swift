@@ -42,6 +42,9 @@ public final class HTTPProxy: Sendable {
                     // the same number is SO_DEBUG, which only CAP_NET_ADMIN may set.
                     do {
                         try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
+                        // A client that shuts its side after the request (`nc -N`, some HTTP/1.0
+                        // tools) still gets its answer.
+                        try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                         try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
                     } catch {
                         router.connectionSetupFailed("\(error)")
@@ -222,6 +225,27 @@ final class ProxyConnection: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+
+    /// The client shut its side: it sends nothing more, but may still read the answer.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case .inputClosed = event as? ChannelEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch self.phase {
+        case .routing, .exchanging:
+            self.exchange?.clientKeeps = false
+            if let exchange = self.exchange, case .done = exchange.requestBody {
+                return  // the request is whole: answer it, then close
+            }
+            // The body will never be complete.
+            self.abortExchange()
+        case .tunnel:
+            self.upstream?.channel.close(mode: .output, promise: nil)
+        case .awaitingHead, .closing:
+            context.close(promise: nil)
+        }
     }
 
     // MARK: Reading from the client, with backpressure
@@ -736,7 +760,11 @@ final class ProxyConnection: ChannelDuplexHandler {
         self.received = nil
         self.dropUpstream()
         let channel = context.channel
-        channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        // After the writes before it: a client that shut its side already is closed outright,
+        // which would drop writes still queued.
+        context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        }
         context.eventLoop.scheduleTask(in: Self.lingerTimeout) { channel.close(promise: nil) }
         self.resumeClientReads()
     }
