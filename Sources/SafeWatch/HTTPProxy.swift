@@ -1,14 +1,16 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import SafeWatchCore
 
-/// The public listener in proxy mode: an HTTP/1.1-aware reverse proxy.
+/// The public listener in proxy mode: an HTTP/1.1 reverse proxy that reads only the framing.
 ///
-/// A byte-level proxy would pin a keep-alive client to the generation it first reached, and a
-/// request sent in the instant that generation closes the connection would fail. Here
-/// every request is routed on its own to the newest generation; client connections stay open
-/// across swaps, and an upstream connection that closes before answering is retried on a fresh one.
+/// A byte-level (TCP) proxy would pin a keep-alive client to the generation it first reached.
+/// Here every request is routed on its own to the newest healthy generation, so client
+/// connections stay open across swaps. Apart from that, the proxy only finds where each head and
+/// body ends (HTTPFraming): heads go upstream as the bytes received, minus the connection's own
+/// fields and plus the forwarding ones; bodies stream through in both directions, read from one
+/// side only while the other can take them, so memory per connection stays bounded whatever the
+/// size of a body or the speed of a client.
 public final class HTTPProxy: Sendable {
     public let router: TrafficRouter
     private let channel: any Channel
@@ -19,11 +21,13 @@ public final class HTTPProxy: Sendable {
     }
 
     /// Starts proxying on `socket`, a listening socket safe-watch bound or systemd passed; the
-    /// proxy owns it from here on.
+    /// proxy owns it from here on. `addsForwardingFields`: X-Forwarded-For, X-Forwarded-Proto
+    /// and Forwarded go to the server with each request.
     public static func start(
-        socket: Int32, holdTimeout: Duration, router: TrafficRouter, group: any EventLoopGroup
+        socket: Int32, holdTimeout: Duration, addsForwardingFields: Bool = true, router: TrafficRouter,
+        group: any EventLoopGroup
     ) async throws -> HTTPProxy {
-        let hold = TimeAmount(saturating: holdTimeout)
+        let settings = ProxyConnection.Settings(hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -38,8 +42,10 @@ public final class HTTPProxy: Sendable {
                     // the same number is SO_DEBUG, which only CAP_NET_ADMIN may set.
                     do {
                         try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(ProxyHandler(router: router, hold: hold))
+                        // A client that shuts its side after the request (`nc -N`, some HTTP/1.0
+                        // tools) still gets its answer.
+                        try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                        try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
                     } catch {
                         router.connectionSetupFailed("\(error)")
                         throw error
@@ -75,61 +81,127 @@ private final class AcceptCounter: ChannelInboundHandler, Sendable {
     }
 }
 
-/// One client connection: takes each whole request, sends it to the generation the router names,
-/// and streams the answer back.
-final class ProxyHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+/// One client connection, and its connection to the generation serving it.
+///
+/// Requests are taken one at a time: a pipelined request waits in `received` (unread beyond one
+/// read) until the response before it has gone out. Both channels run on the same event loop.
+final class ProxyConnection: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
-    private struct Request {
-        var head: HTTPRequestHead
-        var body: ByteBuffer?
+    struct Settings: Sendable {
+        var hold: TimeAmount
+        var addsForwardingFields: Bool
+    }
+
+    /// Where the connection is.
+    private enum Phase {
+        /// Reading a request head.
+        case awaitingHead
+        /// Waiting for a healthy generation, or for the connection to it.
+        case routing
+        /// The request is going upstream (its body may still be arriving) and the response coming back.
+        case exchanging
+        /// After a 101: bytes pass both ways untouched until either side closes.
+        case tunnel
+        /// The last answer is out: the write side is shut, and what the client still sends is discarded.
+        case closing
+    }
+
+    /// How much of a body is left to pass on.
+    private enum BodyProgress {
+        case done
+        case length(UInt64)
+        case chunked(ChunkedBodyScanner)
+        case untilClose
+
+        init(_ framing: HTTPFraming.BodyFraming) {
+            switch framing {
+            case .none: self = .done
+            case .length(let length): self = .length(length)
+            case .chunked: self = .chunked(ChunkedBodyScanner())
+            case .untilClose: self = .untilClose
+            }
+        }
+    }
+
+    /// One request and its response.
+    private struct Exchange {
+        var request: RequestHead
+        /// The head as it goes upstream, kept until the request may no longer be replayed.
+        var forwardedHead: [UInt8]
+        var requestBody: BodyProgress
+        /// Request bytes went upstream beyond what can be replayed (a body).
+        var sentBody = false
+        /// The generation this request is counted against in the router, until it is answered.
+        var counted: Generation?
+        var attempts = 0
+        var response: ResponseProgress = .awaitingHead
+        /// The client keeps its connection once this exchange is over.
+        var clientKeeps: Bool
+        /// The response is sent de-chunked (a chunked response to an HTTP/1.0 client).
+        var dechunking = false
+    }
+
+    private enum ResponseProgress {
+        case awaitingHead
+        case body(BodyProgress, keepAlive: Bool)
     }
 
     private struct Upstream {
+        var handler: UpstreamHandler
         var channel: any Channel
         var generation: Generation
-        /// False once the server said `Connection: close`.
-        var reusable: Bool
+        /// False once the server said it closes, or a response left the connection in an unknown state.
+        var reusable = true
+        /// Opened for the current request (a request that dies on it may have reached the server).
+        var fresh = true
     }
 
+    /// Methods a client may safely see sent twice, when a reused keep-alive connection to the
+    /// server closed before any of the answer came (RFC 9110 §9.2.2). POST never is.
+    private static let idempotent: Set<String> = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+    private static let lingerTimeout = TimeAmount.seconds(2)
+
     private let router: TrafficRouter
-    private let hold: TimeAmount
+    private let settings: Settings
     private var context: ChannelHandlerContext?
-    private var receiving: Request?
-    /// The request being forwarded, and the generation counted for it.
-    private var forwarding: Request?
-    private var routedTo: Generation?
-    private var responseStarted = false
-    private var attempts = 0
-    /// Counts requests on this connection, so a retry scheduled for one never routes the next.
-    private var requestNumber = 0
+    private var phase = Phase.awaitingHead
+    private var exchange: Exchange?
     private var upstream: Upstream?
-    /// The router's id for this connection.
+    /// Client bytes not passed on yet: a head in progress, a body's next part, a pipelined request.
+    private var received: ByteBuffer?
+    /// How much of `received` was searched for the end of the head already.
+    private var headSearched = 0
+    /// Server bytes not passed on yet: a response head in progress.
+    private var responseHead: ByteBuffer?
+    /// The client asked for more bytes while the proxy could not take them.
+    private var clientReadPending = false
+    /// Counts requests on this connection, so a retry or timer set for one never acts on the next.
+    private var requestNumber = 0
+    /// safe-watch is stopping: the exchange in progress is the connection's last.
+    private var shuttingDown = false
     private var clientID: Int?
-    /// safe-watch is stopping: the response in progress is the connection's last.
-    private var closing = false
-    private var tunnelling = false
-    /// The client's address for X-Forwarded-For, formatted once per connection.
-    private var remoteIP: String?
+    private var forwarding: ForwardingFields?
 
-    /// Requests safe to send twice when the first upstream connection died without an answer.
-    private static let idempotent: [HTTPMethod] = [.GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE]
-    private static let hopByHop = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate",
-        "proxy-authorization", "expect",
-    ]
-
-    init(router: TrafficRouter, hold: TimeAmount) {
+    init(router: TrafficRouter, settings: Settings) {
         self.router = router
-        self.hold = hold
+        self.settings = settings
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        if self.settings.addsForwardingFields {
+            self.forwarding = ForwardingFields(clientAddress: context.channel.remoteAddress?.ipAddress ?? "unknown")
+        }
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         self.clientID = self.router.clientOpened { grace in
@@ -138,119 +210,12 @@ final class ProxyHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
-    /// safe-watch is stopping: finish what is in progress, then close; an idle connection gets
-    /// `idleGrace` to send one last request.
-    private func shutdownBegan(idleGrace: TimeAmount) {
-        guard let context = self.context else { return }
-        self.closing = true
-        if self.tunnelling {
-            context.close(promise: nil)
-            return
-        }
-        guard self.forwarding == nil, self.receiving == nil else { return }
-        let number = self.requestNumber
-        context.eventLoop.assumeIsolated().scheduleTask(in: idleGrace) {
-            if self.requestNumber == number, self.forwarding == nil, self.receiving == nil { self.context?.close(promise: nil) }
-        }
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch self.unwrapInboundIn(data) {
-        case .head(let head):
-            self.receiving = Request(head: head, body: nil)
-        case .body(var chunk):
-            if self.receiving?.body == nil {
-                self.receiving?.body = chunk
-            } else {
-                self.receiving?.body?.writeBuffer(&chunk)
-            }
-        case .end:
-            guard let request = self.receiving else { return }
-            self.receiving = nil
-            if Self.isUpgrade(request.head) {
-                self.tunnel(request, context: context)
-                return
-            }
-            self.forwarding = request
-            self.requestNumber += 1
-            self.attempts = 0
-            self.route()
-        }
-    }
-
-    // MARK: Upgrades (WebSocket)
-
-    private static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
-        head.headers.contains(name: "upgrade")
-            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-    }
-
-    /// Hands the connection over to the active generation as a byte tunnel: the request is sent
-    /// as it came, and whatever follows (101 Switching Protocols, frames) is relayed untouched. A
-    /// tunnel stays with the generation it reached; it ends when that server closes it.
-    private func tunnel(_ request: Request, context: ChannelHandlerContext) {
-        // From here on the client's bytes are not HTTP: the glue goes first in the pipeline, so it
-        // takes every byte from the socket and writes straight to it; the HTTP codecs behind it
-        // never see traffic again.
-        // HTTPServerPipelineHandler holds back reads until the response has passed it, which the
-        // tunnel's bytes never do: take it out.
-        let clientGlue = GlueHandler()
-        self.tunnelling = true
-        do {
-            try context.pipeline.syncOperations.addHandler(clientGlue, position: .first)
-            let pipelining = try context.pipeline.syncOperations.handler(type: HTTPServerPipelineHandler.self)
-            context.pipeline.syncOperations.removeHandler(pipelining, promise: nil)
-        } catch {
-            context.close(promise: nil)
-            return
-        }
-        context.channel.read()
-        var bytes = context.channel.allocator.buffer(capacity: 1024)
-        bytes.writeString("\(request.head.method.rawValue) \(request.head.uri) HTTP/1.1\r\n")
-        for (name, value) in request.head.headers { bytes.writeString("\(name): \(value)\r\n") }
-        bytes.writeString("\r\n")
-        if var body = request.body { bytes.writeBuffer(&body) }
-        let requestBytes = bytes
-        let glue = NIOLoopBound(clientGlue, eventLoop: context.eventLoop)
-        let eventLoop = context.eventLoop
-        let channel = context.channel
-        self.router.acquire(on: eventLoop, hold: self.hold).assumeIsolated().whenSuccess { target in
-            guard let target else {
-                channel.close(promise: nil)
-                return
-            }
-            // A tunnel is not a request in flight: it must not hold the old server's drain.
-            self.router.release(target.generation)
-            ClientBootstrap(group: eventLoop)
-                .connectTimeout(.seconds(2))
-                .channelInitializer { upstream in
-                    upstream.eventLoop.makeCompletedFuture {
-                        let upstreamGlue = GlueHandler()
-                        try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
-                        glue.value.join(upstreamGlue)
-                    }
-                }
-                .connect(host: "127.0.0.1", port: target.port)
-                .assumeIsolated()
-                .whenComplete { result in
-                    switch result {
-                    case .success(let upstream):
-                        upstream.writeAndFlush(requestBytes, promise: nil)
-                    case .failure:
-                        channel.close(promise: nil)
-                    }
-                }
-        }
-    }
-
     func channelInactive(context: ChannelHandlerContext) {
-        self.finishRouting()
-        self.forwarding = nil
+        self.releaseCount()
+        self.exchange = nil
         self.dropUpstream()
+        self.received = nil
+        self.responseHead = nil
         if let id = self.clientID {
             self.clientID = nil
             self.router.clientClosed(id)
@@ -258,9 +223,599 @@ final class ProxyHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    /// The client keeps its connection unless it asked to close it or safe-watch is stopping.
-    private func keepsConnection(_ request: Request) -> Bool {
-        request.head.isKeepAlive && !self.closing
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// The client shut its side: it sends nothing more, but may still read the answer.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case .inputClosed = event as? ChannelEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch self.phase {
+        case .routing, .exchanging:
+            self.exchange?.clientKeeps = false
+            if let exchange = self.exchange, case .done = exchange.requestBody {
+                return  // the request is whole: answer it, then close
+            }
+            // The body will never be complete.
+            self.abortExchange()
+        case .tunnel:
+            self.upstream?.channel.close(mode: .output, promise: nil)
+        case .awaitingHead, .closing:
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Reading from the client, with backpressure
+
+    /// Whether the client's next bytes can be taken now.
+    private var readsClient: Bool {
+        switch self.phase {
+        case .awaitingHead, .closing: return true
+        case .routing: return false
+        case .exchanging:
+            guard let exchange = self.exchange, let upstream = self.upstream else { return false }
+            if case .done = exchange.requestBody { return false }  // a pipelined request waits
+            return upstream.channel.isWritable
+        case .tunnel:
+            return self.upstream?.channel.isWritable ?? false
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readsClient {
+            context.read()
+        } else {
+            self.clientReadPending = true
+        }
+    }
+
+    private func resumeClientReads() {
+        guard self.clientReadPending, self.readsClient, let context = self.context else { return }
+        self.clientReadPending = false
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { self.upstream?.handler.resumeReads() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = self.unwrapInboundIn(data)
+        switch self.phase {
+        case .closing:
+            return
+        case .tunnel:
+            self.upstream?.handler.write(bytes)
+            return
+        default:
+            break
+        }
+        if self.received == nil || self.received?.readableBytes == 0 {
+            self.received = bytes
+        } else {
+            self.received?.writeBuffer(&bytes)
+        }
+        self.processReceived()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.upstream?.handler.flush()
+        context.fireChannelReadComplete()
+    }
+
+    /// Takes what it can from `received`: a head, or the next part of the current body.
+    private func processReceived() {
+        while let context = self.context {
+            switch self.phase {
+            case .awaitingHead:
+                guard self.takeHead(context: context) else { return }
+            case .exchanging:
+                self.passRequestBody()
+                return
+            case .routing, .tunnel, .closing:
+                return
+            }
+        }
+    }
+
+    /// Takes a request head from `received` if all of it is there, and starts routing it.
+    /// Returns whether a head was taken (or a refusal sent).
+    private func takeHead(context: ChannelHandlerContext) -> Bool {
+        guard var received = self.received else { return false }
+        // Empty lines between requests are allowed (RFC 9112 §2.2).
+        while let byte = received.getInteger(at: received.readerIndex, as: UInt8.self), byte == 13 || byte == 10 {
+            received.moveReaderIndex(forwardBy: 1)
+            self.headSearched = 0
+        }
+        guard received.readableBytes > 0 else {
+            self.received = nil
+            return false
+        }
+        let searched = self.headSearched
+        let end = received.withUnsafeReadableBytes { HTTPFraming.headEnd(in: $0, searchedBefore: searched) }
+        switch end {
+        case .incomplete:
+            self.headSearched = received.readableBytes
+            self.received = received
+            return false
+        case .tooLarge:
+            self.received = nil
+            self.refuse(status: 431, reason: "Request Header Fields Too Large", detail: "the request head is over \(HTTPFraming.maxHeadLength / 1024) KiB")
+            return true
+        case .complete(let length):
+            self.headSearched = 0
+            let headBytes = received.readBytes(length: length) ?? []
+            self.received = received.readableBytes > 0 ? received : nil
+            let request: RequestHead
+            do {
+                request = try RequestHead(headBytes)
+            } catch {
+                self.received = nil
+                self.refuse(status: error.status, reason: "Bad Request", detail: error.reason)
+                return true
+            }
+            self.requestNumber += 1
+            self.exchange = Exchange(
+                request: request, forwardedHead: request.forwarded(self.forwarding), requestBody: BodyProgress(request.body),
+                clientKeeps: request.keepAlive && !self.shuttingDown)
+            self.phase = .routing
+            self.route()
+            return true
+        }
+    }
+
+    // MARK: Routing
+
+    private func route() {
+        guard let context = self.context, self.exchange != nil else { return }
+        // The usual case, a server is healthy, needs no future.
+        if let target = self.router.acquireActive() {
+            self.routed(to: target)
+            return
+        }
+        let number = self.requestNumber
+        self.router.acquire(on: context.eventLoop, hold: self.settings.hold).assumeIsolated().whenSuccess { target in
+            guard self.requestNumber == number, self.context != nil, case .routing = self.phase else {
+                if let target { self.router.release(target.generation) }
+                return
+            }
+            self.routed(to: target)
+        }
+    }
+
+    private func routed(to target: TrafficRouter.Target?) {
+        guard let target else {
+            self.answer(
+                status: 503, reason: "Service Unavailable",
+                message: "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n")
+            return
+        }
+        self.exchange?.counted = target.generation
+        if let upstream = self.upstream, upstream.generation == target.generation, upstream.reusable, upstream.channel.isActive {
+            self.upstream?.fresh = false
+            self.beginExchange()
+            return
+        }
+        self.dropUpstream()
+        self.connect(to: target)
+    }
+
+    private func connect(to target: TrafficRouter.Target) {
+        guard let context = self.context else { return }
+        let owner = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let number = self.requestNumber
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(.seconds(2))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(owner: owner))
+                }
+            }
+            .connect(host: "127.0.0.1", port: target.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    guard self.requestNumber == number, self.context != nil, case .routing = self.phase,
+                        let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+                    else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    self.upstream = Upstream(handler: handler, channel: channel, generation: target.generation)
+                    self.beginExchange()
+                case .failure:
+                    guard self.requestNumber == number, case .routing = self.phase else { return }
+                    // Refused: nothing reached the server, so any request may go again, maybe to
+                    // a newer generation (the refusing one is gone or going).
+                    self.retry()
+                }
+            }
+    }
+
+    /// Routes the current request again after a pause, or answers 502 when it has been tried enough.
+    private func retry() {
+        guard let context = self.context, self.exchange != nil else { return }
+        self.releaseCount()
+        self.exchange?.attempts += 1
+        self.phase = .routing
+        if (self.exchange?.attempts ?? 0) > 8 {
+            self.answer(status: 502, reason: "Bad Gateway", message: "safe-watch: the server refused or dropped the connection\n")
+            return
+        }
+        // Give a generation that is being replaced a moment to leave the router.
+        let number = self.requestNumber
+        let pause = TimeAmount.milliseconds(20 * Int64(self.exchange?.attempts ?? 1))
+        context.eventLoop.assumeIsolated().scheduleTask(in: pause) {
+            guard self.requestNumber == number, case .routing = self.phase else { return }
+            self.route()
+        }
+    }
+
+    /// The upstream connection is there: the head goes, then the body as it arrives.
+    private func beginExchange() {
+        guard let exchange = self.exchange, let upstream = self.upstream else { return }
+        self.phase = .exchanging
+        self.responseHead = nil
+        upstream.handler.write(upstream.channel.allocator.buffer(bytes: exchange.forwardedHead))
+        self.passRequestBody()
+        upstream.handler.flush()
+        upstream.handler.resumeReads()
+    }
+
+    /// Passes the part of the request body that has arrived to the server.
+    private func passRequestBody() {
+        guard var exchange = self.exchange, let upstream = self.upstream, var received = self.received else {
+            self.resumeClientReads()
+            return
+        }
+        switch exchange.requestBody {
+        case .done:
+            return
+        case .length(let left):
+            let take = Int(min(UInt64(received.readableBytes), left))
+            if let slice = received.readSlice(length: take) { upstream.handler.write(slice) }
+            exchange.requestBody = left == UInt64(take) ? .done : .length(left - UInt64(take))
+            exchange.sentBody = true
+        case .chunked(var scanner):
+            do {
+                let taken = try received.withUnsafeReadableBytes { bytes throws(HTTPFraming.Refusal) in try scanner.scan(bytes) }
+                if let slice = received.readSlice(length: taken) { upstream.handler.write(slice) }
+                exchange.requestBody = scanner.isDone ? .done : .chunked(scanner)
+                exchange.sentBody = true
+            } catch {
+                // The server has part of a request it will never see the end of.
+                self.exchange = exchange
+                self.received = nil
+                self.upstream?.reusable = false
+                self.refuse(status: 400, reason: "Bad Request", detail: error.reason)
+                return
+            }
+        case .untilClose:
+            upstream.handler.write(received)
+            received.moveReaderIndex(to: received.writerIndex)
+        }
+        self.exchange = exchange
+        self.received = received.readableBytes > 0 ? received : nil
+        self.resumeClientReads()
+    }
+
+    // MARK: The server's side
+
+    /// Whether the server's next bytes can be taken now.
+    fileprivate func readsUpstream(_ channel: any Channel) -> Bool {
+        guard let upstream = self.upstream, upstream.channel === channel else { return true }
+        // Idle keep-alive connections are read too, to see them close.
+        return self.context?.channel.isWritable ?? true
+    }
+
+    fileprivate func upstreamWritabilityChanged(_ channel: any Channel) {
+        guard self.upstream?.channel === channel, channel.isWritable else { return }
+        self.resumeClientReads()
+    }
+
+    fileprivate func upstreamRead(_ bytes: ByteBuffer, from channel: any Channel) {
+        guard let context = self.context, let upstream = self.upstream, upstream.channel === channel else { return }
+        if case .tunnel = self.phase {
+            context.write(self.wrapOutboundOut(bytes), promise: nil)
+            return
+        }
+        guard case .exchanging = self.phase, var exchange = self.exchange else {
+            // Bytes from an idle server connection: not an answer to anything; it cannot be reused.
+            self.dropUpstream()
+            return
+        }
+        var bytes = bytes
+        while bytes.readableBytes > 0 {
+            switch exchange.response {
+            case .awaitingHead:
+                if var head = self.responseHead {
+                    head.writeBuffer(&bytes)
+                    bytes = head
+                }
+                let end = bytes.withUnsafeReadableBytes { HTTPFraming.headEnd(in: $0) }
+                switch end {
+                case .incomplete:
+                    self.responseHead = bytes
+                    self.exchange = exchange
+                    return
+                case .tooLarge:
+                    self.exchange = exchange
+                    self.failUpstream(detail: "the server's response head is over \(HTTPFraming.maxHeadLength / 1024) KiB")
+                    return
+                case .complete(let length):
+                    self.responseHead = nil
+                    let headBytes = bytes.readBytes(length: length) ?? []
+                    let response: ResponseHead
+                    do {
+                        response = try ResponseHead(headBytes, requestMethod: exchange.request.method)
+                    } catch {
+                        self.exchange = exchange
+                        self.failUpstream(detail: "the server answered with \(error.reason)")
+                        return
+                    }
+                    if response.isInterim {
+                        // 100 Continue and friends reach the client; the final answer follows.
+                        context.write(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: response.forwarded(
+                            clientKeepsConnection: true, clientVersion: exchange.request.version, dechunking: false))), promise: nil)
+                        continue
+                    }
+                    if response.status == 101 && exchange.request.isUpgrade {
+                        self.exchange = exchange
+                        self.beginTunnel(head: headBytes, rest: bytes, context: context)
+                        return
+                    }
+                    exchange.dechunking = response.body == .chunked && exchange.request.version < .http1_1
+                    if response.body == .untilClose || exchange.dechunking { exchange.clientKeeps = false }
+                    if self.shuttingDown { exchange.clientKeeps = false }
+                    context.write(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: response.forwarded(
+                        clientKeepsConnection: exchange.clientKeeps, clientVersion: exchange.request.version,
+                        dechunking: exchange.dechunking))), promise: nil)
+                    exchange.forwardedHead = []  // answered: never replayed
+                    exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
+                    if case .none = response.body {
+                        self.exchange = exchange
+                        self.finishResponse(extraBytes: bytes.readableBytes > 0)
+                        return
+                    }
+                }
+            case .body(let progress, let keepAlive):
+                switch progress {
+                case .done:
+                    break
+                case .length(let left):
+                    let take = Int(min(UInt64(bytes.readableBytes), left))
+                    if let slice = bytes.readSlice(length: take) { context.write(self.wrapOutboundOut(slice), promise: nil) }
+                    exchange.response = .body(left == UInt64(take) ? .done : .length(left - UInt64(take)), keepAlive: keepAlive)
+                case .chunked(var scanner):
+                    do {
+                        if exchange.dechunking {
+                            let start = bytes.readerIndex
+                            var dataRanges: [Range<Int>] = []
+                            let taken = try bytes.withUnsafeReadableBytes { raw throws(HTTPFraming.Refusal) in
+                                try scanner.scan(raw) { dataRanges.append($0) }
+                            }
+                            for range in dataRanges {
+                                if let slice = bytes.getSlice(at: start + range.lowerBound, length: range.count) {
+                                    context.write(self.wrapOutboundOut(slice), promise: nil)
+                                }
+                            }
+                            bytes.moveReaderIndex(forwardBy: taken)
+                        } else {
+                            let taken = try bytes.withUnsafeReadableBytes { raw throws(HTTPFraming.Refusal) in try scanner.scan(raw) }
+                            if let slice = bytes.readSlice(length: taken) { context.write(self.wrapOutboundOut(slice), promise: nil) }
+                        }
+                        exchange.response = .body(scanner.isDone ? .done : .chunked(scanner), keepAlive: keepAlive)
+                    } catch {
+                        // Half an answer cannot be mended: end the client's connection as it stands.
+                        self.exchange = exchange
+                        self.abortExchange()
+                        return
+                    }
+                case .untilClose:
+                    context.write(self.wrapOutboundOut(bytes), promise: nil)
+                    bytes.moveReaderIndex(to: bytes.writerIndex)
+                }
+                if case .body(.done, _) = exchange.response {
+                    self.exchange = exchange
+                    self.finishResponse(extraBytes: bytes.readableBytes > 0)
+                    return
+                }
+            }
+        }
+        self.exchange = exchange
+    }
+
+    fileprivate func upstreamReadComplete(from channel: any Channel) {
+        guard self.upstream?.channel === channel else { return }
+        self.context?.flush()
+    }
+
+    fileprivate func upstreamClosed(_ channel: any Channel) {
+        guard let upstream = self.upstream, upstream.channel === channel else { return }
+        self.upstream = nil
+        switch self.phase {
+        case .tunnel:
+            self.context?.close(promise: nil)
+            return
+        case .exchanging:
+            break
+        default:
+            return
+        }
+        guard let exchange = self.exchange else { return }
+        switch exchange.response {
+        case .body(.untilClose, _):
+            self.finishResponse(extraBytes: false)
+        case .body:
+            // Half an answer cannot be mended: end the client's connection as the server did.
+            self.abortExchange()
+        case .awaitingHead:
+            // Closed before answering. On a reused keep-alive connection that is most often the
+            // server closing it just as it was reused: a request without a body that is safe to
+            // repeat goes again. Otherwise the request may have been acted on: 502, never twice.
+            if !upstream.fresh, !exchange.sentBody, !exchange.forwardedHead.isEmpty, self.responseHead == nil,
+                Self.idempotent.contains(exchange.request.method)
+            {
+                self.retry()
+            } else {
+                self.failUpstream(detail: "the server closed the connection without answering")
+            }
+        }
+    }
+
+    // MARK: Ending an exchange
+
+    /// The response has gone out whole. The request stays counted against its generation until
+    /// the client has taken the last byte, so a swap drains a download in flight.
+    private func finishResponse(extraBytes: Bool) {
+        guard let context = self.context, let exchange = self.exchange else { return }
+        var requestDone = false
+        if case .done = exchange.requestBody { requestDone = true }
+        if case .body(_, let serverKeeps) = exchange.response, serverKeeps, requestDone, !extraBytes {
+            self.upstream?.reusable = true
+        } else {
+            self.dropUpstream()
+        }
+        let generation = exchange.counted
+        self.exchange?.counted = nil
+        let router = self.router
+        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            if let generation { router.release(generation) }
+        }
+        self.exchange = nil
+        // The server answered before the body was all sent: the rest of it would be taken for
+        // the next request.
+        guard exchange.clientKeeps, requestDone, !self.shuttingDown else {
+            self.closeGracefully()
+            return
+        }
+        self.phase = .awaitingHead
+        self.processReceived()
+        if case .awaitingHead = self.phase { self.resumeClientReads() }
+    }
+
+    /// The response broke off after it began: the client's connection ends, as the server's did.
+    private func abortExchange() {
+        self.releaseCount()
+        self.exchange = nil
+        self.dropUpstream()
+        self.context?.close(promise: nil)
+    }
+
+    /// The server failed the request before answering it: 502.
+    private func failUpstream(detail: String) {
+        self.dropUpstream()
+        self.answer(status: 502, reason: "Bad Gateway", message: "safe-watch: \(detail)\n")
+    }
+
+    /// Answers the current request from the proxy itself. The connection stays open only when
+    /// the client keeps it and no unread body is on its way.
+    private func answer(status: Int, reason: String, message: String) {
+        guard let context = self.context, let exchange = self.exchange else { return }
+        self.releaseCount()
+        self.exchange = nil
+        var bodyPending = true
+        if case .done = exchange.requestBody { bodyPending = false }
+        let keeps = exchange.clientKeeps && !bodyPending && !self.shuttingDown
+        self.writeAnswer(status: status, reason: reason, message: message, keeps: keeps, context: context)
+        if keeps {
+            self.phase = .awaitingHead
+            self.processReceived()
+            if case .awaitingHead = self.phase { self.resumeClientReads() }
+        } else {
+            self.received = nil
+            self.closeGracefully()
+        }
+    }
+
+    /// Answers a request the proxy cannot forward, then closes the connection.
+    private func refuse(status: Int, reason: String, detail: String) {
+        guard let context = self.context else { return }
+        self.releaseCount()
+        self.exchange = nil
+        self.dropUpstream()
+        self.writeAnswer(status: status, reason: reason, message: "safe-watch: \(detail)\n", keeps: false, context: context)
+        self.closeGracefully()
+    }
+
+    private func writeAnswer(status: Int, reason: String, message: String, keeps: Bool, context: ChannelHandlerContext) {
+        var head = "HTTP/1.1 \(status) \(reason)\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(message.utf8.count)\r\n"
+        if !keeps { head += "connection: close\r\n" }
+        head += "\r\n"
+        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(string: head + message)), promise: nil)
+    }
+
+    /// Shuts the write side once the last answer is out, then discards what the client still
+    /// sends until it closes (or `lingerTimeout`): closing with unread bytes would reset the
+    /// connection, and a reset can destroy the answer before the client reads it.
+    private func closeGracefully() {
+        guard let context = self.context else { return }
+        self.phase = .closing
+        self.received = nil
+        self.dropUpstream()
+        let channel = context.channel
+        // After the writes before it: a client that shut its side already is closed outright,
+        // which would drop writes still queued.
+        context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        }
+        context.eventLoop.scheduleTask(in: Self.lingerTimeout) { channel.close(promise: nil) }
+        self.resumeClientReads()
+    }
+
+    // MARK: Tunnels (WebSocket and other upgrades)
+
+    /// The server agreed to switch protocols: from here on bytes pass both ways untouched. The
+    /// tunnel stays counted against its generation until it closes, so a swap drains it.
+    private func beginTunnel(head: [UInt8], rest: ByteBuffer, context: ChannelHandlerContext) {
+        self.phase = .tunnel
+        self.exchange?.forwardedHead = []
+        context.write(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: head)), promise: nil)
+        if rest.readableBytes > 0 { context.write(self.wrapOutboundOut(rest), promise: nil) }
+        context.flush()
+        if let received = self.received, received.readableBytes > 0, let upstream = self.upstream {
+            upstream.handler.write(received)
+            upstream.handler.flush()
+        }
+        self.received = nil
+        self.resumeClientReads()
+    }
+
+    // MARK: Stopping
+
+    /// safe-watch is stopping: finish what is in progress, then close; an idle connection gets
+    /// `idleGrace` to send one last request. A tunnel cannot be finished: it is closed.
+    private func shutdownBegan(idleGrace: TimeAmount) {
+        guard let context = self.context else { return }
+        self.shuttingDown = true
+        self.exchange?.clientKeeps = false
+        switch self.phase {
+        case .tunnel:
+            context.close(promise: nil)
+        case .awaitingHead:
+            let number = self.requestNumber
+            context.eventLoop.assumeIsolated().scheduleTask(in: idleGrace) {
+                guard self.requestNumber == number, case .awaitingHead = self.phase, self.received == nil else { return }
+                self.context?.close(promise: nil)
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: Helpers
+
+    private func releaseCount() {
+        if let generation = self.exchange?.counted {
+            self.exchange?.counted = nil
+            self.router.release(generation)
+        }
     }
 
     /// Forgets the upstream connection, then closes it. In that order: closing can call
@@ -270,194 +825,51 @@ final class ProxyHandler: ChannelInboundHandler {
         self.upstream = nil
         upstream?.channel.close(promise: nil)
     }
+}
 
-    // MARK: Routing
+/// The proxy's connection to one generation: hands everything to the client's handler (same
+/// event loop), and reads only while the client can take more.
+private final class UpstreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
-    private func route() {
-        guard let context = self.context, self.forwarding != nil else { return }
-        // The usual case, a server is healthy, needs no future.
-        if let target = self.router.acquireActive() {
-            self.routed(to: target)
-            return
-        }
-        self.router.acquire(on: context.eventLoop, hold: self.hold).assumeIsolated().whenSuccess { target in
-            self.routed(to: target)
-        }
+    private let owner: NIOLoopBound<ProxyConnection>
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+
+    init(owner: NIOLoopBound<ProxyConnection>) {
+        self.owner = owner
     }
 
-    private func routed(to target: TrafficRouter.Target?) {
-        guard self.forwarding != nil, self.context != nil else {
-            if let target { self.router.release(target.generation) }
-            return
-        }
-        guard let target else {
-            self.respondWithError(.serviceUnavailable, "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n")
-            return
-        }
-        self.finishRouting()  // never count one request twice
-        self.routedTo = target.generation
-        self.send(to: target)
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
     }
 
-    private func send(to target: TrafficRouter.Target) {
-        guard let context = self.context else { return }
-        if let upstream = self.upstream, upstream.generation == target.generation, upstream.reusable,
-            upstream.channel.isActive
-        {
-            self.write(on: upstream)
-            return
-        }
-        self.dropUpstream()
-        let owner = NIOLoopBound(self, eventLoop: context.eventLoop)
-        ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(.seconds(2))
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(owner: owner))
-                }
-            }
-            .connect(host: "127.0.0.1", port: target.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    guard self.forwarding != nil, self.context != nil else {
-                        channel.close(promise: nil)
-                        return
-                    }
-                    let upstream = Upstream(channel: channel, generation: target.generation, reusable: true)
-                    self.upstream = upstream
-                    self.write(on: upstream)
-                case .failure:
-                    // Refused: the generation is gone or going. Route again (maybe to a newer one).
-                    self.retry(idempotentOnly: false)
-                }
-            }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
-    private func write(on upstream: Upstream) {
-        guard let request = self.forwarding else { return }
-        var head = request.head
-        for name in Self.hopByHop { head.headers.remove(name: name) }
-        if self.remoteIP == nil { self.remoteIP = self.context?.channel.remoteAddress?.ipAddress }
-        if let remote = self.remoteIP {
-            let forwarded = head.headers.first(name: "x-forwarded-for").map { "\($0), \(remote)" } ?? remote
-            head.headers.replaceOrAdd(name: "x-forwarded-for", value: forwarded)
-        }
-        head.version = .http1_1
-        upstream.channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        if let body = request.body {
-            upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-        }
-        upstream.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+    func write(_ bytes: ByteBuffer) {
+        self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
     }
 
-    private func retry(idempotentOnly: Bool) {
-        guard let context = self.context, let request = self.forwarding else { return }
-        self.finishRouting()
-        self.attempts += 1
-        if self.attempts > 5 || (idempotentOnly && !Self.idempotent.contains(request.head.method)) {
-            self.respondWithError(.badGateway, "safe-watch: the server closed the connection without answering\n")
-            return
-        }
-        // Give a generation that is being replaced a moment to leave the router.
-        let number = self.requestNumber
-        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20 * Int64(self.attempts))) {
-            guard self.requestNumber == number else { return }
-            self.route()
-        }
-    }
-
-    private func finishRouting() {
-        if let generation = self.routedTo {
-            self.routedTo = nil
-            self.router.release(generation)
-        }
-    }
-
-    // MARK: Responses from the upstream
-
-    fileprivate func upstreamRead(_ part: HTTPClientResponsePart, from channel: any Channel) {
-        guard let context = self.context, let request = self.forwarding, self.upstream?.channel === channel else { return }
-        switch part {
-        case .head(var head):
-            if head.status.code < 200 { return }  // 100 Continue: the body was sent already
-            self.responseStarted = true
-            if !head.isKeepAlive { self.upstream?.reusable = false }
-            for name in Self.hopByHop { head.headers.remove(name: name) }
-            head.version = request.head.version
-            if !self.keepsConnection(request) { head.headers.replaceOrAdd(name: "connection", value: "close") }
-            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        case .body(let chunk):
-            // Flushed once per read from the server (`upstreamReadComplete`), not per chunk.
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
-        case .end(let trailers):
-            let keepAlive = self.keepsConnection(request)
-            self.forwarding = nil
-            self.responseStarted = false
-            self.finishRouting()
-            if self.upstream?.reusable == false {
-                self.dropUpstream()
-            }
-            let written = context.writeAndFlush(self.wrapOutboundOut(.end(trailers)))
-            if !keepAlive {
-                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-            }
-        }
-    }
-
-    fileprivate func upstreamReadComplete(from channel: any Channel) {
-        guard self.upstream?.channel === channel else { return }
+    func flush() {
         self.context?.flush()
     }
 
-    fileprivate func upstreamClosed(_ channel: any Channel) {
-        guard self.upstream?.channel === channel else { return }
-        self.upstream = nil
-        guard self.forwarding != nil else { return }
-        if self.responseStarted {
-            // Half an answer cannot be mended: end the client's connection as the server did.
-            self.finishRouting()
-            self.forwarding = nil
-            self.context?.close(promise: nil)
-            return
-        }
-        // Closed before answering: a keep-alive connection the server shut just as we reused it
-        // (safe to resend), or a server that died mid-request (resend only idempotent ones: the
-        // two cannot be told apart from here).
-        self.retry(idempotentOnly: true)
-    }
-
-    private func respondWithError(_ status: HTTPResponseStatus, _ message: String) {
-        guard let context = self.context, let request = self.forwarding else { return }
-        self.finishRouting()
-        self.forwarding = nil
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
-        headers.add(name: "content-length", value: String(message.utf8.count))
-        let keepAlive = self.keepsConnection(request)
-        if !keepAlive { headers.add(name: "connection", value: "close") }
-        let head = HTTPResponseHead(version: request.head.version, status: status, headers: headers)
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: message)))), promise: nil)
-        let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
-        if !keepAlive {
-            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    func read(context: ChannelHandlerContext) {
+        if self.owner.value.readsUpstream(context.channel) {
+            context.read()
+        } else {
+            self.readPending = true
         }
     }
-}
 
-/// The proxy's connection to one generation; hands everything to the client's handler, which lives
-/// on the same event loop.
-private final class UpstreamHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-
-    private let owner: NIOLoopBound<ProxyHandler>
-
-    init(owner: NIOLoopBound<ProxyHandler>) {
-        self.owner = owner
+    func resumeReads() {
+        guard self.readPending, let context = self.context, self.owner.value.readsUpstream(context.channel) else { return }
+        self.readPending = false
+        context.read()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -466,6 +878,10 @@ private final class UpstreamHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         self.owner.value.upstreamReadComplete(from: context.channel)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.owner.value.upstreamWritabilityChanged(context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -751,8 +751,9 @@ public actor SupervisorRuntime {
         return path.utf8.count < 100 ? path : "/tmp/safe-watch-\(getpid())-\(generation).sock"
     }
 
-    /// Drains then stops one server: in proxy mode it first finishes the requests routed to it,
-    /// then gets `signal`, then SIGKILL for its whole group once `timeout` is over.
+    /// Drains then stops one server: in proxy mode it first finishes the requests routed to it
+    /// (for at most `timeout`), then gets `signal`, then SIGKILL for its whole group once `timeout`
+    /// is over counted from the start, or half of it counted from the signal, whichever is later.
     private func stop(_ server: ServerProcess, signal: Int32, timeout: Duration) {
         let router = self.router
         let proxied = self.project.configuration.serve.mode == .proxy
@@ -767,7 +768,9 @@ public actor SupervisorRuntime {
                     await router.waitUntilIdle(server.generation, timeout: timeout)
                 }
             }
-            let left = max(.zero, timeout - (ContinuousClock.now - begun))
+            // A drain that took all of stop_timeout (a WebSocket left open) still leaves the server
+            // half of it to exit cleanly after its signal.
+            let left = max(timeout / 2, timeout - (ContinuousClock.now - begun))
             await terminate(group: server.pid, signal: signal, timeout: left, exited: { _ = await server.waitForExit() })
         }
     }
@@ -817,8 +820,10 @@ public actor SupervisorRuntime {
         self.project.overrides(&configuration)
         let old = self.project.configuration
         if configuration.product == nil { configuration.product = old.product }
-        if configuration.serve.listen != old.serve.listen || configuration.serve.mode != old.serve.mode {
-            self.reporter.warning("serve.listen and serve.mode changes take effect when safe-watch restarts")
+        if configuration.serve.listen != old.serve.listen || configuration.serve.mode != old.serve.mode
+            || configuration.serve.forwardedHeaders != old.serve.forwardedHeaders
+        {
+            self.reporter.warning("serve.listen, serve.mode and serve.forwarded_headers changes take effect when safe-watch restarts")
             configuration.serve = old.serve
         }
         let rebuild = configuration.build != old.build || configuration.run != old.run || configuration.product != old.product

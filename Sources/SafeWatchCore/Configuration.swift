@@ -88,6 +88,8 @@ public struct Configuration: Equatable, Sendable {
         public var socketName: String?
         /// How long the proxy holds a connection while no healthy server exists, before 503.
         public var holdTimeout: Duration = .seconds(30)
+        /// The proxy tells the server who asked: X-Forwarded-For, X-Forwarded-Proto, Forwarded.
+        public var forwardedHeaders = true
     }
 
     /// The supervisor's part of the configuration.

@@ -38,7 +38,7 @@ public struct ConfigurationLoader: Sendable {
         "build": ["command", "binary", "timeout"],
         "run": ["args", "env", "port_env", "stop_signal", "stop_timeout", "keep_generations", "rollback_window"],
         "watch": ["paths", "ignore", "extensions", "debounce", "poll"],
-        "serve": ["mode", "listen", "hold_timeout", "socket_name"],
+        "serve": ["mode", "listen", "hold_timeout", "socket_name", "forwarded_headers"],
         "health": ["type", "path", "command", "interval", "timeout", "success_threshold", "failure_threshold",
                    "startup_timeout"],
     ]
@@ -113,6 +113,7 @@ public struct ConfigurationLoader: Sendable {
                 config.serve.listen = address
             }
             config.serve.holdTimeout = try reader.duration(serve, "serve", "hold_timeout") ?? config.serve.holdTimeout
+            config.serve.forwardedHeaders = try reader.bool(serve, "serve", "forwarded_headers") ?? config.serve.forwardedHeaders
             if let name = try reader.nonEmptyString(serve, "serve", "socket_name") {
                 // systemd's FDNAME: at most 255 characters, no ':' (the LISTEN_FDNAMES separator).
                 guard name.count <= 255, !name.contains(":"), name.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
@@ -185,6 +186,12 @@ private struct TableReader {
         guard let value = toml[key] else { return nil }
         guard let int = value.int else { throw self.error(table, key, "must be an integer, got \(value.type)") }
         return int
+    }
+
+    func bool(_ toml: TOMLTable, _ table: String, _ key: String) throws(ConfigurationError) -> Bool? {
+        guard let value = toml[key] else { return nil }
+        guard let bool = value.bool else { throw self.error(table, key, "must be true or false, got \(value.type)") }
+        return bool
     }
 
     func strings(_ toml: TOMLTable, _ table: String, _ key: String) throws(ConfigurationError) -> [String]? {

@@ -86,6 +86,7 @@ public struct StarterConfiguration: Equatable, Sendable {
             # mode = "proxy"              # or "socket" (servers get the listening socket as fd 3), "restart"
             # listen = "127.0.0.1:8080"   # ":0" picks a free port
             # hold_timeout = "30s"        # how long a request waits while no server is healthy, then 503
+            # forwarded_headers = true    # the proxy adds X-Forwarded-For, X-Forwarded-Proto and Forwarded
             # With systemd socket activation, only the sockets of one FileDescriptorName= (default: all), e.g.:
             #   socket_name = "http"
 

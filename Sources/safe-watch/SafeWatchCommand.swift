@@ -237,7 +237,8 @@ extension SafeWatchCommand {
                     do {
                         proxies.append(
                             try await HTTPProxy.start(
-                                socket: socket.fd, holdTimeout: project.configuration.serve.holdTimeout, router: router, group: group))
+                                socket: socket.fd, holdTimeout: project.configuration.serve.holdTimeout,
+                                addsForwardingFields: project.configuration.serve.forwardedHeaders, router: router, group: group))
                     } catch {
                         try? await group.shutdownGracefully()
                         if controlSocket != nil { unlink(controlPath) }

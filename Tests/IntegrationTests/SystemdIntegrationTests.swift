@@ -59,10 +59,19 @@ func startEnvironment(of pid: pid_t) -> [String: String] {
 
 /// The servers safe-watch runs: its descendants executing a staged generation.
 func serverPIDs(of safeWatch: SafeWatchProcess) -> [pid_t] {
-    safeWatch.descendants.filter { pid in
+    let generations = Set(safeWatch.descendants.filter { pid in
         let command = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
         return command.contains("/.safe-watch/generations/")
-    }
+    })
+    // A script server's fork keeps its parent's command line until it execs: not a server.
+    return generations.filter { pid in parentPID(of: pid).map { !generations.contains($0) } ?? false }
+}
+
+/// The parent of `pid` (nil once it is gone).
+func parentPID(of pid: pid_t) -> pid_t? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 1 ? pid_t(fields[1]) : nil
 }
 
 extension SupervisorIntegrationTests {

@@ -1,0 +1,544 @@
+/// The little of HTTP/1.x the proxy needs to read: where a head ends, how the body after it is
+/// framed, and which header lines are the connection's own (hop-by-hop). Everything else passes
+/// through as the bytes received, so no header value is ever decoded, re-encoded or reordered.
+///
+/// Pure: heads are byte arrays, results are values; the proxy's channel handlers do the I/O.
+public enum HTTPFraming {
+    /// Largest head (start line and header fields) accepted; a larger one is refused (431 for a
+    /// request, 502 for a response).
+    public static let maxHeadLength = 64 * 1024
+
+    /// Where the head at the start of `bytes` ends.
+    public enum HeadEnd: Equatable, Sendable {
+        /// Not all of the head has arrived yet.
+        case incomplete
+        /// The head is the first `length` bytes, its blank line included.
+        case complete(length: Int)
+        /// More than `maxHeadLength` bytes without the end of a head.
+        case tooLarge
+    }
+
+    /// Finds the blank line that ends a head. `searchedBefore` bytes were already searched on an
+    /// earlier call (the search resumes a little before them, since CRLFCRLF can straddle reads).
+    public static func headEnd(in bytes: UnsafeRawBufferPointer, searchedBefore: Int = 0) -> HeadEnd {
+        var index = max(0, searchedBefore - 3)
+        let count = bytes.count
+        while index < count {
+            if bytes[index] == lf {
+                // LF LF (a bare-LF client) or LF CR LF ends the head.
+                if index + 1 < count, bytes[index + 1] == lf { return checked(index + 2) }
+                if index + 2 < count, bytes[index + 1] == cr, bytes[index + 2] == lf { return checked(index + 3) }
+            }
+            index += 1
+        }
+        return count > maxHeadLength ? .tooLarge : .incomplete
+    }
+
+    private static func checked(_ length: Int) -> HeadEnd {
+        length > maxHeadLength ? .tooLarge : .complete(length: length)
+    }
+
+    /// How a message's body is delimited.
+    public enum BodyFraming: Equatable, Sendable {
+        case none
+        case length(UInt64)
+        case chunked
+        /// The body runs until the sender closes the connection (responses only).
+        case untilClose
+    }
+
+    /// Why a head cannot be forwarded.
+    public struct Refusal: Error, Equatable, Sendable {
+        /// The status to answer a client with.
+        public var status: Int
+        public var reason: String
+    }
+
+    static let cr: UInt8 = 13
+    static let lf: UInt8 = 10
+}
+
+/// One header line of a head: byte ranges into the head's bytes.
+public struct HeaderField: Equatable, Sendable {
+    /// The whole line without its line ending.
+    public var line: Range<Int>
+    public var name: Range<Int>
+    /// The value without the whitespace around it.
+    public var value: Range<Int>
+}
+
+/// The parts of a head common to requests and responses.
+public struct HeadLines: Equatable, Sendable {
+    public var bytes: [UInt8]
+    /// The start line without its line ending.
+    public var startLine: Range<Int>
+    public var fields: [HeaderField]
+
+    /// Splits `bytes` (a whole head, its blank line included) into the start line and fields.
+    init(_ bytes: [UInt8]) throws(HTTPFraming.Refusal) {
+        self.bytes = bytes
+        var lines: [Range<Int>] = []
+        var start = 0
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == HTTPFraming.lf {
+                var end = index
+                if end > start, bytes[end - 1] == HTTPFraming.cr { end -= 1 }
+                if end == start { break }  // the blank line
+                lines.append(start..<end)
+                start = index + 1
+            }
+            index += 1
+        }
+        guard let first = lines.first else { throw HTTPFraming.Refusal(status: 400, reason: "empty head") }
+        self.startLine = first
+        self.fields = []
+        self.fields.reserveCapacity(lines.count - 1)
+        for line in lines.dropFirst() {
+            // obs-fold (a line that continues the previous one) is refused, as RFC 9112 allows.
+            guard bytes[line.lowerBound] != 32, bytes[line.lowerBound] != 9,
+                let colon = bytes[line].firstIndex(of: 58), colon > line.lowerBound
+            else { throw HTTPFraming.Refusal(status: 400, reason: "malformed header line") }
+            for byte in bytes[line.lowerBound..<colon] where !Self.isTokenByte(byte) {
+                throw HTTPFraming.Refusal(status: 400, reason: "malformed header name")
+            }
+            var valueStart = colon + 1
+            var valueEnd = line.upperBound
+            while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
+            while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+            for byte in bytes[valueStart..<valueEnd] where byte == 0 || byte == HTTPFraming.cr || byte == HTTPFraming.lf {
+                throw HTTPFraming.Refusal(status: 400, reason: "a header value holds a control character")
+            }
+            self.fields.append(HeaderField(line: line, name: line.lowerBound..<colon, value: valueStart..<valueEnd))
+        }
+    }
+
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
+        default: false
+        }
+    }
+
+    /// Whether the field's name is `lowercased` (ASCII, case-insensitive).
+    public func name(of field: HeaderField, is lowercased: StaticString) -> Bool {
+        let count = field.name.count
+        guard count == lowercased.utf8CodeUnitCount else { return false }
+        let expected = lowercased.utf8Start
+        var offset = 0
+        while offset < count {
+            var byte = self.bytes[field.name.lowerBound + offset]
+            if byte >= 65 && byte <= 90 { byte |= 0x20 }
+            if byte != expected[offset] { return false }
+            offset += 1
+        }
+        return true
+    }
+
+    public func string(_ range: Range<Int>) -> String {
+        String(decoding: self.bytes[range], as: UTF8.self)
+    }
+
+    /// The values of every `name` field, in order.
+    public func values(_ name: StaticString) -> [String] {
+        self.fields.filter { self.name(of: $0, is: name) }.map { self.string($0.value) }
+    }
+
+    /// The comma-separated elements of every `name` field, trimmed and lowercased.
+    func tokens(_ name: StaticString) -> [String] {
+        self.values(name).flatMap { $0.split(separator: ",") }.map {
+            $0.trimmingWhitespace().lowercased()
+        }.filter { !$0.isEmpty }
+    }
+
+    /// `Content-Length`, when present: nil if absent; a refusal if malformed or contradictory.
+    func contentLength() throws(HTTPFraming.Refusal) -> UInt64? {
+        var length: UInt64?
+        for value in self.values("content-length").flatMap({ $0.split(separator: ",", omittingEmptySubsequences: false) }) {
+            let digits = value.trimmingWhitespace()
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let parsed = UInt64(digits) else {
+                throw HTTPFraming.Refusal(status: 400, reason: "malformed Content-Length")
+            }
+            if let length, length != parsed { throw HTTPFraming.Refusal(status: 400, reason: "conflicting Content-Length values") }
+            length = parsed
+        }
+        return length
+    }
+
+    /// The connection's own header lines (RFC 9110 §7.6.1): `Connection`, the fields it names,
+    /// `Keep-Alive` and `Proxy-Connection`.
+    func isHopByHop(_ field: HeaderField, connectionTokens: [String]) -> Bool {
+        if self.name(of: field, is: "connection") || self.name(of: field, is: "keep-alive")
+            || self.name(of: field, is: "proxy-connection")
+        {
+            return true
+        }
+        // close, keep-alive and upgrade name no other field (Upgrade is the caller's to judge).
+        guard connectionTokens.contains(where: { $0 != "close" && $0 != "keep-alive" && $0 != "upgrade" }) else { return false }
+        let name = self.string(field.name).lowercased()
+        // Never drop the framing because a sender listed it: it travels with the bytes.
+        if name == "transfer-encoding" || name == "content-length" { return false }
+        return connectionTokens.contains(name)
+    }
+}
+
+/// HTTP-version of a start line.
+public struct HTTPVersionNumber: Equatable, Sendable, Comparable {
+    public var major: Int
+    public var minor: Int
+
+    public static let http1_0 = HTTPVersionNumber(major: 1, minor: 0)
+    public static let http1_1 = HTTPVersionNumber(major: 1, minor: 1)
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
+    }
+
+    /// Parses `HTTP/1.1`.
+    init?(_ bytes: ArraySlice<UInt8>) {
+        guard bytes.count == 8, bytes.starts(with: Array("HTTP/".utf8)) else { return nil }
+        let major = bytes[bytes.startIndex + 5]
+        let dot = bytes[bytes.startIndex + 6]
+        let minor = bytes[bytes.startIndex + 7]
+        guard (48...57).contains(major), dot == 46, (48...57).contains(minor) else { return nil }
+        self.major = Int(major - 48)
+        self.minor = Int(minor - 48)
+    }
+
+    init(major: Int, minor: Int) {
+        self.major = major
+        self.minor = minor
+    }
+}
+
+/// A request head as the client sent it, and what the proxy needs to know about it.
+public struct RequestHead: Equatable, Sendable {
+    public var lines: HeadLines
+    public var method: String
+    public var version: HTTPVersionNumber
+    public var body: HTTPFraming.BodyFraming
+    /// The client keeps its connection after this request (HTTP/1.1 without `Connection: close`,
+    /// or HTTP/1.0 with `Connection: keep-alive`).
+    public var keepAlive: Bool
+    /// `Connection: upgrade` with an `Upgrade` field: after a 101 the connection is a tunnel.
+    public var isUpgrade: Bool
+    /// `Expect: 100-continue`: the client waits for a 100 (or a final answer) before the body.
+    public var expectsContinue: Bool
+    let connectionTokens: [String]
+
+    /// Parses a whole head (its blank line included).
+    public init(_ bytes: [UInt8]) throws(HTTPFraming.Refusal) {
+        let lines = try HeadLines(bytes)
+        self.lines = lines
+        // method SP request-target SP HTTP-version
+        let start = bytes[lines.startLine]
+        let parts = start.split(separator: 32, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, parts[0].allSatisfy(HeadLines.isTokenByte),
+            parts[1].allSatisfy({ $0 > 32 && $0 != 127 }), let version = HTTPVersionNumber(parts[2]), version.major == 1
+        else { throw HTTPFraming.Refusal(status: 400, reason: "malformed request line") }
+        self.method = String(decoding: parts[0], as: UTF8.self)
+        self.version = version
+
+        let tokens = lines.tokens("connection")
+        self.connectionTokens = tokens
+        self.keepAlive = version >= .http1_1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+        self.isUpgrade = tokens.contains("upgrade") && !lines.values("upgrade").isEmpty
+        self.expectsContinue = lines.values("expect").contains { $0.lowercased() == "100-continue" }
+
+        // RFC 9112 §6.3: a request with both is an attack vector (smuggling); refuse it.
+        let transferCodings = lines.tokens("transfer-encoding")
+        let length = try lines.contentLength()
+        if !transferCodings.isEmpty {
+            guard length == nil else {
+                throw HTTPFraming.Refusal(status: 400, reason: "both Content-Length and Transfer-Encoding")
+            }
+            guard transferCodings.last == "chunked", version >= .http1_1 else {
+                throw HTTPFraming.Refusal(status: 400, reason: "a request body must end with chunked transfer coding")
+            }
+            self.body = .chunked
+        } else if let length, length > 0 {
+            self.body = .length(length)
+        } else {
+            self.body = .none
+        }
+        if version == .http1_1, lines.values("host").count != 1 {
+            throw HTTPFraming.Refusal(status: 400, reason: "an HTTP/1.1 request needs exactly one Host")
+        }
+    }
+
+    /// The value of `Host`, if any.
+    public var host: String? { self.lines.values("host").first }
+
+    /// The head to send upstream: the client's bytes with the connection's own fields taken out
+    /// (an upgrade keeps `Upgrade` and says `Connection: upgrade`), and the forwarding fields
+    /// added when `forwarding` is given.
+    public func forwarded(_ forwarding: ForwardingFields?) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(self.lines.bytes.count + 128)
+        let bytes = self.lines.bytes
+        output.append(contentsOf: bytes[self.lines.startLine])
+        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        var forwardedFor: [ArraySlice<UInt8>] = []
+        var forwardedElements: [ArraySlice<UInt8>] = []
+        var hasProto = false
+        for field in self.lines.fields {
+            if self.lines.name(of: field, is: "upgrade") {
+                if !self.isUpgrade { continue }
+            } else if self.lines.isHopByHop(field, connectionTokens: self.connectionTokens) {
+                continue
+            }
+            if forwarding != nil {
+                if self.lines.name(of: field, is: "x-forwarded-for") {
+                    forwardedFor.append(bytes[field.value])
+                    continue
+                }
+                if self.lines.name(of: field, is: "forwarded") {
+                    forwardedElements.append(bytes[field.value])
+                    continue
+                }
+                if self.lines.name(of: field, is: "x-forwarded-proto") { hasProto = true }
+            }
+            output.append(contentsOf: bytes[field.line])
+            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        }
+        if self.isUpgrade { output.append(contentsOf: Array("Connection: upgrade\r\n".utf8)) }
+        if let forwarding {
+            // X-Forwarded-For: the earlier hops' addresses, then the client's.
+            output.append(contentsOf: Array("X-Forwarded-For: ".utf8))
+            for value in forwardedFor where !value.isEmpty {
+                output.append(contentsOf: value)
+                output.append(contentsOf: [44, 32])
+            }
+            output.append(contentsOf: Array(forwarding.clientAddress.utf8))
+            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+            if !hasProto { output.append(contentsOf: Array("X-Forwarded-Proto: \(forwarding.proto)\r\n".utf8)) }
+            output.append(contentsOf: Array("Forwarded: ".utf8))
+            for value in forwardedElements where !value.isEmpty {
+                output.append(contentsOf: value)
+                output.append(contentsOf: [44, 32])
+            }
+            output.append(contentsOf: Array(forwarding.element(host: self.host).utf8))
+            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        }
+        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        return output
+    }
+}
+
+/// What the proxy adds to a request about the hop it saw: `X-Forwarded-For`,
+/// `X-Forwarded-Proto` (unless a hop before set it) and RFC 7239 `Forwarded`.
+public struct ForwardingFields: Equatable, Sendable {
+    public var clientAddress: String
+    public var proto: String
+
+    public init(clientAddress: String, proto: String = "http") {
+        self.clientAddress = clientAddress
+        self.proto = proto
+    }
+
+    /// One `Forwarded` element: `for=192.0.2.1;proto=http;host="example.com:8080"` (an IPv6
+    /// address is quoted and bracketed, as RFC 7239 §6 requires).
+    func element(host: String?) -> String {
+        let node = self.clientAddress.contains(":") ? "\"[\(self.clientAddress)]\"" : self.clientAddress
+        var element = "for=\(node);proto=\(self.proto)"
+        if let host, host.utf8.allSatisfy({ $0 >= 32 && $0 < 127 && $0 != 34 && $0 != 92 }) {
+            element += ";host=\"\(host)\""
+        }
+        return element
+    }
+}
+
+/// A response head as the server sent it.
+public struct ResponseHead: Equatable, Sendable {
+    public var lines: HeadLines
+    public var version: HTTPVersionNumber
+    public var status: Int
+    /// How the body is framed, given the request it answers.
+    public var body: HTTPFraming.BodyFraming
+    /// The server keeps the connection open after this response.
+    public var keepAlive: Bool
+    let connectionTokens: [String]
+
+    /// Parses a whole head answering a request with `requestMethod`.
+    public init(_ bytes: [UInt8], requestMethod: String) throws(HTTPFraming.Refusal) {
+        let lines = try HeadLines(bytes)
+        self.lines = lines
+        // HTTP-version SP status-code SP [reason-phrase]
+        let start = bytes[lines.startLine]
+        let parts = start.split(separator: 32, maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 2, let version = HTTPVersionNumber(parts[0]), version.major == 1, parts[1].count == 3,
+            parts[1].allSatisfy({ $0 >= 48 && $0 <= 57 }), let status = Int(String(decoding: parts[1], as: UTF8.self))
+        else { throw HTTPFraming.Refusal(status: 502, reason: "malformed status line") }
+        self.version = version
+        self.status = status
+        let tokens = lines.tokens("connection")
+        self.connectionTokens = tokens
+        self.keepAlive = version >= .http1_1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+
+        // RFC 9112 §6.3, in its order.
+        let transferCodings = lines.tokens("transfer-encoding")
+        if requestMethod == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 {
+            self.body = .none
+        } else if requestMethod == "CONNECT" && (200..<300).contains(status) {
+            self.body = .untilClose
+        } else if !transferCodings.isEmpty {
+            self.body = transferCodings.last == "chunked" ? .chunked : .untilClose
+        } else if let length = try lines.contentLength() {
+            self.body = length == 0 ? .none : .length(length)
+        } else {
+            self.body = .untilClose
+        }
+        if self.body == .untilClose { self.keepAlive = false }
+    }
+
+    /// 1xx other than 101: an interim answer, the final one follows on the same connection.
+    public var isInterim: Bool { (100..<200).contains(self.status) && self.status != 101 }
+
+    /// The head to send the client: the server's bytes without the connection's own fields, then
+    /// `Connection: close` when the client's connection ends after it (or `Connection: keep-alive`
+    /// for an HTTP/1.0 client that stays). With `dechunking`, `Transfer-Encoding` goes too (the
+    /// body is sent de-chunked to an HTTP/1.0 client).
+    public func forwarded(clientKeepsConnection: Bool, clientVersion: HTTPVersionNumber, dechunking: Bool) -> [UInt8] {
+        // A 101 is the server's agreement to switch: its Connection and Upgrade fields go as they are.
+        if self.status == 101 { return self.lines.bytes }
+        var output: [UInt8] = []
+        output.reserveCapacity(self.lines.bytes.count + 32)
+        let bytes = self.lines.bytes
+        output.append(contentsOf: bytes[self.lines.startLine])
+        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        for field in self.lines.fields {
+            if self.lines.isHopByHop(field, connectionTokens: self.connectionTokens) { continue }
+            if dechunking && self.lines.name(of: field, is: "transfer-encoding") { continue }
+            output.append(contentsOf: bytes[field.line])
+            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        }
+        if self.isInterim {
+            // Nothing to say about the connection in an interim answer.
+        } else if !clientKeepsConnection {
+            output.append(contentsOf: Array("Connection: close\r\n".utf8))
+        } else if clientVersion < .http1_1 {
+            output.append(contentsOf: Array("Connection: keep-alive\r\n".utf8))
+        }
+        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        return output
+    }
+}
+
+/// Follows a chunked body byte by byte (chunk sizes, extensions, data, trailers) to find where it
+/// ends, and which of its bytes are data (for a client that cannot take chunked coding).
+public struct ChunkedBodyScanner: Equatable, Sendable {
+    private enum State: Equatable, Sendable {
+        case size(UInt64, digits: Int)
+        case extensions(UInt64)
+        case sizeLineEnd(UInt64)
+        case data(UInt64)
+        case dataCR
+        case dataLF
+        /// At the start of a trailer line (or the final blank line); `empty` until a byte of it arrived.
+        case trailerLineStart
+        case trailerLine
+        case finalLF
+        case done
+    }
+
+    private var state = State.size(0, digits: 0)
+
+    public init() {}
+
+    public var isDone: Bool { self.state == .done }
+
+    /// Consumes bytes from the start of `bytes` until the body ends or they run out; `data` gets
+    /// the ranges (of `bytes`' indices) that are chunk data. Returns how many bytes belong to the
+    /// body, or a refusal for malformed framing.
+    public mutating func scan(
+        _ bytes: UnsafeRawBufferPointer, data: (Range<Int>) -> Void = { _ in }
+    ) throws(HTTPFraming.Refusal) -> Int {
+        var index = 0
+        let count = bytes.count
+        while index < count {
+            let byte = bytes[index]
+            switch self.state {
+            case .size(let size, let digits):
+                if let digit = Self.hexValue(byte) {
+                    guard digits < 15 else { throw Self.malformed("chunk size too large") }
+                    self.state = .size(size << 4 | UInt64(digit), digits: digits + 1)
+                } else if digits > 0 && (byte == 59 || byte == 32 || byte == 9) {  // ';' or whitespace
+                    self.state = .extensions(size)
+                } else if digits > 0 && byte == HTTPFraming.cr {
+                    self.state = .sizeLineEnd(size)
+                } else if digits > 0 && byte == HTTPFraming.lf {
+                    self.state = size == 0 ? .trailerLineStart : .data(size)
+                } else {
+                    throw Self.malformed("malformed chunk size")
+                }
+                index += 1
+            case .extensions(let size):
+                if byte == HTTPFraming.lf {
+                    self.state = size == 0 ? .trailerLineStart : .data(size)
+                } else if byte == HTTPFraming.cr {
+                    self.state = .sizeLineEnd(size)
+                }
+                index += 1
+            case .sizeLineEnd(let size):
+                guard byte == HTTPFraming.lf else { throw Self.malformed("malformed chunk size line") }
+                self.state = size == 0 ? .trailerLineStart : .data(size)
+                index += 1
+            case .data(let left):
+                let take = Int(min(UInt64(count - index), left))
+                data(index..<index + take)
+                index += take
+                self.state = left == UInt64(take) ? .dataCR : .data(left - UInt64(take))
+            case .dataCR:
+                if byte == HTTPFraming.cr {
+                    self.state = .dataLF
+                } else if byte == HTTPFraming.lf {
+                    self.state = .size(0, digits: 0)
+                } else {
+                    throw Self.malformed("chunk data longer than its size")
+                }
+                index += 1
+            case .dataLF:
+                guard byte == HTTPFraming.lf else { throw Self.malformed("chunk data longer than its size") }
+                self.state = .size(0, digits: 0)
+                index += 1
+            case .trailerLineStart:
+                if byte == HTTPFraming.cr {
+                    self.state = .finalLF
+                } else if byte == HTTPFraming.lf {
+                    self.state = .done
+                    return index + 1
+                } else {
+                    self.state = .trailerLine
+                }
+                index += 1
+            case .trailerLine:
+                if byte == HTTPFraming.lf { self.state = .trailerLineStart }
+                index += 1
+            case .finalLF:
+                guard byte == HTTPFraming.lf else { throw Self.malformed("malformed end of chunked body") }
+                self.state = .done
+                return index + 1
+            case .done:
+                return index
+            }
+        }
+        return index
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 48...57: byte - 48
+        case 65...70: byte - 55
+        case 97...102: byte - 87
+        default: nil
+        }
+    }
+
+    private static func malformed(_ reason: String) -> HTTPFraming.Refusal {
+        HTTPFraming.Refusal(status: 400, reason: reason)
+    }
+}
