@@ -137,6 +137,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         /// The generation this request is counted against in the router, until it is answered.
         var counted: Generation?
         var attempts = 0
+        /// Times the request went again after it may have reached a server.
+        var replays = 0
         var response: ResponseProgress = .awaitingHead
         /// The client keeps its connection once this exchange is over.
         var clientKeeps: Bool
@@ -155,12 +157,10 @@ final class ProxyConnection: ChannelDuplexHandler {
         var generation: Generation
         /// False once the server said it closes, or a response left the connection in an unknown state.
         var reusable = true
-        /// Opened for the current request (a request that dies on it may have reached the server).
-        var fresh = true
     }
 
-    /// Methods a client may safely see sent twice, when a reused keep-alive connection to the
-    /// server closed before any of the answer came (RFC 9110 §9.2.2). POST never is.
+    /// Methods a client may safely see sent twice, when the connection to the server closed
+    /// before any of the answer came (RFC 9110 §9.2.2). POST never is.
     private static let idempotent: Set<String> = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
     private static let lingerTimeout = TimeAmount.seconds(2)
 
@@ -396,7 +396,6 @@ final class ProxyConnection: ChannelDuplexHandler {
         }
         self.exchange?.counted = target.generation
         if let upstream = self.upstream, upstream.generation == target.generation, upstream.reusable, upstream.channel.isActive {
-            self.upstream?.fresh = false
             self.beginExchange()
             return
         }
@@ -656,12 +655,14 @@ final class ProxyConnection: ChannelDuplexHandler {
             // Half an answer cannot be mended: end the client's connection as the server did.
             self.abortExchange()
         case .awaitingHead:
-            // Closed before answering. On a reused keep-alive connection that is most often the
-            // server closing it just as it was reused: a request without a body that is safe to
-            // repeat goes again. Otherwise the request may have been acted on: 502, never twice.
-            if !upstream.fresh, !exchange.sentBody, !exchange.forwardedHead.isEmpty, self.responseHead == nil,
+            // Closed before answering: the server closed a reused keep-alive connection just as
+            // the request went, or died on it. The request may have been acted on, so only one
+            // that is safe to repeat and has no body goes again, once (a request that kills
+            // its server every time gets its 502). Anything else — a POST — is never sent twice.
+            if exchange.replays == 0, !exchange.sentBody, !exchange.forwardedHead.isEmpty, self.responseHead == nil,
                 Self.idempotent.contains(exchange.request.method)
             {
+                self.exchange?.replays += 1
                 self.retry()
             } else {
                 self.failUpstream(detail: "the server closed the connection without answering")
