@@ -27,7 +27,8 @@ public final class HTTPProxy: Sendable {
         socket: Int32, holdTimeout: Duration, addsForwardingFields: Bool = true, router: TrafficRouter,
         group: any EventLoopGroup
     ) async throws -> HTTPProxy {
-        let settings = ProxyConnection.Settings(hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields)
+        let settings = ProxyConnection.Settings(
+            hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: UpstreamPools(group: group))
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -93,6 +94,7 @@ final class ProxyConnection: ChannelDuplexHandler {
     struct Settings: Sendable {
         var hold: TimeAmount
         var addsForwardingFields: Bool
+        var pools = UpstreamPools(group: nil)
     }
 
     /// Where the connection is.
@@ -184,6 +186,8 @@ final class ProxyConnection: ChannelDuplexHandler {
     private var shuttingDown = false
     private var clientID: Int?
     private var forwarding: ForwardingFields?
+    /// Idle server connections shared by the client connections on this event loop.
+    private var pool: UpstreamPool?
 
     init(router: TrafficRouter, settings: Settings) {
         self.router = router
@@ -192,6 +196,7 @@ final class ProxyConnection: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.pool = self.settings.pools.pool(for: context.eventLoop)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -212,6 +217,7 @@ final class ProxyConnection: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.releaseCount()
+        if self.exchange == nil { self.poolUpstream() }
         self.exchange = nil
         self.dropUpstream()
         self.received = nil
@@ -251,18 +257,24 @@ final class ProxyConnection: ChannelDuplexHandler {
     // MARK: Reading from the client, with backpressure
 
     /// Whether the client's next bytes can be taken now.
+    ///
+    /// Bytes that cannot go on at once (a pipelined request, a body while the request is routed)
+    /// wait in `received`, up to one head's worth. Reading on in that case, rather than stopping,
+    /// spares the event loop taking the socket out of epoll and putting it back for every request.
     private var readsClient: Bool {
         switch self.phase {
-        case .awaitingHead, .closing: return true
-        case .routing: return false
+        case .closing: return true
+        case .awaitingHead, .routing: return self.receivedBytes < HTTPFraming.maxHeadLength
         case .exchanging:
             guard let exchange = self.exchange, let upstream = self.upstream else { return false }
-            if case .done = exchange.requestBody { return false }  // a pipelined request waits
+            if case .done = exchange.requestBody { return self.receivedBytes < HTTPFraming.maxHeadLength }
             return upstream.channel.isWritable
         case .tunnel:
             return self.upstream?.channel.isWritable ?? false
         }
     }
+
+    private var receivedBytes: Int { self.received?.readableBytes ?? 0 }
 
     func read(context: ChannelHandlerContext) {
         if self.readsClient {
@@ -400,22 +412,33 @@ final class ProxyConnection: ChannelDuplexHandler {
             return
         }
         self.dropUpstream()
+        if let (channel, handler) = self.pool?.take(generation: target.generation) {
+            handler.owner = self
+            self.upstream = Upstream(handler: handler, channel: channel, generation: target.generation)
+            self.beginExchange()
+            return
+        }
         self.connect(to: target)
     }
 
     private func connect(to target: TrafficRouter.Target) {
         guard let context = self.context else { return }
-        let owner = NIOLoopBound(self, eventLoop: context.eventLoop)
         let number = self.requestNumber
+        // An address, not a host name: `connect(host:port:)` would resolve "127.0.0.1" on a
+        // thread pool and race address families for every connection.
+        guard let address = try? SocketAddress(ipAddress: "127.0.0.1", port: target.port) else {
+            self.retry()
+            return
+        }
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.seconds(2))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(owner: owner))
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
             }
-            .connect(host: "127.0.0.1", port: target.port)
+            .connect(to: address)
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
@@ -426,6 +449,7 @@ final class ProxyConnection: ChannelDuplexHandler {
                         channel.close(promise: nil)
                         return
                     }
+                    handler.owner = self
                     self.upstream = Upstream(handler: handler, channel: channel, generation: target.generation)
                     self.beginExchange()
                 case .failure:
@@ -672,8 +696,9 @@ final class ProxyConnection: ChannelDuplexHandler {
 
     // MARK: Ending an exchange
 
-    /// The response has gone out whole. The request stays counted against its generation until
-    /// the client has taken the last byte, so a swap drains a download in flight.
+    /// The server's answer is all in. The request was counted against its generation until now,
+    /// so a swap drains a download in flight: with backpressure the answer's end arrives only once
+    /// the client has taken nearly all of it.
     private func finishResponse(extraBytes: Bool) {
         guard let context = self.context, let exchange = self.exchange else { return }
         var requestDone = false
@@ -683,12 +708,10 @@ final class ProxyConnection: ChannelDuplexHandler {
         } else {
             self.dropUpstream()
         }
-        let generation = exchange.counted
-        self.exchange?.counted = nil
-        let router = self.router
-        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-            if let generation { router.release(generation) }
-        }
+        // The server has done its part: what is left of the answer (at most a read and the write
+        // buffer, backpressure saw to that) goes from here, so the generation may be stopped.
+        self.releaseCount()
+        context.flush()
         self.exchange = nil
         // The server answered before the body was all sent: the rest of it would be taken for
         // the next request.
@@ -759,6 +782,7 @@ final class ProxyConnection: ChannelDuplexHandler {
         guard let context = self.context else { return }
         self.phase = .closing
         self.received = nil
+        if self.exchange == nil { self.poolUpstream() }
         self.dropUpstream()
         let channel = context.channel
         // After the writes before it: a client that shut its side already is closed outright,
@@ -819,6 +843,15 @@ final class ProxyConnection: ChannelDuplexHandler {
         }
     }
 
+    /// Hands an idle, reusable server connection to the pool, for the next client connection on
+    /// this event loop (a client per request, as `curl` in a loop, then reuses the server's).
+    private func poolUpstream() {
+        guard let upstream = self.upstream, upstream.reusable, upstream.channel.isActive, let pool = self.pool else { return }
+        self.upstream = nil
+        upstream.handler.owner = nil
+        pool.put(upstream.channel, upstream.handler, generation: upstream.generation)
+    }
+
     /// Forgets the upstream connection, then closes it. In that order: closing can call
     /// `upstreamClosed` at once, which must not take it for a failure of the current request.
     private func dropUpstream() {
@@ -828,20 +861,20 @@ final class ProxyConnection: ChannelDuplexHandler {
     }
 }
 
-/// The proxy's connection to one generation: hands everything to the client's handler (same
-/// event loop), and reads only while the client can take more.
-private final class UpstreamHandler: ChannelDuplexHandler {
+/// The proxy's connection to one generation: hands everything to the client's handler it serves
+/// (same event loop), and reads only while that client can take more. While it waits in the pool
+/// it belongs to no client: it is read only to see the server close it.
+final class UpstreamHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let owner: NIOLoopBound<ProxyConnection>
+    /// The client connection this one serves; nil while it waits in a pool.
+    weak var owner: ProxyConnection?
+    /// The pool it waits in, if any.
+    weak var pool: UpstreamPool?
     private var context: ChannelHandlerContext?
     private var readPending = false
-
-    init(owner: NIOLoopBound<ProxyConnection>) {
-        self.owner = owner
-    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -860,7 +893,7 @@ private final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.owner.value.readsUpstream(context.channel) {
+        if self.owner?.readsUpstream(context.channel) ?? true {
             context.read()
         } else {
             self.readPending = true
@@ -868,28 +901,108 @@ private final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func resumeReads() {
-        guard self.readPending, let context = self.context, self.owner.value.readsUpstream(context.channel) else { return }
+        guard self.readPending, let context = self.context, self.owner?.readsUpstream(context.channel) ?? true else { return }
         self.readPending = false
         context.read()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.owner.value.upstreamRead(self.unwrapInboundIn(data), from: context.channel)
+        guard let owner = self.owner else {
+            // A server talking on an idle connection: it answers nothing anyone asked.
+            context.close(promise: nil)
+            return
+        }
+        owner.upstreamRead(self.unwrapInboundIn(data), from: context.channel)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.owner.value.upstreamReadComplete(from: context.channel)
+        self.owner?.upstreamReadComplete(from: context.channel)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.owner.value.upstreamWritabilityChanged(context.channel)
+        self.owner?.upstreamWritabilityChanged(context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.owner.value.upstreamClosed(context.channel)
+        self.pool?.closed(context.channel)
+        self.owner?.upstreamClosed(context.channel)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// Idle keep-alive connections to the servers, shared by the client connections of one event
+/// loop, so a client that opens a connection per request does not cost the server one too.
+/// Only the newest are kept, and none for long: a server may close an idle connection at any
+/// time, and a request sent on one it just closed can only be repeated if it is idempotent.
+final class UpstreamPool {
+    private struct Idle {
+        var channel: any Channel
+        var handler: UpstreamHandler
+        var generation: Generation
+        var since: NIODeadline
+    }
+
+    static let capacity = 32
+    static let maximumIdleTime = TimeAmount.seconds(2)
+
+    private var idle: [Idle] = []
+
+    /// The most recently pooled live connection to `generation`, if any.
+    func take(generation: Generation) -> (any Channel, UpstreamHandler)? {
+        let now = NIODeadline.now()
+        while let index = self.idle.lastIndex(where: { $0.generation == generation }) {
+            let entry = self.idle.remove(at: index)
+            entry.handler.pool = nil
+            if entry.channel.isActive, now - entry.since < Self.maximumIdleTime {
+                return (entry.channel, entry.handler)
+            }
+            entry.channel.close(promise: nil)
+        }
+        return nil
+    }
+
+    func put(_ channel: any Channel, _ handler: UpstreamHandler, generation: Generation) {
+        let now = NIODeadline.now()
+        // Stale ones go first (an older generation's, or idle too long), then the oldest if full.
+        for entry in self.idle where now - entry.since >= Self.maximumIdleTime || entry.generation != generation {
+            self.evict(entry)
+        }
+        if self.idle.count >= Self.capacity, let oldest = self.idle.first { self.evict(oldest) }
+        handler.pool = self
+        self.idle.append(Idle(channel: channel, handler: handler, generation: generation, since: now))
+    }
+
+    private func evict(_ entry: Idle) {
+        self.idle.removeAll { $0.channel === entry.channel }
+        entry.handler.pool = nil
+        entry.channel.close(promise: nil)
+    }
+
+    /// A pooled connection was closed (by the server, most often).
+    func closed(_ channel: any Channel) {
+        self.idle.removeAll { $0.channel === channel }
+    }
+}
+
+/// One `UpstreamPool` per event loop of the group, made when the proxy starts; each is used only
+/// on its own loop.
+struct UpstreamPools: @unchecked Sendable {
+    // Unchecked: each pool is touched only on the event loop it is keyed by (`pool(for:)` is
+    // called from handlers, on that loop); the dictionary itself never changes after `init`.
+    private let pools: [ObjectIdentifier: UpstreamPool]
+
+    init(group: (any EventLoopGroup)?) {
+        var pools: [ObjectIdentifier: UpstreamPool] = [:]
+        if let group {
+            for loop in group.makeIterator() { pools[ObjectIdentifier(loop)] = UpstreamPool() }
+        }
+        self.pools = pools
+    }
+
+    func pool(for loop: any EventLoop) -> UpstreamPool? {
+        self.pools[ObjectIdentifier(loop)]
     }
 }

@@ -143,30 +143,54 @@ public struct HeadLines: Equatable, Sendable {
         String(decoding: self.bytes[range], as: UTF8.self)
     }
 
-    /// The values of every `name` field, in order.
-    public func values(_ name: StaticString) -> [String] {
-        self.fields.filter { self.name(of: $0, is: name) }.map { self.string($0.value) }
+    /// What the framing depends on, found in one pass over the fields. Only the few fields it
+    /// reads are decoded; the rest are compared by length and bytes, with no allocation.
+    struct Summary {
+        var connectionTokens: [String] = []
+        var transferCodings: [String] = []
+        var contentLength: UInt64?
+        var hosts = 0
+        var host: Range<Int>?
+        var hasUpgrade = false
+        var expectsContinue = false
     }
 
-    /// The comma-separated elements of every `name` field, trimmed and lowercased.
-    func tokens(_ name: StaticString) -> [String] {
-        self.values(name).flatMap { $0.split(separator: ",") }.map {
-            $0.trimmingWhitespace().lowercased()
-        }.filter { !$0.isEmpty }
-    }
-
-    /// `Content-Length`, when present: nil if absent; a refusal if malformed or contradictory.
-    func contentLength() throws(HTTPFraming.Refusal) -> UInt64? {
-        var length: UInt64?
-        for value in self.values("content-length").flatMap({ $0.split(separator: ",", omittingEmptySubsequences: false) }) {
-            let digits = value.trimmingWhitespace()
-            guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let parsed = UInt64(digits) else {
-                throw HTTPFraming.Refusal(status: 400, reason: "malformed Content-Length")
+    func summary(refusing status: Int) throws(HTTPFraming.Refusal) -> Summary {
+        var summary = Summary()
+        for field in self.fields {
+            switch field.name.count {
+            case 4 where self.name(of: field, is: "host"):
+                summary.hosts += 1
+                summary.host = field.value
+            case 6 where self.name(of: field, is: "expect"):
+                if self.string(field.value).lowercased() == "100-continue" { summary.expectsContinue = true }
+            case 7 where self.name(of: field, is: "upgrade"):
+                summary.hasUpgrade = true
+            case 10 where self.name(of: field, is: "connection"):
+                summary.connectionTokens += self.elements(field.value)
+            case 14 where self.name(of: field, is: "content-length"):
+                for value in self.string(field.value).split(separator: ",", omittingEmptySubsequences: false) {
+                    let digits = value.trimmingWhitespace()
+                    guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let parsed = UInt64(digits) else {
+                        throw HTTPFraming.Refusal(status: status, reason: "malformed Content-Length")
+                    }
+                    if let length = summary.contentLength, length != parsed {
+                        throw HTTPFraming.Refusal(status: status, reason: "conflicting Content-Length values")
+                    }
+                    summary.contentLength = parsed
+                }
+            case 17 where self.name(of: field, is: "transfer-encoding"):
+                summary.transferCodings += self.elements(field.value)
+            default:
+                break
             }
-            if let length, length != parsed { throw HTTPFraming.Refusal(status: 400, reason: "conflicting Content-Length values") }
-            length = parsed
         }
-        return length
+        return summary
+    }
+
+    /// The comma-separated elements of a value, trimmed and lowercased.
+    private func elements(_ value: Range<Int>) -> [String] {
+        self.string(value).split(separator: ",").map { $0.trimmingWhitespace().lowercased() }.filter { !$0.isEmpty }
     }
 
     /// The connection's own header lines (RFC 9110 §7.6.1): `Connection`, the fields it names,
@@ -200,7 +224,7 @@ public struct HTTPVersionNumber: Equatable, Sendable, Comparable {
 
     /// Parses `HTTP/1.1`.
     init?(_ bytes: ArraySlice<UInt8>) {
-        guard bytes.count == 8, bytes.starts(with: Array("HTTP/".utf8)) else { return nil }
+        guard bytes.count == 8, bytes.starts(with: "HTTP/".utf8) else { return nil }
         let major = bytes[bytes.startIndex + 5]
         let dot = bytes[bytes.startIndex + 6]
         let minor = bytes[bytes.startIndex + 7]
@@ -228,6 +252,8 @@ public struct RequestHead: Equatable, Sendable {
     public var isUpgrade: Bool
     /// `Expect: 100-continue`: the client waits for a 100 (or a final answer) before the body.
     public var expectsContinue: Bool
+    /// The value of `Host`, if any.
+    public var host: String?
     let connectionTokens: [String]
 
     /// Parses a whole head (its blank line included).
@@ -243,15 +269,17 @@ public struct RequestHead: Equatable, Sendable {
         self.method = String(decoding: parts[0], as: UTF8.self)
         self.version = version
 
-        let tokens = lines.tokens("connection")
+        let summary = try lines.summary(refusing: 400)
+        let tokens = summary.connectionTokens
         self.connectionTokens = tokens
         self.keepAlive = version >= .http1_1 ? !tokens.contains("close") : tokens.contains("keep-alive")
-        self.isUpgrade = tokens.contains("upgrade") && !lines.values("upgrade").isEmpty
-        self.expectsContinue = lines.values("expect").contains { $0.lowercased() == "100-continue" }
+        self.isUpgrade = tokens.contains("upgrade") && summary.hasUpgrade
+        self.expectsContinue = summary.expectsContinue
+        self.host = summary.host.map { lines.string($0) }
 
         // RFC 9112 §6.3: a request with both is an attack vector (smuggling); refuse it.
-        let transferCodings = lines.tokens("transfer-encoding")
-        let length = try lines.contentLength()
+        let transferCodings = summary.transferCodings
+        let length = summary.contentLength
         if !transferCodings.isEmpty {
             guard length == nil else {
                 throw HTTPFraming.Refusal(status: 400, reason: "both Content-Length and Transfer-Encoding")
@@ -265,13 +293,10 @@ public struct RequestHead: Equatable, Sendable {
         } else {
             self.body = .none
         }
-        if version == .http1_1, lines.values("host").count != 1 {
+        if version == .http1_1, summary.hosts != 1 {
             throw HTTPFraming.Refusal(status: 400, reason: "an HTTP/1.1 request needs exactly one Host")
         }
     }
-
-    /// The value of `Host`, if any.
-    public var host: String? { self.lines.values("host").first }
 
     /// The head to send upstream: the client's bytes with the connection's own fields taken out
     /// (an upgrade keeps `Upgrade` and says `Connection: upgrade`), and the forwarding fields
@@ -305,23 +330,23 @@ public struct RequestHead: Equatable, Sendable {
             output.append(contentsOf: bytes[field.line])
             output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
         }
-        if self.isUpgrade { output.append(contentsOf: Array("Connection: upgrade\r\n".utf8)) }
+        if self.isUpgrade { output.append(contentsOf: "Connection: upgrade\r\n".utf8) }
         if let forwarding {
             // X-Forwarded-For: the earlier hops' addresses, then the client's.
-            output.append(contentsOf: Array("X-Forwarded-For: ".utf8))
+            output.append(contentsOf: "X-Forwarded-For: ".utf8)
             for value in forwardedFor where !value.isEmpty {
                 output.append(contentsOf: value)
                 output.append(contentsOf: [44, 32])
             }
-            output.append(contentsOf: Array(forwarding.clientAddress.utf8))
+            output.append(contentsOf: forwarding.clientAddress.utf8)
             output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
-            if !hasProto { output.append(contentsOf: Array("X-Forwarded-Proto: \(forwarding.proto)\r\n".utf8)) }
-            output.append(contentsOf: Array("Forwarded: ".utf8))
+            if !hasProto { output.append(contentsOf: "X-Forwarded-Proto: \(forwarding.proto)\r\n".utf8) }
+            output.append(contentsOf: "Forwarded: ".utf8)
             for value in forwardedElements where !value.isEmpty {
                 output.append(contentsOf: value)
                 output.append(contentsOf: [44, 32])
             }
-            output.append(contentsOf: Array(forwarding.element(host: self.host).utf8))
+            output.append(contentsOf: forwarding.element(host: self.host).utf8)
             output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
         }
         output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
@@ -375,19 +400,20 @@ public struct ResponseHead: Equatable, Sendable {
         else { throw HTTPFraming.Refusal(status: 502, reason: "malformed status line") }
         self.version = version
         self.status = status
-        let tokens = lines.tokens("connection")
+        let summary = try lines.summary(refusing: 502)
+        let tokens = summary.connectionTokens
         self.connectionTokens = tokens
         self.keepAlive = version >= .http1_1 ? !tokens.contains("close") : tokens.contains("keep-alive")
 
         // RFC 9112 §6.3, in its order.
-        let transferCodings = lines.tokens("transfer-encoding")
+        let transferCodings = summary.transferCodings
         if requestMethod == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 {
             self.body = .none
         } else if requestMethod == "CONNECT" && (200..<300).contains(status) {
             self.body = .untilClose
         } else if !transferCodings.isEmpty {
             self.body = transferCodings.last == "chunked" ? .chunked : .untilClose
-        } else if let length = try lines.contentLength() {
+        } else if let length = summary.contentLength {
             self.body = length == 0 ? .none : .length(length)
         } else {
             self.body = .untilClose
@@ -419,9 +445,9 @@ public struct ResponseHead: Equatable, Sendable {
         if self.isInterim {
             // Nothing to say about the connection in an interim answer.
         } else if !clientKeepsConnection {
-            output.append(contentsOf: Array("Connection: close\r\n".utf8))
+            output.append(contentsOf: "Connection: close\r\n".utf8)
         } else if clientVersion < .http1_1 {
-            output.append(contentsOf: Array("Connection: keep-alive\r\n".utf8))
+            output.append(contentsOf: "Connection: keep-alive\r\n".utf8)
         }
         output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
         return output
