@@ -46,6 +46,7 @@ public final class HTTPProxy: Sendable {
                         // A client that shuts its side after the request (`nc -N`, some HTTP/1.0
                         // tools) still gets its answer.
                         try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                        try ProxyConnection.bound(channel)
                         try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
                     } catch {
                         router.connectionSetupFailed("\(error)")
@@ -139,6 +140,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         /// The generation this request is counted against in the router, until it is answered.
         var counted: Generation?
         var attempts = 0
+        /// When the first connection for this request was refused or dropped.
+        var firstFailure: NIODeadline?
         /// Times the request went again after it may have reached a server.
         var replays = 0
         var response: ResponseProgress = .awaitingHead
@@ -188,6 +191,15 @@ final class ProxyConnection: ChannelDuplexHandler {
     private var forwarding: ForwardingFields?
     /// Idle server connections shared by the client connections on this event loop.
     private var pool: UpstreamPool?
+
+    /// What one connection may hold in memory: one read of at most 32 KiB, and at most 32 KiB
+    /// queued for writing before the other side stops being read (NIO's defaults are twice
+    /// that). With a head of at most 64 KiB, a client connection and its server connection hold
+    /// about 200 KiB at worst, whatever the size of the bodies.
+    static func bound(_ channel: any Channel) throws {
+        try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 32 * 1024))
+        try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: 16 * 1024, high: 32 * 1024))
+    }
 
     init(router: TrafficRouter, settings: Settings) {
         self.router = router
@@ -435,6 +447,7 @@ final class ProxyConnection: ChannelDuplexHandler {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try ProxyConnection.bound(channel)
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
             }
@@ -461,19 +474,27 @@ final class ProxyConnection: ChannelDuplexHandler {
             }
     }
 
-    /// Routes the current request again after a pause, or answers 502 when it has been tried enough.
+    /// Routes the current request again after a pause. A generation that refuses is treated as
+    /// one that is not there: the request is held, as while nothing is healthy, for at most
+    /// `serve.hold_timeout` from its first refusal, then answered 502.
     private func retry() {
-        guard let context = self.context, self.exchange != nil else { return }
+        guard let context = self.context, var exchange = self.exchange else { return }
         self.releaseCount()
-        self.exchange?.attempts += 1
+        exchange.attempts += 1
+        exchange.counted = nil
+        let now = NIODeadline.now()
+        let firstFailure = exchange.firstFailure ?? now
+        exchange.firstFailure = firstFailure
+        self.exchange = exchange
         self.phase = .routing
-        if (self.exchange?.attempts ?? 0) > 8 {
+        if now - firstFailure >= self.settings.hold {
             self.answer(status: 502, reason: "Bad Gateway", message: "safe-watch: the server refused or dropped the connection\n")
             return
         }
-        // Give a generation that is being replaced a moment to leave the router.
+        // Give a generation that is being replaced a moment to leave the router, or the next one
+        // time to come up.
         let number = self.requestNumber
-        let pause = TimeAmount.milliseconds(20 * Int64(self.exchange?.attempts ?? 1))
+        let pause = TimeAmount.milliseconds(min(250, 20 * Int64(exchange.attempts)))
         context.eventLoop.assumeIsolated().scheduleTask(in: pause) {
             guard self.requestNumber == number, case .routing = self.phase else { return }
             self.route()
