@@ -65,8 +65,9 @@ public final class HTTPProxy: Sendable {
 }
 
 /// Counts each connection the moment the listener accepts it, before its own pipeline runs on its
-/// event loop, so a connection accepted just before safe-watch stops is waited for too.
-private final class AcceptCounter: ChannelInboundHandler, Sendable {
+/// event loop, so a connection accepted just before safe-watch stops is waited for too. Both
+/// listeners, HTTP and tcp, use it.
+final class AcceptCounter: ChannelInboundHandler, Sendable {
     typealias InboundIn = any Channel
 
     private let router: TrafficRouter
@@ -617,12 +618,21 @@ final class ProxyConnection: ChannelDuplexHandler {
                     exchange.dechunking = response.body == .chunked && exchange.request.version < .http1_1
                     if response.body == .untilClose || exchange.dechunking { exchange.clientKeeps = false }
                     if self.shuttingDown { exchange.clientKeeps = false }
-                    context.write(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: response.forwarded(
+                    var head = context.channel.allocator.buffer(bytes: response.forwarded(
                         clientKeepsConnection: exchange.clientKeeps, clientVersion: exchange.request.version,
-                        dechunking: exchange.dechunking))), promise: nil)
+                        dechunking: exchange.dechunking))
                     exchange.forwardedHead = []  // answered: never replayed
                     exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
-                    if case .none = response.body {
+                    // A small body that came with its head goes out in the same buffer: one write,
+                    // not a vector of two.
+                    if case .length(let length) = response.body, length <= 16 * 1024, bytes.readableBytes >= Int(length),
+                        var body = bytes.readSlice(length: Int(length))
+                    {
+                        head.writeBuffer(&body)
+                        exchange.response = .body(.done, keepAlive: response.keepAlive)
+                    }
+                    context.write(self.wrapOutboundOut(head), promise: nil)
+                    if case .body(.done, _) = exchange.response {
                         self.exchange = exchange
                         self.finishResponse(extraBytes: bytes.readableBytes > 0)
                         return
