@@ -100,7 +100,11 @@ let package = Package(
         .testTarget(name: "SafeWatchTests", dependencies: ["SafeWatch", "SafeWatchSystem"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["safe-watch", "SafeWatchCore", "SafeWatchSystem", "TestSupport"],
+            dependencies: [
+                "safe-watch", "SafeWatchCore", "SafeWatchSystem", "TestSupport",
+                // SHA-256 of the bodies the proxy conformance tests send and receive.
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
     ],

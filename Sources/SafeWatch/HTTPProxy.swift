@@ -46,6 +46,7 @@ public final class HTTPProxy: Sendable {
                         // A client that shuts its side after the request (`nc -N`, some HTTP/1.0
                         // tools) still gets its answer.
                         try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                        try ProxyConnection.bound(channel)
                         try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
                     } catch {
                         router.connectionSetupFailed("\(error)")
@@ -64,8 +65,9 @@ public final class HTTPProxy: Sendable {
 }
 
 /// Counts each connection the moment the listener accepts it, before its own pipeline runs on its
-/// event loop, so a connection accepted just before safe-watch stops is waited for too.
-private final class AcceptCounter: ChannelInboundHandler, Sendable {
+/// event loop, so a connection accepted just before safe-watch stops is waited for too. Both
+/// listeners, HTTP and tcp, use it.
+final class AcceptCounter: ChannelInboundHandler, Sendable {
     typealias InboundIn = any Channel
 
     private let router: TrafficRouter
@@ -139,6 +141,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         /// The generation this request is counted against in the router, until it is answered.
         var counted: Generation?
         var attempts = 0
+        /// When the first connection for this request was refused or dropped.
+        var firstFailure: NIODeadline?
         /// Times the request went again after it may have reached a server.
         var replays = 0
         var response: ResponseProgress = .awaitingHead
@@ -188,6 +192,15 @@ final class ProxyConnection: ChannelDuplexHandler {
     private var forwarding: ForwardingFields?
     /// Idle server connections shared by the client connections on this event loop.
     private var pool: UpstreamPool?
+
+    /// What one connection may hold in memory: one read of at most 32 KiB, and at most 32 KiB
+    /// queued for writing before the other side stops being read (NIO's defaults are twice
+    /// that). With a head of at most 64 KiB, a client connection and its server connection hold
+    /// about 200 KiB at worst, whatever the size of the bodies.
+    static func bound(_ channel: any Channel) throws {
+        try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 32 * 1024))
+        try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: 16 * 1024, high: 32 * 1024))
+    }
 
     init(router: TrafficRouter, settings: Settings) {
         self.router = router
@@ -435,6 +448,7 @@ final class ProxyConnection: ChannelDuplexHandler {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try ProxyConnection.bound(channel)
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
             }
@@ -461,19 +475,27 @@ final class ProxyConnection: ChannelDuplexHandler {
             }
     }
 
-    /// Routes the current request again after a pause, or answers 502 when it has been tried enough.
+    /// Routes the current request again after a pause. A generation that refuses is treated as
+    /// one that is not there: the request is held, as while nothing is healthy, for at most
+    /// `serve.hold_timeout` from its first refusal, then answered 502.
     private func retry() {
-        guard let context = self.context, self.exchange != nil else { return }
+        guard let context = self.context, var exchange = self.exchange else { return }
         self.releaseCount()
-        self.exchange?.attempts += 1
+        exchange.attempts += 1
+        exchange.counted = nil
+        let now = NIODeadline.now()
+        let firstFailure = exchange.firstFailure ?? now
+        exchange.firstFailure = firstFailure
+        self.exchange = exchange
         self.phase = .routing
-        if (self.exchange?.attempts ?? 0) > 8 {
+        if now - firstFailure >= self.settings.hold {
             self.answer(status: 502, reason: "Bad Gateway", message: "safe-watch: the server refused or dropped the connection\n")
             return
         }
-        // Give a generation that is being replaced a moment to leave the router.
+        // Give a generation that is being replaced a moment to leave the router, or the next one
+        // time to come up.
         let number = self.requestNumber
-        let pause = TimeAmount.milliseconds(20 * Int64(self.exchange?.attempts ?? 1))
+        let pause = TimeAmount.milliseconds(min(250, 20 * Int64(exchange.attempts)))
         context.eventLoop.assumeIsolated().scheduleTask(in: pause) {
             guard self.requestNumber == number, case .routing = self.phase else { return }
             self.route()
@@ -596,12 +618,21 @@ final class ProxyConnection: ChannelDuplexHandler {
                     exchange.dechunking = response.body == .chunked && exchange.request.version < .http1_1
                     if response.body == .untilClose || exchange.dechunking { exchange.clientKeeps = false }
                     if self.shuttingDown { exchange.clientKeeps = false }
-                    context.write(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: response.forwarded(
+                    var head = context.channel.allocator.buffer(bytes: response.forwarded(
                         clientKeepsConnection: exchange.clientKeeps, clientVersion: exchange.request.version,
-                        dechunking: exchange.dechunking))), promise: nil)
+                        dechunking: exchange.dechunking))
                     exchange.forwardedHead = []  // answered: never replayed
                     exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
-                    if case .none = response.body {
+                    // A small body that came with its head goes out in the same buffer: one write,
+                    // not a vector of two.
+                    if case .length(let length) = response.body, length <= 16 * 1024, bytes.readableBytes >= Int(length),
+                        var body = bytes.readSlice(length: Int(length))
+                    {
+                        head.writeBuffer(&body)
+                        exchange.response = .body(.done, keepAlive: response.keepAlive)
+                    }
+                    context.write(self.wrapOutboundOut(head), promise: nil)
+                    if case .body(.done, _) = exchange.response {
                         self.exchange = exchange
                         self.finishResponse(extraBytes: bytes.readableBytes > 0)
                         return

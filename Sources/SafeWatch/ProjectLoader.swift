@@ -48,6 +48,7 @@ public struct ProjectLoader: Sendable {
             throw StartupError("configuration file \(explicit) does not exist (--config)", exitCode: StartupError.noInput)
         }
         self.overrides(&configuration)
+        configuration.settleModeDefaults()
         let builtBySwiftPM = configuration.build.command == nil || configuration.build.binary == nil
         var framework: ServerFramework?
         if builtBySwiftPM, configuration.product == nil {

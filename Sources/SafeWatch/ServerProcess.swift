@@ -6,7 +6,7 @@ import Synchronization
 final class ServerProcess: Sendable {
     let generation: Generation
     let pid: pid_t
-    /// The private port in proxy mode (in socket mode the health port, if the check needs one),
+    /// The private port in proxy and tcp mode (in socket mode the health port, if the check needs one),
     /// the public one in restart mode.
     let port: Int?
     /// Its last lines of output, for saying why it died.

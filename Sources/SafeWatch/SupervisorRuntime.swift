@@ -473,7 +473,7 @@ public actor SupervisorRuntime {
             }
         case .switchTraffic(let generation):
             if let server = self.servers.values.first(where: { $0.generation == generation && !$0.hasExited }),
-                self.project.configuration.serve.mode == .proxy, let port = server.port
+                self.project.configuration.serve.mode.forwardsToPrivatePort, let port = server.port
             {
                 self.router.setActive(TrafficRouter.Target(generation: generation, port: port))
             }
@@ -578,8 +578,8 @@ public actor SupervisorRuntime {
         let executable = self.stager.executable(of: generation, binaryName: (binary as NSString).lastPathComponent)
         let port: Int?
         switch configuration.serve.mode {
-        case .proxy, .socket:
-            // Proxy mode: the port traffic goes to. Socket mode: a private health port, only when
+        case .proxy, .tcp, .socket:
+            // Proxy and tcp mode: the port traffic goes to. Socket mode: a private health port, only when
             // the check needs one (never the shared socket, which the old server answers too).
             if configuration.serve.mode == .socket, !configuration.health.needsPort {
                 port = nil
@@ -633,7 +633,7 @@ public actor SupervisorRuntime {
         let handoff = PortHandoff(
             port: port, mode: configuration.serve.mode, args: configuration.run.args, portEnv: configuration.run.portEnv,
             publicAddress: configuration.serve.mode == .restart
-                ? nil : self.publicAddresses.first.map { String($0.dropFirst($0.hasPrefix("http://") ? 7 : 0)) })
+                ? nil : self.publicAddresses.first.map { address in address.range(of: "://").map { String(address[$0.upperBound...]) } ?? address })
         // Kept so that the candidate's probing ends with it: when it exits or is stopped, the task
         // is cancelled (a superseded or dead candidate must not be probed on and on).
         self.probes[generation] = Task {
@@ -751,12 +751,13 @@ public actor SupervisorRuntime {
         return path.utf8.count < 100 ? path : "/tmp/safe-watch-\(getpid())-\(generation).sock"
     }
 
-    /// Drains then stops one server: in proxy mode it first finishes the requests routed to it
-    /// (for at most `timeout`), then gets `signal`, then SIGKILL for its whole group once `timeout`
-    /// is over counted from the start, or half of it counted from the signal, whichever is later.
+    /// Drains then stops one server: in proxy mode it first finishes the requests routed to it (in
+    /// tcp mode its connections close) for at most `timeout`, then gets `signal`, then SIGKILL for
+    /// its whole group once `timeout` is over counted from the start, or half of it counted from
+    /// the signal, whichever is later.
     private func stop(_ server: ServerProcess, signal: Int32, timeout: Duration) {
         let router = self.router
-        let proxied = self.project.configuration.serve.mode == .proxy
+        let proxied = self.project.configuration.serve.mode.forwardsToPrivatePort
         Task {
             let begun = ContinuousClock.now
             if proxied && signal != SIGKILL {
@@ -826,6 +827,7 @@ public actor SupervisorRuntime {
             self.reporter.warning("serve.listen, serve.mode and serve.forwarded_headers changes take effect when safe-watch restarts")
             configuration.serve = old.serve
         }
+        configuration.settleModeDefaults()
         let rebuild = configuration.build != old.build || configuration.run != old.run || configuration.product != old.product
             || configuration.health != old.health
         self.project.configuration = configuration

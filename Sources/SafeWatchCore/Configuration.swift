@@ -80,16 +80,24 @@ public struct Configuration: Equatable, Sendable {
         public init() {}
 
         public var mode: ServeMode = .proxy
-        /// The public address: the proxy's in proxy mode, the shared socket's in socket mode, the
+        /// The public address: the proxy's in proxy and tcp mode, the shared socket's in socket mode, the
         /// server's own in restart mode. Sockets systemd passes (socket activation) take its place.
         public var listen = ListenAddress(host: "127.0.0.1", port: 8080)
         /// Use only the sockets systemd passes under this name (`FileDescriptorName=` of the
         /// `.socket` unit); nil takes every socket passed.
         public var socketName: String?
-        /// How long the proxy holds a connection while no healthy server exists, before 503.
+        /// How long a connection is held while no healthy server exists: then the proxy answers
+        /// 503, tcp mode closes it.
         public var holdTimeout: Duration = .seconds(30)
         /// The proxy tells the server who asked: X-Forwarded-For, X-Forwarded-Proto, Forwarded.
         public var forwardedHeaders = true
+    }
+
+    /// Settles what follows the serve mode: a health check whose type nobody chose becomes the
+    /// mode's default (`ServeMode.defaultHealthCheck`). Run once the file is read and again once the
+    /// command line has had its say (`--mode tcp` on a file without `[health] type`).
+    public mutating func settleModeDefaults() {
+        if self.health.kindFollowsMode { self.health.kind = self.serve.mode.defaultHealthCheck }
     }
 
     /// The supervisor's part of the configuration.

@@ -102,7 +102,7 @@ public struct ConfigurationLoader: Sendable {
         if let serve = try reader.table(root, "serve") {
             if let mode = try reader.string(serve, "serve", "mode") {
                 guard let parsed = ServeMode(rawValue: mode) else {
-                    throw reader.error("serve", "mode", "unknown mode \"\(mode)\" (use \"proxy\", \"socket\" or \"restart\")")
+                    throw reader.error("serve", "mode", "unknown mode \"\(mode)\" (use \(ServeMode.names(quoted: true)))")
                 }
                 config.serve.mode = parsed
             }
@@ -140,6 +140,7 @@ public struct ConfigurationLoader: Sendable {
             }
             config.migrations.backupDir = try reader.nonEmptyString(migrations, "migrations", "backup_dir") ?? config.migrations.backupDir
         }
+        config.settleModeDefaults()
         return config
     }
 }
@@ -231,8 +232,11 @@ private struct TableReader {
 
     func healthCheck(_ toml: TOMLTable) throws(ConfigurationError) -> HealthCheck {
         var check = HealthCheck()
-        let type = try self.string(toml, "health", "type") ?? "http"
+        let given = try self.string(toml, "health", "type")
+        let type = given ?? "http"
         let path = try self.string(toml, "health", "path")
+        // A path says http; with neither, the type is the serve mode's default.
+        check.kindFollowsMode = given == nil && path == nil
         let command = try self.nonEmptyString(toml, "health", "command")
         switch type {
         case "http":

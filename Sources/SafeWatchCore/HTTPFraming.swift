@@ -252,8 +252,11 @@ public struct RequestHead: Equatable, Sendable {
     public var isUpgrade: Bool
     /// `Expect: 100-continue`: the client waits for a 100 (or a final answer) before the body.
     public var expectsContinue: Bool
+    /// Where the value of `Host` is in the head, if there is one.
+    let hostRange: Range<Int>?
+
     /// The value of `Host`, if any.
-    public var host: String?
+    public var host: String? { self.hostRange.map { self.lines.string($0) } }
     let connectionTokens: [String]
 
     /// Parses a whole head (its blank line included).
@@ -275,7 +278,7 @@ public struct RequestHead: Equatable, Sendable {
         self.keepAlive = version >= .http1_1 ? !tokens.contains("close") : tokens.contains("keep-alive")
         self.isUpgrade = tokens.contains("upgrade") && summary.hasUpgrade
         self.expectsContinue = summary.expectsContinue
-        self.host = summary.host.map { lines.string($0) }
+        self.hostRange = summary.host
 
         // RFC 9112 §6.3: a request with both is an attack vector (smuggling); refuse it.
         let transferCodings = summary.transferCodings
@@ -340,13 +343,13 @@ public struct RequestHead: Equatable, Sendable {
             }
             output.append(contentsOf: forwarding.clientAddress.utf8)
             output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
-            if !hasProto { output.append(contentsOf: "X-Forwarded-Proto: \(forwarding.proto)\r\n".utf8) }
+            if !hasProto { output.append(contentsOf: forwarding.protoField) }
             output.append(contentsOf: "Forwarded: ".utf8)
             for value in forwardedElements where !value.isEmpty {
                 output.append(contentsOf: value)
                 output.append(contentsOf: [44, 32])
             }
-            output.append(contentsOf: forwarding.element(host: self.host).utf8)
+            forwarding.appendElement(host: self.hostRange.map { bytes[$0] }, to: &output)
             output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
         }
         output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
@@ -355,25 +358,32 @@ public struct RequestHead: Equatable, Sendable {
 }
 
 /// What the proxy adds to a request about the hop it saw: `X-Forwarded-For`,
-/// `X-Forwarded-Proto` (unless a hop before set it) and RFC 7239 `Forwarded`.
+/// `X-Forwarded-Proto` (unless a hop before set it) and RFC 7239 `Forwarded`. Made once per
+/// client connection, so each request only copies bytes.
 public struct ForwardingFields: Equatable, Sendable {
-    public var clientAddress: String
-    public var proto: String
+    public let clientAddress: String
+    public let proto: String
+    /// `X-Forwarded-Proto: http` and its line ending.
+    let protoField: [UInt8]
+    /// `for=192.0.2.1;proto=http` (an IPv6 address quoted and bracketed, as RFC 7239 §6 requires).
+    let forwardedElement: [UInt8]
 
     public init(clientAddress: String, proto: String = "http") {
         self.clientAddress = clientAddress
         self.proto = proto
+        self.protoField = Array("X-Forwarded-Proto: \(proto)\r\n".utf8)
+        let node = clientAddress.utf8.contains(UInt8(ascii: ":")) ? "\"[\(clientAddress)]\"" : clientAddress
+        self.forwardedElement = Array("for=\(node);proto=\(proto)".utf8)
     }
 
-    /// One `Forwarded` element: `for=192.0.2.1;proto=http;host="example.com:8080"` (an IPv6
-    /// address is quoted and bracketed, as RFC 7239 §6 requires).
-    func element(host: String?) -> String {
-        let node = self.clientAddress.contains(":") ? "\"[\(self.clientAddress)]\"" : self.clientAddress
-        var element = "for=\(node);proto=\(self.proto)"
-        if let host, host.utf8.allSatisfy({ $0 >= 32 && $0 < 127 && $0 != 34 && $0 != 92 }) {
-            element += ";host=\"\(host)\""
+    /// One `Forwarded` element, with `host` when the request named one that can be quoted.
+    func appendElement(host: ArraySlice<UInt8>?, to output: inout [UInt8]) {
+        output.append(contentsOf: self.forwardedElement)
+        if let host, host.allSatisfy({ $0 >= 32 && $0 < 127 && $0 != 34 && $0 != 92 }) {
+            output.append(contentsOf: ";host=\"".utf8)
+            output.append(contentsOf: host)
+            output.append(34)
         }
-        return element
     }
 }
 

@@ -14,6 +14,10 @@ public struct HealthCheck: Equatable, Sendable {
     }
 
     public var kind: Kind
+    /// Whether `kind` is left to the serve mode: no `[health] type` (or `path`) was written and no
+    /// framework chose one, so `Configuration.settleModeDefaults` makes it the mode's default.
+    /// Not part of equality: two checks that probe alike are the same check.
+    public var kindFollowsMode: Bool
 
     /// Whether the check talks to the server's port (http, tcp).
     public var needsPort: Bool {
@@ -33,20 +37,28 @@ public struct HealthCheck: Equatable, Sendable {
     /// Longest a candidate may take to become healthy.
     public var startupTimeout: Duration
 
+    /// With no `kind`, the check follows the serve mode (an HTTP GET of /health until it is settled).
     public init(
-        kind: Kind = .http(path: "/health"),
+        kind: Kind? = nil,
         interval: Duration = .milliseconds(100),
         timeout: Duration = .seconds(2),
         successThreshold: Int = 1,
         failureThreshold: Int = 3,
         startupTimeout: Duration = .seconds(30)
     ) {
-        self.kind = kind
+        self.kind = kind ?? .http(path: "/health")
+        self.kindFollowsMode = kind == nil
         self.interval = interval
         self.timeout = timeout
         self.successThreshold = successThreshold
         self.failureThreshold = failureThreshold
         self.startupTimeout = startupTimeout
+    }
+
+    public static func == (lhs: HealthCheck, rhs: HealthCheck) -> Bool {
+        lhs.kind == rhs.kind && lhs.interval == rhs.interval && lhs.timeout == rhs.timeout
+            && lhs.successThreshold == rhs.successThreshold && lhs.failureThreshold == rhs.failureThreshold
+            && lhs.startupTimeout == rhs.startupTimeout
     }
 }
 

@@ -6,7 +6,7 @@
 /// messages do. The runtime gathers the facts (the candidate's last lines, the TCP ports it listens
 /// on); the decisions are here.
 public struct PortHandoff: Equatable, Sendable {
-    /// The port the candidate was given: private in proxy mode, serve.listen's in restart mode, a
+    /// The port the candidate was given: private in proxy and tcp mode, serve.listen's in restart mode, a
     /// health port (or none) in socket mode.
     public var port: Int?
     public var mode: ServeMode
@@ -14,7 +14,7 @@ public struct PortHandoff: Equatable, Sendable {
     public var args: [String]
     /// `[run] port_env`; empty for none.
     public var portEnv: String
-    /// Where safe-watch itself listens (proxy and socket modes), nil in restart mode.
+    /// Where safe-watch itself listens (proxy, tcp and socket modes), nil in restart mode.
     public var publicAddress: String?
 
     public init(port: Int?, mode: ServeMode, args: [String], portEnv: String, publicAddress: String?) {
@@ -36,7 +36,7 @@ public struct PortHandoff: Equatable, Sendable {
             text += ": it binds an address of its own"
             if let publicAddress { text += " (safe-watch holds \(publicAddress) and passes it as fd 3)" }
             return text + "; \(Self.socketModeFix)"
-        case .proxy, .restart:
+        case .proxy, .tcp, .restart:
             text += ": it binds an address of its own instead of "
             text += self.given.map { "port \(self.port.map(String.init) ?? "?"), which safe-watch gave it \($0)" }
                 ?? "a port from safe-watch, which gave it none ([run] args has no {port} and port_env is empty)"

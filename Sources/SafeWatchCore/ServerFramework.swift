@@ -59,6 +59,7 @@ public enum ServerFramework: Equatable, Sendable {
         if let args = self.args { configuration.run.args = args }
         if let portEnv = self.portEnv { configuration.run.portEnv = portEnv }
         configuration.health.kind = self.health
+        configuration.health.kindFollowsMode = false
     }
 
     /// How it gets its port, in a few words: "`serve --hostname 127.0.0.1 --port {port}`".

@@ -83,9 +83,13 @@ public struct StarterConfiguration: Equatable, Sendable {
             # poll = "auto"               # "off", or an interval such as "500ms" to poll with stat instead of inotify
 
             [serve]
-            # mode = "proxy"              # or "socket" (servers get the listening socket as fd 3), "restart"
+            # mode = "proxy"              # HTTP/1.1: each request goes to the newest healthy generation. Or:
+            #   "tcp": each new connection is joined byte for byte to the newest generation (HTTP/2, gRPC,
+            #     databases); it stays on that generation until it closes, which holds the old one's stop
+            #     up to stop_timeout; the [health] check is then "tcp" unless type says otherwise
+            #   "socket": servers get the listening socket as fd 3; "restart": the server binds the port
             # listen = "127.0.0.1:8080"   # ":0" picks a free port
-            # hold_timeout = "30s"        # how long a request waits while no server is healthy, then 503
+            # hold_timeout = "30s"        # how long a request waits while no server is healthy, then 503 (tcp: closed)
             # forwarded_headers = true    # the proxy adds X-Forwarded-For, X-Forwarded-Proto and Forwarded
             # With systemd socket activation, only the sockets of one FileDescriptorName= (default: all), e.g.:
             #   socket_name = "http"
@@ -154,7 +158,7 @@ extension StarterConfiguration {
     /// `type`: tcp for a framework (no /health route to ask), else the commented default.
     fileprivate var healthTypeLines: String {
         guard let framework = self.framework else {
-            return "# type = \"http\"               # http | tcp | exec | notify | none"
+            return "# type = \"http\"               # http | tcp | exec | notify | none (tcp mode's default: \"tcp\")"
         }
         return """
             # \(framework.name) has no /health route: a generation is healthy once it accepts connections.

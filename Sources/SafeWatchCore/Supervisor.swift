@@ -68,10 +68,11 @@ public enum SupervisorAction: Equatable, Sendable {
     case checkMigrations(Generation)
     /// Start `Generation` beside whatever serves now and health-check it.
     case launchCandidate(Generation, LaunchPurpose)
-    /// Route new requests to `Generation`.
+    /// Route new requests (tcp mode: new connections) to `Generation`.
     case switchTraffic(to: Generation)
-    /// Send `signal` to the generation's process group, SIGKILL it after `timeout`. In proxy mode
-    /// the runtime first lets the generation's in-flight requests finish (within the same timeout).
+    /// Send `signal` to the generation's process group, SIGKILL it after `timeout`. In proxy and
+    /// tcp mode the runtime first lets the generation's in-flight requests (tcp mode: its open
+    /// connections) finish, within the same timeout.
     case stop(Generation, signal: Int32, timeout: Duration)
     case schedule(SupervisorTimer, after: Duration)
     /// Delete staged generations that fell out of the kept window (their processes, if any, are gone).

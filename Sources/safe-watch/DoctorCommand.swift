@@ -93,7 +93,7 @@ extension SafeWatchCommand {
                 Doctor.port(
                     listen, probe: listen.port == 0 ? nil : MachineProbe.port(listen),
                     runningSafeWatch: running.flatMap { status in
-                        status.serve.addresses.contains("http://\(listen)") ? status.pid : nil
+                        status.serve.addresses.contains { $0.hasSuffix("://\(listen)") } ? status.pid : nil
                     }))
 
             checks.append(

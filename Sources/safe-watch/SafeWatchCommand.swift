@@ -44,7 +44,11 @@ extension SafeWatchCommand {
         @Option(name: .long, help: "The executable product to build and run.")
         var product: String?
 
-        @Option(name: .long, help: ArgumentHelp("How traffic reaches the server: proxy, socket or restart.", valueName: "mode"))
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "How traffic reaches the server: proxy (HTTP/1.1, each request to the newest generation), tcp (each new connection joined byte for byte to the newest generation, which keeps it until it closes: HTTP/2, gRPC, databases; no per-request routing), socket (servers get the listening socket as fd 3) or restart (the server binds the port itself).",
+                valueName: "mode"))
         var mode: String?
 
         @Option(name: .long, help: ArgumentHelp("The public address, e.g. 127.0.0.1:8080.", valueName: "host:port"))
@@ -87,7 +91,7 @@ extension SafeWatchCommand {
 
         func validate() throws {
             if let mode, ServeMode(rawValue: mode) == nil {
-                throw ValidationError("--mode must be proxy, socket or restart, got \"\(mode)\"")
+                throw ValidationError("--mode must be \(ServeMode.names(quoted: false)), got \"\(mode)\"")
             }
             if let listen, ListenAddress(parsing: listen) == nil {
                 throw ValidationError("--listen must be an address like 127.0.0.1:8080, got \"\(listen)\"")
@@ -232,13 +236,19 @@ extension SafeWatchCommand {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
             let router = TrafficRouter()
             var proxies: [HTTPProxy] = []
-            if project.configuration.serve.mode == .proxy {
+            var forwarders: [TCPProxy] = []
+            if project.configuration.serve.mode.forwardsToPrivatePort {
                 for socket in sockets.sockets {
                     do {
-                        proxies.append(
-                            try await HTTPProxy.start(
-                                socket: socket.fd, holdTimeout: project.configuration.serve.holdTimeout,
-                                addsForwardingFields: project.configuration.serve.forwardedHeaders, router: router, group: group))
+                        let holdTimeout = project.configuration.serve.holdTimeout
+                        if project.configuration.serve.mode == .tcp {
+                            forwarders.append(try await TCPProxy.start(socket: socket.fd, holdTimeout: holdTimeout, router: router, group: group))
+                        } else {
+                            proxies.append(
+                                try await HTTPProxy.start(
+                                    socket: socket.fd, holdTimeout: holdTimeout,
+                                    addsForwardingFields: project.configuration.serve.forwardedHeaders, router: router, group: group))
+                        }
                     } catch {
                         try? await group.shutdownGracefully()
                         if controlSocket != nil { unlink(controlPath) }
@@ -248,7 +258,8 @@ extension SafeWatchCommand {
                 }
             }
             let address = sockets.sockets.first?.address ?? project.configuration.serve.listen
-            let publicAddress = "http://\(address)"
+            let scheme = project.configuration.serve.mode.addressScheme
+            let publicAddress = "\(scheme)://\(address)"
             let reporter = Reporter(logger: logger, publicAddress: publicAddress)
             router.onConnectionFailure { reporter.warning($0) }
             for warning in sockets.warnings + controlWarnings { reporter.warning(warning) }
@@ -261,7 +272,7 @@ extension SafeWatchCommand {
             let runtime = SupervisorRuntime(
                 project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable,
                 sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager,
-                publicAddresses: (sockets.sockets.isEmpty ? [address] : sockets.sockets.map(\.address)).map { "http://\($0)" })
+                publicAddresses: (sockets.sockets.isEmpty ? [address] : sockets.sockets.map(\.address)).map { "\(scheme)://\($0)" })
             let control = ControlEndpoint()
             if let controlSocket {
                 do {
@@ -311,6 +322,7 @@ extension SafeWatchCommand {
                 code = StartupError.osError
             }
             for proxy in proxies { await proxy.close() }
+            for forwarder in forwarders { await forwarder.close() }
             await control.close()
             try? await group.shutdownGracefully()
             return code

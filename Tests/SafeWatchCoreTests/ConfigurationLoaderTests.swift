@@ -553,7 +553,7 @@ struct ConfigurationErrorTests {
             mode = "blue-green"
             """)
         expectLocated(error, line: 3, key: "serve.mode")
-        #expect(error?.message == "unknown mode \"blue-green\" (use \"proxy\", \"socket\" or \"restart\")")
+        #expect(error?.message == "unknown mode \"blue-green\" (use \"proxy\", \"tcp\", \"socket\" or \"restart\")")
     }
 
     @Test("a bad signal", arguments: ["SIGFOO", "bogus", "99", ""])

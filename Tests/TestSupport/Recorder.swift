@@ -4,8 +4,15 @@ import Synchronization
 /// as soon as what the test looks for has arrived — never a fixed sleep. The limit only bounds a
 /// failing test.
 public final class Recorder<Element: Sendable>: Sendable {
-    private let elements = Mutex<[Element]>([])
-    private let (arrivals, arrived) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    private struct State {
+        var elements: [Element] = []
+        /// Each waiting call's own wake-up: waits may overlap (a test waits for one line while a
+        /// task of its own waits for another), and every one of them must see every arrival.
+        var waiters: [Int: AsyncStream<Void>.Continuation] = [:]
+        var nextWaiter = 0
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
@@ -14,24 +21,39 @@ public final class Recorder<Element: Sendable>: Sendable {
     }
 
     public func append(contentsOf elements: [Element]) {
-        self.elements.withLock { $0 += elements }
-        self.arrived.yield()
+        let waiters = self.state.withLock { state in
+            state.elements += elements
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.yield() }
     }
 
-    public var all: [Element] { self.elements.withLock { $0 } }
+    public var all: [Element] { self.state.withLock { $0.elements } }
 
-    public var count: Int { self.elements.withLock { $0.count } }
+    public var count: Int { self.state.withLock { $0.elements.count } }
 
     public func clear() {
-        self.elements.withLock { $0 = [] }
+        self.state.withLock { $0.elements = [] }
     }
 
     /// The first non-nil answer of `find` over everything recorded so far; nil after `limit`.
     public func wait<T: Sendable>(limit: Duration = .seconds(10), _ find: @escaping @Sendable ([Element]) -> T?) async -> T? {
         if let found = find(self.all) { return found }
+        let (arrivals, arrived) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = self.state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            state.waiters[state.nextWaiter] = arrived
+            return state.nextWaiter
+        }
+        defer {
+            _ = self.state.withLock { $0.waiters.removeValue(forKey: id) }
+            arrived.finish()
+        }
         return await withTaskGroup(of: T?.self) { group in
             group.addTask {
-                for await _ in self.arrivals {
+                // Again: something may have arrived before this wait was registered.
+                if let found = find(self.all) { return found }
+                for await _ in arrivals {
                     if let found = find(self.all) { return found }
                 }
                 return nil
@@ -42,7 +64,7 @@ public final class Recorder<Element: Sendable>: Sendable {
             }
             let result = await group.next() ?? nil
             group.cancelAll()
-            self.arrived.yield()  // wake the waiting loop so the group can end
+            arrived.finish()  // ends the waiting loop so the group can end
             return result
         }
     }
