@@ -108,6 +108,6 @@ import Testing
     @Test func badFlagsAreUsageErrors() async throws {
         let (status, output) = try await runToExit(["--mode", "teleport"])
         #expect(status == .exited(64))
-        #expect(output.contains("--mode must be proxy, socket or restart"), "\(output)")
+        #expect(output.contains("--mode must be proxy, tcp, socket or restart"), "\(output)")
     }
 }
