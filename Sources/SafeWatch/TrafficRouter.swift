@@ -39,6 +39,8 @@ public final class TrafficRouter: Sendable {
         var clients: [Int: @Sendable (TimeAmount) -> Void] = [:]
         var nextClient = 0
         var listeners: [any Channel] = []
+        /// Complete once each listener has stopped accepting.
+        var stoppedAccepting: [EventLoopFuture<Void>] = []
         /// Set once safe-watch stops: how long an idle keep-alive connection may still send a request.
         var shuttingDown: TimeAmount?
         /// Client connections the proxy accepted but could not set up (closed at once).
@@ -158,7 +160,7 @@ public final class TrafficRouter: Sendable {
 
     // MARK: Stopping safe-watch itself
 
-    /// A listening channel, closed when safe-watch begins to stop.
+    /// A listening channel; it stops accepting when safe-watch begins to stop.
     func addListener(_ channel: any Channel) {
         self.state.withLock { $0.listeners.append(channel) }
     }
@@ -199,6 +201,11 @@ public final class TrafficRouter: Sendable {
     /// wait in its queue for the next safe-watch), answer each open connection's next request with
     /// `Connection: close`, and close idle ones after `idleGrace` — a request sent in that
     /// instant is answered, not reset.
+    ///
+    /// A listener stops reading rather than closing: NIO sets up each accepted connection on its
+    /// own event loop, then drops it unread if the listener was closed meanwhile — the client,
+    /// whose request is already sent, sees a reset. Stopped this way, the connections accepted
+    /// last are served; the listening socket closes with safe-watch.
     public func beginShuttingDown(idleGrace: Duration) {
         let grace = TimeAmount(saturating: idleGrace)
         let (listeners, clients): ([any Channel], [@Sendable (TimeAmount) -> Void]) = self.state.withLock { state in
@@ -206,7 +213,8 @@ public final class TrafficRouter: Sendable {
             state.shuttingDown = grace
             return (state.listeners, Array(state.clients.values))
         }
-        for listener in listeners { listener.close(promise: nil) }
+        let stopped = listeners.map { $0.setOption(.autoRead, value: false) }
+        self.state.withLock { $0.stoppedAccepting += stopped }
         for client in clients { client(grace) }
     }
 
@@ -241,14 +249,14 @@ public final class TrafficRouter: Sendable {
         self.state.withLock { ($0.failedConnections, $0.lastFailedConnection) }
     }
 
-    /// Returns once the listeners are closed and every connection they accepted has closed, or
-    /// after `timeout`.
+    /// Returns once the listeners have stopped accepting and every connection they accepted has
+    /// closed, or after `timeout`.
     public func waitUntilNoClients(timeout: Duration) async {
         await self.wait(
             for: .noClients, timeout: timeout,
             first: {
-                // Once a listener is closed, every connection it accepted has been counted.
-                for listener in self.state.withLock({ $0.listeners }) { try? await listener.closeFuture.get() }
+                // Once a listener has stopped accepting, every connection it accepted has been counted.
+                for stopped in self.state.withLock({ $0.stoppedAccepting }) { try? await stopped.get() }
             },
             holds: { $0.openConnections == 0 })
     }

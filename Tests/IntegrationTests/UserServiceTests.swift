@@ -205,9 +205,13 @@ extension SupervisorIntegrationTests {
             }
             let tally = await pool.stop()
             let keptAlive = await keepAlive.stop()
-            #expect(tally.failures.isEmpty, "\(tally.failures.prefix(5))")
-            #expect(keptAlive.failures.isEmpty, "\(keptAlive.failures.prefix(5))")
             let entries = try await journalEntries(manager, unit: "safe-watch.service")
+            // Where each safe-watch got its listener, and when each stopped: what a failure needs.
+            let story = entries.compactMap { $0["MESSAGE"] as? String }.filter {
+                $0.contains("mode on") || $0.contains("Stopping") || $0.contains("Started") || $0.contains("stopping")
+            }
+            #expect(tally.failures.isEmpty, "\(tally.failures.prefix(5)); \(story)")
+            #expect(keptAlive.failures.isEmpty, "\(keptAlive.failures.prefix(5)); \(story)")
             #expect(entries.contains { ($0["MESSAGE"] as? String)?.contains("socket systemd's fd store · proxy mode on http://127.0.0.1:\(port)") == true })
             try await manager.systemctl("stop", "safe-watch.service")
             #expect(processes(mentioning: directory + "/.safe-watch/generations").isEmpty)
