@@ -130,9 +130,10 @@ final class ProxyConnection: ChannelDuplexHandler {
         }
     }
 
-    /// One request and its response.
-    private struct Exchange {
-        var request: RequestHead
+    /// One request and its response. A class: the handler updates it on every read, and a
+    /// struct holding the parsed head would be copied (and its arrays retained) each time.
+    private final class Exchange {
+        let request: RequestHead
         /// The head as it goes upstream, kept until the request may no longer be replayed.
         var forwardedHead: [UInt8]
         var requestBody: BodyProgress
@@ -150,6 +151,13 @@ final class ProxyConnection: ChannelDuplexHandler {
         var clientKeeps: Bool
         /// The response is sent de-chunked (a chunked response to an HTTP/1.0 client).
         var dechunking = false
+
+        init(request: RequestHead, forwardedHead: [UInt8], requestBody: BodyProgress, clientKeeps: Bool) {
+            self.request = request
+            self.forwardedHead = forwardedHead
+            self.requestBody = requestBody
+            self.clientKeeps = clientKeeps
+        }
     }
 
     private enum ResponseProgress {
@@ -479,14 +487,13 @@ final class ProxyConnection: ChannelDuplexHandler {
     /// one that is not there: the request is held, as while nothing is healthy, for at most
     /// `serve.hold_timeout` from its first refusal, then answered 502.
     private func retry() {
-        guard let context = self.context, var exchange = self.exchange else { return }
+        guard let context = self.context, let exchange = self.exchange else { return }
         self.releaseCount()
         exchange.attempts += 1
         exchange.counted = nil
         let now = NIODeadline.now()
         let firstFailure = exchange.firstFailure ?? now
         exchange.firstFailure = firstFailure
-        self.exchange = exchange
         self.phase = .routing
         if now - firstFailure >= self.settings.hold {
             self.answer(status: 502, reason: "Bad Gateway", message: "safe-watch: the server refused or dropped the connection\n")
@@ -515,7 +522,7 @@ final class ProxyConnection: ChannelDuplexHandler {
 
     /// Passes the part of the request body that has arrived to the server.
     private func passRequestBody() {
-        guard var exchange = self.exchange, let upstream = self.upstream, var received = self.received else {
+        guard let exchange = self.exchange, let upstream = self.upstream, var received = self.received else {
             self.resumeClientReads()
             return
         }
@@ -535,7 +542,6 @@ final class ProxyConnection: ChannelDuplexHandler {
                 exchange.sentBody = true
             } catch {
                 // The server has part of a request it will never see the end of.
-                self.exchange = exchange
                 self.received = nil
                 self.upstream?.reusable = false
                 self.refuse(status: 400, reason: "Bad Request", detail: error.reason)
@@ -545,7 +551,6 @@ final class ProxyConnection: ChannelDuplexHandler {
             upstream.handler.write(received)
             received.moveReaderIndex(to: received.writerIndex)
         }
-        self.exchange = exchange
         self.received = received.readableBytes > 0 ? received : nil
         self.resumeClientReads()
     }
@@ -570,7 +575,7 @@ final class ProxyConnection: ChannelDuplexHandler {
             context.write(self.wrapOutboundOut(bytes), promise: nil)
             return
         }
-        guard case .exchanging = self.phase, var exchange = self.exchange else {
+        guard case .exchanging = self.phase, let exchange = self.exchange else {
             // Bytes from an idle server connection: not an answer to anything; it cannot be reused.
             self.dropUpstream()
             return
@@ -587,10 +592,8 @@ final class ProxyConnection: ChannelDuplexHandler {
                 switch end {
                 case .incomplete:
                     self.responseHead = bytes
-                    self.exchange = exchange
                     return
                 case .tooLarge:
-                    self.exchange = exchange
                     self.failUpstream(detail: "the server's response head is over \(HTTPFraming.maxHeadLength / 1024) KiB")
                     return
                 case .complete(let length):
@@ -600,7 +603,6 @@ final class ProxyConnection: ChannelDuplexHandler {
                     do {
                         response = try ResponseHead(headBytes, requestMethod: exchange.request.method)
                     } catch {
-                        self.exchange = exchange
                         self.failUpstream(detail: "the server answered with \(error.reason)")
                         return
                     }
@@ -611,7 +613,6 @@ final class ProxyConnection: ChannelDuplexHandler {
                         continue
                     }
                     if response.status == 101 && exchange.request.isUpgrade {
-                        self.exchange = exchange
                         self.beginTunnel(head: headBytes, rest: bytes, context: context)
                         return
                     }
@@ -633,7 +634,6 @@ final class ProxyConnection: ChannelDuplexHandler {
                     }
                     context.write(self.wrapOutboundOut(head), promise: nil)
                     if case .body(.done, _) = exchange.response {
-                        self.exchange = exchange
                         self.finishResponse(extraBytes: bytes.readableBytes > 0)
                         return
                     }
@@ -667,7 +667,6 @@ final class ProxyConnection: ChannelDuplexHandler {
                         exchange.response = .body(scanner.isDone ? .done : .chunked(scanner), keepAlive: keepAlive)
                     } catch {
                         // Half an answer cannot be mended: end the client's connection as it stands.
-                        self.exchange = exchange
                         self.abortExchange()
                         return
                     }
@@ -676,13 +675,11 @@ final class ProxyConnection: ChannelDuplexHandler {
                     bytes.moveReaderIndex(to: bytes.writerIndex)
                 }
                 if case .body(.done, _) = exchange.response {
-                    self.exchange = exchange
                     self.finishResponse(extraBytes: bytes.readableBytes > 0)
                     return
                 }
             }
         }
-        self.exchange = exchange
     }
 
     fileprivate func upstreamReadComplete(from channel: any Channel) {

@@ -77,40 +77,56 @@ public struct HeadLines: Equatable, Sendable {
     /// Splits `bytes` (a whole head, its blank line included) into the start line and fields.
     init(_ bytes: [UInt8]) throws(HTTPFraming.Refusal) {
         self.bytes = bytes
-        var lines: [Range<Int>] = []
+        self.startLine = 0..<0
+        self.fields = []
+        self.fields.reserveCapacity(16)
         var start = 0
         var index = 0
+        var first = true
         while index < bytes.count {
             if bytes[index] == HTTPFraming.lf {
                 var end = index
                 if end > start, bytes[end - 1] == HTTPFraming.cr { end -= 1 }
                 if end == start { break }  // the blank line
-                lines.append(start..<end)
+                if first {
+                    self.startLine = start..<end
+                    first = false
+                } else {
+                    self.fields.append(try Self.field(start..<end, in: bytes))
+                }
                 start = index + 1
             }
             index += 1
         }
-        guard let first = lines.first else { throw HTTPFraming.Refusal(status: 400, reason: "empty head") }
-        self.startLine = first
-        self.fields = []
-        self.fields.reserveCapacity(lines.count - 1)
-        for line in lines.dropFirst() {
-            // obs-fold (a line that continues the previous one) is refused, as RFC 9112 allows.
-            guard bytes[line.lowerBound] != 32, bytes[line.lowerBound] != 9,
-                let colon = bytes[line].firstIndex(of: 58), colon > line.lowerBound
-            else { throw HTTPFraming.Refusal(status: 400, reason: "malformed header line") }
-            for byte in bytes[line.lowerBound..<colon] where !Self.isTokenByte(byte) {
-                throw HTTPFraming.Refusal(status: 400, reason: "malformed header name")
-            }
-            var valueStart = colon + 1
-            var valueEnd = line.upperBound
-            while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
-            while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
-            for byte in bytes[valueStart..<valueEnd] where byte == 0 || byte == HTTPFraming.cr || byte == HTTPFraming.lf {
-                throw HTTPFraming.Refusal(status: 400, reason: "a header value holds a control character")
-            }
-            self.fields.append(HeaderField(line: line, name: line.lowerBound..<colon, value: valueStart..<valueEnd))
+        if first { throw HTTPFraming.Refusal(status: 400, reason: "empty head") }
+    }
+
+    private static func field(_ line: Range<Int>, in bytes: [UInt8]) throws(HTTPFraming.Refusal) -> HeaderField {
+        // obs-fold (a line that continues the previous one) is refused, as RFC 9112 allows.
+        guard bytes[line.lowerBound] != 32, bytes[line.lowerBound] != 9,
+            let colon = bytes[line].firstIndex(of: 58), colon > line.lowerBound
+        else { throw HTTPFraming.Refusal(status: 400, reason: "malformed header line") }
+        for byte in bytes[line.lowerBound..<colon] where !Self.isTokenByte(byte) {
+            throw HTTPFraming.Refusal(status: 400, reason: "malformed header name")
         }
+        var valueStart = colon + 1
+        var valueEnd = line.upperBound
+        while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
+        while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+        for byte in bytes[valueStart..<valueEnd] where byte == 0 || byte == HTTPFraming.cr || byte == HTTPFraming.lf {
+            throw HTTPFraming.Refusal(status: 400, reason: "a header value holds a control character")
+        }
+        return HeaderField(line: line, name: line.lowerBound..<colon, value: valueStart..<valueEnd)
+    }
+
+    /// The start line's three parts, split at its first two spaces (the third may hold spaces:
+    /// a reason phrase); nil when there are fewer than two.
+    func startLineParts() -> (Range<Int>, Range<Int>, Range<Int>)? {
+        let line = self.startLine
+        guard let firstSpace = self.bytes[line].firstIndex(of: 32),
+            let secondSpace = self.bytes[(firstSpace + 1)..<line.upperBound].firstIndex(of: 32)
+        else { return nil }
+        return (line.lowerBound..<firstSpace, (firstSpace + 1)..<secondSpace, (secondSpace + 1)..<line.upperBound)
     }
 
     static func isTokenByte(_ byte: UInt8) -> Bool {
@@ -264,12 +280,11 @@ public struct RequestHead: Equatable, Sendable {
         let lines = try HeadLines(bytes)
         self.lines = lines
         // method SP request-target SP HTTP-version
-        let start = bytes[lines.startLine]
-        let parts = start.split(separator: 32, omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, parts[0].allSatisfy(HeadLines.isTokenByte),
-            parts[1].allSatisfy({ $0 > 32 && $0 != 127 }), let version = HTTPVersionNumber(parts[2]), version.major == 1
+        guard let (method, target, versionText) = lines.startLineParts(), !method.isEmpty, !target.isEmpty,
+            bytes[method].allSatisfy(HeadLines.isTokenByte), bytes[target].allSatisfy({ $0 > 32 && $0 != 127 }),
+            let version = HTTPVersionNumber(bytes[versionText]), version.major == 1
         else { throw HTTPFraming.Refusal(status: 400, reason: "malformed request line") }
-        self.method = String(decoding: parts[0], as: UTF8.self)
+        self.method = String(decoding: bytes[method], as: UTF8.self)
         self.version = version
 
         let summary = try lines.summary(refusing: 400)
@@ -402,12 +417,17 @@ public struct ResponseHead: Equatable, Sendable {
     public init(_ bytes: [UInt8], requestMethod: String) throws(HTTPFraming.Refusal) {
         let lines = try HeadLines(bytes)
         self.lines = lines
-        // HTTP-version SP status-code SP [reason-phrase]
-        let start = bytes[lines.startLine]
-        let parts = start.split(separator: 32, maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2, let version = HTTPVersionNumber(parts[0]), version.major == 1, parts[1].count == 3,
-            parts[1].allSatisfy({ $0 >= 48 && $0 <= 57 }), let status = Int(String(decoding: parts[1], as: UTF8.self))
+        // HTTP-version SP status-code SP [reason-phrase] (some servers leave out the last space)
+        let line = lines.startLine
+        let parts = lines.startLineParts() ?? {
+            let space = bytes[line].firstIndex(of: 32) ?? line.upperBound
+            return (line.lowerBound..<space, min(space + 1, line.upperBound)..<line.upperBound, line.upperBound..<line.upperBound)
+        }()
+        let code = bytes[parts.1]
+        guard let version = HTTPVersionNumber(bytes[parts.0]), version.major == 1, code.count == 3,
+            code.allSatisfy({ $0 >= 48 && $0 <= 57 })
         else { throw HTTPFraming.Refusal(status: 502, reason: "malformed status line") }
+        let status = code.reduce(0) { $0 * 10 + Int($1 - 48) }
         self.version = version
         self.status = status
         let summary = try lines.summary(refusing: 502)
