@@ -137,19 +137,18 @@ struct DatabaseURLTests {
 /// Unreachable servers fail fast, with one sentence; no PostgreSQL needed.
 @Suite("unreachable PostgreSQL")
 struct UnreachablePostgresTests {
-    @Test func closedPortIsRefusedAtOnce() async throws {
+    // No wall-clock bounds here: on a loaded machine they fail for the machine's sake. The message
+    // says which way it failed — refused, not "no answer within 3 s" — and that is the point.
+    @Test(.timeLimit(.minutes(1))) func closedPortIsRefusedAtOnce() async throws {
         let port = try freePort()
-        let clock = ContinuousClock()
-        let start = clock.now
         let error = await migrationError {
             _ = try await MigrationDatabases.open(url: "postgres://u:pw@127.0.0.1:\(port)/db", connectTimeout: .seconds(3))
         }
-        #expect(start.duration(to: clock.now) < .seconds(8))
         #expect(error?.kind == .unreachable)
         #expect(error?.message == "cannot reach PostgreSQL at 127.0.0.1:\(port): connection refused")
     }
 
-    @Test func silentServerTimesOut() async throws {
+    @Test(.timeLimit(.minutes(1))) func silentServerTimesOut() async throws {
         // Accepts TCP connections (the kernel's backlog) and never speaks.
         let (socket, port) = try listeningSocket()
         defer { close(socket) }
@@ -158,22 +157,18 @@ struct UnreachablePostgresTests {
         let error = await migrationError {
             _ = try await MigrationDatabases.open(url: "postgres://u@127.0.0.1:\(port)/db", connectTimeout: .seconds(1))
         }
-        let elapsed = start.duration(to: clock.now)
-        #expect(elapsed >= .seconds(1))
-        #expect(elapsed < .seconds(6))  // the 1 s timeout, with room for a loaded machine
+        #expect(start.duration(to: clock.now) >= .seconds(1))
         #expect(error?.kind == .unreachable)
         #expect(error?.message == "cannot reach PostgreSQL at 127.0.0.1:\(port): no answer within 1 s")
     }
 
-    @Test func unknownHost() async throws {
-        let clock = ContinuousClock()
-        let start = clock.now
+    @Test(.timeLimit(.minutes(1))) func unknownHost() async throws {
         let error = await migrationError {
             _ = try await MigrationDatabases.open(url: "postgres://u@no-such-host.invalid/db", connectTimeout: .seconds(2))
         }
-        #expect(start.duration(to: clock.now) < .seconds(8))
         #expect(error?.kind == .unreachable)
         #expect(error?.message.hasPrefix("cannot reach PostgreSQL at no-such-host.invalid:5432: ") == true)
+        #expect(error?.message.contains("no answer within") == false, "\(error?.message ?? "")")
     }
 
     private func listeningSocket() throws -> (Int32, Int) {
