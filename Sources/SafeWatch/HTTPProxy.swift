@@ -29,39 +29,50 @@ public final class HTTPProxy: Sendable {
     ) async throws -> HTTPProxy {
         let settings = ProxyConnection.Settings(
             hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: UpstreamPools(group: group))
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AcceptCounter(router: router))
-                }
-            }
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // Set here rather than with childChannelOption: a connection NIO cannot set up
-                    // is closed without a word, and this one is counted and logged instead.
-                    // TCP_NODELAY is an IPPROTO_TCP option: as a SOL_SOCKET one (`.socketOption`)
-                    // the same number is SO_DEBUG, which only CAP_NET_ADMIN may set.
-                    do {
-                        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
-                        // A client that shuts its side after the request (`nc -N`, some HTTP/1.0
-                        // tools) still gets its answer.
-                        try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-                        try ProxyConnection.bound(channel)
-                        try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
-                    } catch {
-                        router.connectionSetupFailed("\(error)")
-                        throw error
-                    }
-                }
-            }
-        let channel = try await bootstrap.withBoundSocket(socket).get()
-        router.addListener(channel)
+        let channel = try await listen(on: socket, router: router, group: group) { channel in
+            try ProxyConnection.bound(channel)
+            try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
+        }
         return HTTPProxy(router: router, channel: channel)
     }
 
     public func close() async {
         try? await self.channel.close()
     }
+}
+
+/// Takes over `socket`, a listening socket safe-watch bound or systemd passed, for a proxy: every
+/// accepted connection is counted, gets TCP_NODELAY and remote half-closure (a client that shuts
+/// its side after sending still gets the answer), then `setUp`. A connection that cannot be set up
+/// is counted and logged by the router rather than closed without a word, which is why the
+/// options are set here and not with childChannelOption. Used by both listeners, HTTP and tcp.
+func listen(
+    on socket: Int32, router: TrafficRouter, group: any EventLoopGroup,
+    setUp: @escaping @Sendable (any Channel) throws -> Void
+) async throws -> any Channel {
+    let bootstrap = ServerBootstrap(group: group)
+        .serverChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(AcceptCounter(router: router))
+            }
+        }
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                do {
+                    // TCP_NODELAY is an IPPROTO_TCP option: as a SOL_SOCKET one (`.socketOption`)
+                    // the same number is SO_DEBUG, which only CAP_NET_ADMIN may set.
+                    try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
+                    try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                    try setUp(channel)
+                } catch {
+                    router.connectionSetupFailed("\(error)")
+                    throw error
+                }
+            }
+        }
+    let channel = try await bootstrap.withBoundSocket(socket).get()
+    router.addListener(channel)
+    return channel
 }
 
 /// Counts each connection the moment the listener accepts it, before its own pipeline runs on its

@@ -24,34 +24,11 @@ public final class TCPProxy: Sendable {
     public static func start(
         socket: Int32, holdTimeout: Duration, router: TrafficRouter, group: any EventLoopGroup
     ) async throws -> TCPProxy {
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AcceptCounter(router: router))
-                }
-            }
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // Set here rather than with childChannelOption: a connection NIO cannot set up
-                    // is closed without a word, and this one is counted and logged instead.
-                    // TCP_NODELAY is an IPPROTO_TCP option: as a SOL_SOCKET one (`.socketOption`)
-                    // the same number is SO_DEBUG, which only CAP_NET_ADMIN may set.
-                    do {
-                        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
-                        // A client that shuts down its sending side still gets the server's answer.
-                        try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-                        let glue = GlueHandler()
-                        try channel.pipeline.syncOperations.addHandler(glue)
-                        try channel.pipeline.syncOperations.addHandler(
-                            ForwardedConnection(router: router, holdTimeout: holdTimeout, glue: glue))
-                    } catch {
-                        router.connectionSetupFailed("\(error)")
-                        throw error
-                    }
-                }
-            }
-        let channel = try await bootstrap.withBoundSocket(socket).get()
-        router.addListener(channel)
+        let channel = try await listen(on: socket, router: router, group: group) { channel in
+            let glue = GlueHandler()
+            try channel.pipeline.syncOperations.addHandler(glue)
+            try channel.pipeline.syncOperations.addHandler(ForwardedConnection(router: router, holdTimeout: holdTimeout, glue: glue))
+        }
         return TCPProxy(router: router, channel: channel)
     }
 

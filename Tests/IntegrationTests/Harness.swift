@@ -314,23 +314,7 @@ final class SafeWatchProcess: Sendable {
 
     /// The exit status once safe-watch has exited and its output has been read to the end.
     func waitForExit(limit: Duration = .seconds(30)) async -> ExitStatus? {
-        let exit = self.exit
-        let outputClosed = self.outputClosed
-        return await withTaskGroup(of: ExitStatus?.self) { group in
-            group.addTask {
-                let status = await exit.value
-                await outputClosed.value
-                return status
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return nil
-            }
-            let result = await group.next() ?? nil
-            group.cancelAll()
-            if result == nil { kill(self.pid, SIGKILL) }
-            return result
-        }
+        await exitStatus(of: self.pid, exit: self.exit, outputClosed: self.outputClosed, limit: limit)
     }
 
     var output: String { self.log.all.joined(separator: "\n") }
@@ -371,4 +355,26 @@ func processes(mentioning text: String) -> [pid_t] {
         }
     }
     return found
+}
+
+/// A child's exit status once it has exited and its output has been read to the end; nil, and the
+/// child killed, after `limit`.
+func exitStatus(
+    of pid: pid_t, exit: Task<ExitStatus, Never>, outputClosed: Task<Void, Never>, limit: Duration
+) async -> ExitStatus? {
+    await withTaskGroup(of: ExitStatus?.self) { group in
+        group.addTask {
+            let status = await exit.value
+            await outputClosed.value
+            return status
+        }
+        group.addTask {
+            try? await Task.sleep(for: limit)
+            return nil
+        }
+        let result = await group.next() ?? nil
+        group.cancelAll()
+        if result == nil { kill(pid, SIGKILL) }
+        return result
+    }
 }

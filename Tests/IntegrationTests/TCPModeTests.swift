@@ -196,22 +196,7 @@ final class HeldHTTP2Upload: Sendable {
 
     /// curl's exit status once its output is read to the end; nil (and curl killed) after `limit`.
     func waitForExit(limit: Duration = .seconds(30)) async -> ExitStatus? {
-        let (exit, outputClosed, pid) = (self.exit, self.outputClosed, self.pid)
-        return await withTaskGroup(of: ExitStatus?.self) { group in
-            group.addTask {
-                let status = await exit.value
-                await outputClosed.value
-                return status
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return nil
-            }
-            let result = await group.next() ?? nil
-            group.cancelAll()
-            if result == nil { kill(pid, SIGKILL) }
-            return result
-        }
+        await exitStatus(of: self.pid, exit: self.exit, outputClosed: self.outputClosed, limit: limit)
     }
 
     var output: String { self.log.all.joined(separator: "\n") }
