@@ -185,11 +185,7 @@ public struct HeadLines: Equatable, Sendable {
             case 10 where self.name(of: field, is: "connection"):
                 summary.connectionTokens += self.elements(field.value)
             case 14 where self.name(of: field, is: "content-length"):
-                for value in self.string(field.value).split(separator: ",", omittingEmptySubsequences: false) {
-                    let digits = value.trimmingWhitespace()
-                    guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let parsed = UInt64(digits) else {
-                        throw HTTPFraming.Refusal(status: status, reason: "malformed Content-Length")
-                    }
+                try self.contentLengths(field.value, refusing: status) { parsed throws(HTTPFraming.Refusal) in
                     if let length = summary.contentLength, length != parsed {
                         throw HTTPFraming.Refusal(status: status, reason: "conflicting Content-Length values")
                     }
@@ -202,6 +198,34 @@ public struct HeadLines: Equatable, Sendable {
             }
         }
         return summary
+    }
+
+    /// Each number of a `Content-Length` value (a list such as `5, 5` is allowed if they agree),
+    /// read from the bytes: every response carries one, so no String is made for it.
+    private func contentLengths(
+        _ value: Range<Int>, refusing status: Int, _ each: (UInt64) throws(HTTPFraming.Refusal) -> Void
+    ) throws(HTTPFraming.Refusal) {
+        let malformed = HTTPFraming.Refusal(status: status, reason: "malformed Content-Length")
+        var index = value.lowerBound
+        while true {
+            while index < value.upperBound, self.bytes[index] == 32 || self.bytes[index] == 9 { index += 1 }
+            var number: UInt64 = 0
+            var digits = 0
+            while index < value.upperBound, case let byte = self.bytes[index], byte >= 48 && byte <= 57 {
+                let (times10, overflowA) = number.multipliedReportingOverflow(by: 10)
+                let (sum, overflowB) = times10.addingReportingOverflow(UInt64(byte - 48))
+                guard !overflowA, !overflowB else { throw malformed }
+                number = sum
+                digits += 1
+                index += 1
+            }
+            while index < value.upperBound, self.bytes[index] == 32 || self.bytes[index] == 9 { index += 1 }
+            guard digits > 0 else { throw malformed }
+            try each(number)
+            if index == value.upperBound { return }
+            guard self.bytes[index] == 44 else { throw malformed }  // ','
+            index += 1
+        }
     }
 
     /// The comma-separated elements of a value, trimmed and lowercased.

@@ -42,6 +42,14 @@ struct RequestHeadTests {
         #expect(try RequestHead(bytes("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")).body == .length(12))
         #expect(try RequestHead(bytes("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n")).body == .chunked)
         #expect(try RequestHead(bytes("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")).body == .length(5))
+        #expect(try RequestHead(bytes("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n")).body == .length(.max))
+    }
+
+    @Test func refusesAContentLengthThatIsNotAListOfOneNumber() {
+        for value in ["", " ", "5,", ",5", "5,,5", "5 5", "+5", "0x10", "5;", "18446744073709551616", "5, 6"] {
+            let refused = refusal { _ = try RequestHead(bytes("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \(value)\r\n\r\n")) }
+            #expect(refused?.status == 400, "Content-Length: \(value)")
+        }
     }
 
     @Test func refusesWhatCouldBeReadTwoWays() {
