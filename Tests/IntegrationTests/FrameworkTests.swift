@@ -206,8 +206,10 @@ actor FrameworkFixtures {
         try app.write(into: directory, version: "v2")
         #expect(await safeWatch.log.waitForLine(containing: "✓ gen 2 healthy", limit: .seconds(300)) != nil, "\(safeWatch.output)")
         #expect(await body(port: port) == "\(app.name) v2\n", "\(safeWatch.output)")
+        let children = safeWatch.descendantIdentities
+        #expect(!children.isEmpty, "gen 2 should be running under safe-watch")
         #expect(await safeWatch.terminate() == .exited(0), "\(safeWatch.output)")
-        #expect(safeWatch.descendants.isEmpty)
+        #expect(children.filter(\.isRunning).isEmpty, "left running: \(children.filter(\.isRunning))")
     }
 
     @Test func aServerThatBindsATakenPortOfItsOwnIsToldWhichKeyToChange() async throws {

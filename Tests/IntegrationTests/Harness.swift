@@ -302,6 +302,10 @@ final class SafeWatchProcess: Sendable {
     /// Server pids from their "listening" lines are not known; the children of safe-watch are.
     var descendants: [pid_t] { processTree(below: self.pid) }
 
+    /// Its descendants now, to check once it has exited: by then they have another parent, so its
+    /// process tree says nothing about what it left behind.
+    var descendantIdentities: [ProcessIdentity] { self.descendants.compactMap(ProcessIdentity.init) }
+
     func signal(_ signal: Int32) {
         kill(self.pid, signal)
     }
@@ -318,6 +322,40 @@ final class SafeWatchProcess: Sendable {
     }
 
     var output: String { self.log.all.joined(separator: "\n") }
+}
+
+/// A process as /proc shows it: its pid and start time, so that a pid the kernel hands to another
+/// process later is not taken for it.
+struct ProcessIdentity: Hashable, CustomStringConvertible {
+    var pid: pid_t
+    var startTime: UInt64
+    var command: String
+
+    init?(_ pid: pid_t) {
+        guard let (_, startTime) = Self.stat(pid) else { return nil }
+        self.pid = pid
+        self.startTime = startTime
+        let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()
+        self.command = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+    }
+
+    /// The same process is still there, and not a zombie waiting for its parent to reap it.
+    var isRunning: Bool {
+        guard let (state, startTime) = Self.stat(self.pid) else { return false }
+        return startTime == self.startTime && state != "Z"
+    }
+
+    var description: String { "\(self.pid) (\(self.command))" }
+
+    /// The state letter and start time (fields 3 and 22 of /proc/PID/stat).
+    private static func stat(_ pid: pid_t) -> (Substring, UInt64)? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, let startTime = UInt64(fields[19]) else { return nil }
+        return (fields[0], startTime)
+    }
 }
 
 /// Every process whose parent chain leads to `root` (from /proc).

@@ -193,8 +193,10 @@ extension SupervisorIntegrationTests {
         #expect(tally.ok > 100 && keptAlive.ok > 100)
         #expect(tally.bodies.isSuperset(of: ["hello-server socket-1\n", "hello-server socket-4\n"]), "\(tally.bodies)")
         #expect(await body(port: port) == "hello-server socket-4\n")
+        let children = safeWatch.descendantIdentities
+        #expect(!children.isEmpty, "gen 4 should be running under safe-watch")
         #expect(await safeWatch.terminate() == .exited(0))
-        #expect(safeWatch.descendants.isEmpty)
+        #expect(children.filter(\.isRunning).isEmpty, "left running: \(children.filter(\.isRunning))")
     }
 
     @Test func socketModeSaysWhenTheServerBindsItsOwnPort() async throws {
