@@ -5,53 +5,6 @@ import NIOPosix
 import SafeWatchCore
 import SafeWatchSystem
 
-/// What a `safe-watch run` needs to know about the project besides its configuration.
-public struct Project: Sendable {
-    /// Absolute project directory.
-    public var directory: String
-    /// Absolute path of the configuration file (it may not exist).
-    public var configurationFile: String
-    /// The configuration in force, CLI overrides applied.
-    public var configuration: Configuration
-    /// CLI overrides, applied again to every reloaded configuration.
-    public var overrides: @Sendable (inout Configuration) -> Void
-    /// The product's framework when there is no configuration file: its settings are the defaults
-    /// (`ServerFramework.apply`), again after a reload that finds no file.
-    public var framework: ServerFramework?
-
-    public init(
-        directory: String, configurationFile: String, configuration: Configuration,
-        overrides: @escaping @Sendable (inout Configuration) -> Void
-    ) {
-        self.directory = directory
-        self.configurationFile = configurationFile
-        self.configuration = configuration
-        self.overrides = overrides
-    }
-
-    public var stateDirectory: String { self.directory + "/.safe-watch" }
-
-    /// Where `safe-watch status` and friends reach this safe-watch.
-    public var controlSocketPath: String { ControlSocketLocation.path(forProject: self.directory) }
-
-    var migrationsDirectory: String {
-        let dir = self.configuration.migrations.dir
-        return dir.hasPrefix("/") ? dir : self.directory + "/" + dir
-    }
-
-    /// `[migrations] database_url`, else $DATABASE_URL.
-    var databaseURL: String? {
-        self.configuration.migrations.databaseURL
-            ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
-    }
-
-    /// The configuration file relative to the project, as the watcher reports it.
-    var relativeConfigurationFile: String {
-        self.configurationFile.hasPrefix(self.directory + "/")
-            ? String(self.configurationFile.dropFirst(self.directory.count + 1)) : self.configurationFile
-    }
-}
-
 /// The thin runtime: feeds events to the `Supervisor` state machine and carries out its actions
 /// with real processes, sockets and files. All decisions are the state machine's.
 public actor SupervisorRuntime {
@@ -78,7 +31,6 @@ public actor SupervisorRuntime {
 
     private var project: Project
     private var machine: Supervisor
-    private var debouncer: Debouncer
     private let reporter: Reporter
     private let events: AsyncStream<Event>
     private let post: AsyncStream<Event>.Continuation
@@ -88,17 +40,8 @@ public actor SupervisorRuntime {
     private let stager: Stager
     private let prober: Prober
     private let router: TrafficRouter
-    private var watcher: DirectoryWatcher?
-    /// Trees polled instead (file systems without inotify events, or `poll` forced).
-    private var pollers: [TreePoller] = []
-    private var classifier: ChangeClassifier
-    /// Judges changes by content: same bytes, safe-watch's own writes and the build's are no edit.
-    private let ledger: ContentLedger
+    private let watch: WatchPipeline
     private var debounceCheckScheduled = false
-    /// A migration file changed in the burst being debounced: its verdict is printed when it ends.
-    private var migrationsChangedInBurst = false
-    /// Files changed since the last build started (the same-second wait looks at them).
-    private var changedSinceBuild: [String] = []
     private var servers: [pid_t: ServerProcess] = [:]
     private var probes: [Generation: Task<Void, Never>] = [:]
     private var exitCode: Int32?
@@ -110,8 +53,6 @@ public actor SupervisorRuntime {
     private var board: StatusBoard
     private let startedAt = Date()
     private let publicAddresses: [String]
-    /// The polled trees, e.g. "src (every 500 ms)".
-    private var polledTrees: [String] = []
     /// The state directory as made at start (device, inode): another one there means it was
     /// deleted, and what it held with it.
     private var stateDirectoryIdentity: FileIdentity?
@@ -136,7 +77,6 @@ public actor SupervisorRuntime {
         let policy = Self.policy(project)
         self.machine = Supervisor(policy: policy)
         self.board = StatusBoard(gatesMigrations: policy.gatesMigrations)
-        self.debouncer = Debouncer(quietPeriod: project.configuration.watch.debounce)
         self.reporter = reporter
         (self.events, self.post) = AsyncStream<Event>.makeStream()
         self.launcher = ChildLauncher(selfExecutable: selfExecutable)
@@ -144,20 +84,16 @@ public actor SupervisorRuntime {
         self.stager = Stager(stateDirectory: project.stateDirectory)
         self.prober = Prober(group: group, launcher: self.launcher, projectDirectory: project.directory)
         self.router = router
-        self.classifier = Self.classifier(for: project)
-        self.ledger = ContentLedger(directory: project.directory)
+        self.watch = WatchPipeline(project: project, reporter: reporter)
     }
 
     /// Runs until stopped by a signal; returns the exit code.
     public func run(signals: AsyncStream<Int32>) async throws -> Int32 {
         self.stopLeftoverServers()
         self.stager.discardAll()
-        try self.startWatching()
-        self.ledger.seed(
-            present: scanTree(
-                root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: Self.ignoreRules(for: self.project)
-            ).filter { !$0.value.isDirectory }.keys)
         let post = self.post
+        try self.watch.start { post.yield(.filesChanged($0)) }
+        self.watch.seedLedger()
         let signalTask = Task {
             for await signal in signals { post.yield(.signal(signal)) }
         }
@@ -177,7 +113,7 @@ public actor SupervisorRuntime {
             TestHooks.stallWhileAsked()
             self.handle(event)
             if let exitCode = self.exitCode {
-                self.stopWatching()
+                self.watch.stop()
                 await Self.stopOrphans(within: self.project.configuration.run.stopTimeout)
                 return exitCode
             }
@@ -261,37 +197,21 @@ public actor SupervisorRuntime {
         let now = self.now
         switch event {
         case .filesChanged(let changes):
-            self.filesChanged(changes, at: now)
+            let intake = self.watch.take(changes, at: now)
+            if intake.configurationChanged { self.perform(self.machine.signalReceived(.reload, at: now)) }
+            if let quietAt = intake.quietAt { self.scheduleDebounceCheck(at: quietAt) }
         case .debounceElapsed:
             self.debounceCheckScheduled = false
-            guard let released = self.debouncer.release(at: now) else {
-                if let next = self.debouncer.nextCheck { self.scheduleDebounceCheck(at: next) }
+            // What the running build writes is its own output, not an edit.
+            let burst = self.watch.release(at: now, ignoring: self.machine.isBuilding ? self.buildWrittenFiles : [])
+            guard let burst else {
+                if let next = self.watch.nextCheck { self.scheduleDebounceCheck(at: next) }
                 return
             }
-            // Judged by content once the tree is quiet: a save of the same bytes or safe-watch's own
-            // write is no change, and what the running build writes is its own output.
-            var paths = self.ledger.changed(released)
-            if self.machine.isBuilding { paths.removeAll { self.buildWrittenFiles.contains($0) } }
-            guard !paths.isEmpty else { return }
-            if self.migrationsChangedInBurst {
-                self.migrationsChangedInBurst = false
-                self.reportMigrationsVerdict()
-            }
-            // Name the files that are there now first: an editor's temporary file (`sedX1b2`,
-            // `.x.swp.tmp`) changed too, but is gone by the time the build starts.
-            let directory = self.project.directory
-            var present: [String] = []
-            var gone: [String] = []
-            for path in paths {
-                if FileManager.default.fileExists(atPath: directory + "/" + path) {
-                    present.append(path)
-                } else {
-                    gone.append(path)
-                }
-            }
-            self.perform(self.machine.filesChanged(present + gone, at: now))
+            if burst.touchedMigrations { self.reportMigrationsVerdict() }
+            self.perform(self.machine.filesChanged(burst.paths, at: now))
         case .buildFinished(let id, let outcome):
-            for path in self.buildWrittenFiles { self.ledger.recordCurrent(path) }
+            for path in self.buildWrittenFiles { self.watch.ledger.recordCurrent(path) }
             self.perform(self.machine.buildFinished(id, outcome, at: now))
         case .candidateHealthy(let generation):
             self.perform(self.machine.candidateHealthy(generation, at: now))
@@ -326,37 +246,6 @@ public actor SupervisorRuntime {
         }
     }
 
-    private func filesChanged(_ changes: [WatchedChange], at now: Moment) {
-        let classifier = self.classifier
-        var buildPaths: [String] = []
-        var migrationsChanged = false
-        var configurationChanged = false
-        for change in changes {
-            if change.kind == .rescanned {
-                buildPaths.append("(the whole tree: inotify queue overflowed)")
-                continue
-            }
-            switch classifier.classify(change.path) {
-            case .build: buildPaths.append(change.path)
-            case .migration:
-                migrationsChanged = true
-                buildPaths.append(change.path)
-            case .configuration: configurationChanged = true
-            case .irrelevant: break
-            }
-        }
-        if configurationChanged {
-            self.perform(self.machine.signalReceived(.reload, at: now))
-        }
-        if migrationsChanged {
-            self.migrationsChangedInBurst = true
-        }
-        guard !buildPaths.isEmpty else { return }
-        self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") }
-        let deadline = self.debouncer.record(buildPaths, at: now)
-        self.scheduleDebounceCheck(at: deadline)
-    }
-
     /// One timer for the whole burst (not one per batch of events): when it fires before the tree
     /// is quiet, it is set again for the end of the new quiet period.
     private func scheduleDebounceCheck(at deadline: Moment) {
@@ -368,63 +257,6 @@ public actor SupervisorRuntime {
             try? await Task.sleep(for: delay)
             post.yield(.debounceElapsed)
         }
-    }
-
-    /// Decides what a changed path means; made once per configuration, not per event.
-    private static func classifier(for project: Project) -> ChangeClassifier {
-        ChangeClassifier(
-            extensions: Set(project.configuration.watch.extensions),
-            configurationPath: project.relativeConfigurationFile, ignore: Self.ignoreRules(for: project),
-            migrationsDirectory: project.configuration.migrations.dir)
-    }
-
-    /// `watch.ignore` and the project's `.gitignore`.
-    private static func ignoreRules(for project: Project) -> IgnoreRules {
-        IgnoreRules.watching(project: project.directory, patterns: project.configuration.watch.ignore)
-    }
-
-    /// inotify for the watched paths whose file system delivers its events, stat polling for the
-    /// others (FUSE, virtiofs, 9p, NFS, CIFS: `[watch] poll = "auto"`), or for all when forced.
-    private func startWatching() throws {
-        let configuration = self.project.configuration
-        let ignore = Self.ignoreRules(for: self.project)
-        var inotifyPaths: [String] = []
-        var polled: [Duration: [String]] = [:]
-        var reasons: [String] = []
-        for path in configuration.watch.paths {
-            let absolute = path == "." ? self.project.directory : self.project.directory + "/" + path
-            let kind = fileSystemKind(of: absolute)
-            guard let interval = configuration.watch.poll.interval(losesInotifyEvents: kind?.losesInotifyEvents ?? false) else {
-                inotifyPaths.append(path)
-                continue
-            }
-            polled[interval, default: []].append(path)
-            if let kind, kind.losesInotifyEvents, configuration.watch.poll == .auto {
-                reasons.append("\(path) is on \(kind.name), where inotify misses changes made outside this machine")
-            }
-        }
-        let post = self.post
-        if !inotifyPaths.isEmpty {
-            let watcher = try DirectoryWatcher(root: self.project.directory, paths: inotifyPaths, ignore: ignore)
-            try watcher.start { post.yield(.filesChanged($0)) }
-            self.watcher = watcher
-        }
-        let reporter = self.reporter
-        for (interval, paths) in polled.sorted(by: { $0.key < $1.key }) {
-            let poller = try TreePoller(root: self.project.directory, paths: paths, ignore: ignore, interval: interval)
-            poller.start(onChange: { post.yield(.filesChanged($0)) }, onSlowScan: { reporter.warning($0) })
-            self.pollers.append(poller)
-            self.polledTrees += paths.map { "\($0) (every \(interval.humanReadable))" }
-            let why = reasons.isEmpty ? "[watch] poll, --poll or SAFE_WATCH_POLL" : reasons.joined(separator: "; ")
-            reporter.info("polling every \(interval.humanReadable): \(paths.joined(separator: ", ")) (\(why))")
-        }
-    }
-
-    private func stopWatching() {
-        self.watcher?.stop()
-        self.watcher = nil
-        for poller in self.pollers { poller.stop() }
-        self.pollers = []
     }
 
     // MARK: Actions
@@ -439,8 +271,7 @@ public actor SupervisorRuntime {
         let post = self.post
         switch action {
         case .startBuild(let id):
-            let changed = self.changedSinceBuild
-            self.changedSinceBuild = []
+            let changed = self.watch.takeChangedSinceBuild()
             guard let settings = self.buildSettings else {
                 post.yield(.buildFinished(id, .failed(BuildFailure(summary: "no build command: set product or build.command in safe-watch.toml"))))
                 return
@@ -515,7 +346,7 @@ public actor SupervisorRuntime {
                 serve: StatusSnapshot.Serve(
                     mode: self.project.configuration.serve.mode.rawValue, addresses: self.publicAddresses,
                     failedConnections: self.router.connectionFailures.count, lastFailedConnection: self.router.connectionFailures.last),
-                watching: StatusSnapshot.Watching(directories: self.watcher?.watchedDirectoryCount ?? 0, polled: self.polledTrees),
+                watching: StatusSnapshot.Watching(directories: self.watch.watchedDirectoryCount, polled: self.watch.polledTrees),
                 pidOf: { generation in servers.values.first { $0.generation == generation && !$0.hasExited }?.pid })
             return ControlReply(ok: true, status: self.board.snapshot(facts, at: Date()))
         case .rebuild:
@@ -731,7 +562,7 @@ public actor SupervisorRuntime {
         MigrationsGate(
             workspace: MigrationsWorkspace(
                 projectDirectory: self.project.directory, directory: self.project.migrationsDirectory, launcher: self.launcher,
-                willWrite: { [ledger] in ledger.willWrite($0, contents: $1) }),
+                willWrite: { [ledger = self.watch.ledger] in ledger.willWrite($0, contents: $1) }),
             databaseURL: self.project.databaseURL, settings: self.project.configuration.migrations, reporter: self.reporter)
     }
 
@@ -832,16 +663,8 @@ public actor SupervisorRuntime {
             || configuration.health != old.health
         self.project.configuration = configuration
         HardStopTimer.shared.configure(stopTimeout: configuration.run.stopTimeout)
-        self.classifier = Self.classifier(for: self.project)
-        self.debouncer.quietPeriod = configuration.watch.debounce
-        if configuration.watch != old.watch {
-            self.stopWatching()
-            do {
-                try self.startWatching()
-            } catch {
-                self.reporter.warning("cannot watch with the new [watch] settings: \(error)")
-            }
-        }
+        let post = self.post
+        self.watch.reconfigure(self.project) { post.yield(.filesChanged($0)) }
         self.perform(self.machine.configReloaded(Self.policy(self.project), rebuild: rebuild, at: self.now))
     }
 }

@@ -1,0 +1,184 @@
+import Foundation
+import SafeWatchCore
+import SafeWatchSystem
+
+/// From file-system events to the changes the state machine hears about: inotify where the file
+/// system delivers its events and stat polling where it does not, the classifier (build input,
+/// migration, the configuration, or nothing), the debounce, and the content ledger (a save of the
+/// same bytes, safe-watch's own writes and the build's are no edit).
+///
+/// Owned by the runtime and used only from it; the watchers' threads only post events.
+final class WatchPipeline {
+    /// What one batch of events means for the supervisor.
+    struct Intake {
+        /// The configuration file changed: reload it.
+        var configurationChanged = false
+        /// When the burst these changes belong to will have been quiet long enough.
+        var quietAt: Moment?
+    }
+
+    /// A burst that went quiet, judged by content.
+    struct Burst {
+        /// Changed files, those still there first: an editor's temporary file (`sedX1b2`,
+        /// `.x.swp.tmp`) changed too, but is gone by the time the build starts.
+        var paths: [String]
+        /// A migration file changed in it: the runtime prints the migrations verdict.
+        var touchedMigrations: Bool
+    }
+
+    private var project: Project
+    private let reporter: Reporter
+    private var classifier: ChangeClassifier
+    private var debouncer: Debouncer
+    /// Judges changes by content once the tree is quiet.
+    let ledger: ContentLedger
+    private var watcher: DirectoryWatcher?
+    /// Trees polled instead (file systems without inotify events, or `poll` forced).
+    private var pollers: [TreePoller] = []
+    /// The polled trees, e.g. "src (every 500 ms)", for `safe-watch status`.
+    private(set) var polledTrees: [String] = []
+    /// A migration file changed in the burst being debounced.
+    private var migrationsChangedInBurst = false
+    /// Files changed since the last build started (the builder's same-second wait looks at them).
+    private var changedSinceBuild: [String] = []
+
+    init(project: Project, reporter: Reporter) {
+        self.project = project
+        self.reporter = reporter
+        self.classifier = Self.classifier(for: project)
+        self.debouncer = Debouncer(quietPeriod: project.configuration.watch.debounce)
+        self.ledger = ContentLedger(directory: project.directory)
+    }
+
+    var watchedDirectoryCount: Int { self.watcher?.watchedDirectoryCount ?? 0 }
+
+    /// When the debounce should be looked at again, if a burst is pending.
+    var nextCheck: Moment? { self.debouncer.nextCheck }
+
+    /// Records what is in the tree now, so that the first save of a file is judged against it.
+    func seedLedger() {
+        self.ledger.seed(
+            present: scanTree(root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: Self.ignoreRules(for: self.project))
+                .filter { !$0.value.isDirectory }.keys)
+    }
+
+    /// inotify for the watched paths whose file system delivers its events, stat polling for the
+    /// others (FUSE, virtiofs, 9p, NFS, CIFS: `[watch] poll = "auto"`), or for all when forced.
+    /// `changed` is called on the watchers' threads.
+    func start(changed: @escaping @Sendable ([WatchedChange]) -> Void) throws {
+        let configuration = self.project.configuration
+        let ignore = Self.ignoreRules(for: self.project)
+        var inotifyPaths: [String] = []
+        var polled: [Duration: [String]] = [:]
+        var reasons: [String] = []
+        for path in configuration.watch.paths {
+            let absolute = path == "." ? self.project.directory : self.project.directory + "/" + path
+            let kind = fileSystemKind(of: absolute)
+            guard let interval = configuration.watch.poll.interval(losesInotifyEvents: kind?.losesInotifyEvents ?? false) else {
+                inotifyPaths.append(path)
+                continue
+            }
+            polled[interval, default: []].append(path)
+            if let kind, kind.losesInotifyEvents, configuration.watch.poll == .auto {
+                reasons.append("\(path) is on \(kind.name), where inotify misses changes made outside this machine")
+            }
+        }
+        if !inotifyPaths.isEmpty {
+            let watcher = try DirectoryWatcher(root: self.project.directory, paths: inotifyPaths, ignore: ignore)
+            try watcher.start(onChange: changed)
+            self.watcher = watcher
+        }
+        let reporter = self.reporter
+        for (interval, paths) in polled.sorted(by: { $0.key < $1.key }) {
+            let poller = try TreePoller(root: self.project.directory, paths: paths, ignore: ignore, interval: interval)
+            poller.start(onChange: changed, onSlowScan: { reporter.warning($0) })
+            self.pollers.append(poller)
+            self.polledTrees += paths.map { "\($0) (every \(interval.humanReadable))" }
+            let why = reasons.isEmpty ? "[watch] poll, --poll or SAFE_WATCH_POLL" : reasons.joined(separator: "; ")
+            reporter.info("polling every \(interval.humanReadable): \(paths.joined(separator: ", ")) (\(why))")
+        }
+    }
+
+    func stop() {
+        self.watcher?.stop()
+        self.watcher = nil
+        for poller in self.pollers { poller.stop() }
+        self.pollers = []
+        self.polledTrees = []
+    }
+
+    /// Classifies a batch of events and adds the build inputs among them to the burst.
+    func take(_ changes: [WatchedChange], at now: Moment) -> Intake {
+        var intake = Intake()
+        var buildPaths: [String] = []
+        for change in changes {
+            if change.kind == .rescanned {
+                buildPaths.append("(the whole tree: inotify queue overflowed)")
+                continue
+            }
+            switch self.classifier.classify(change.path) {
+            case .build: buildPaths.append(change.path)
+            case .migration:
+                self.migrationsChangedInBurst = true
+                buildPaths.append(change.path)
+            case .configuration: intake.configurationChanged = true
+            case .irrelevant: break
+            }
+        }
+        guard !buildPaths.isEmpty else { return intake }
+        self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") }
+        intake.quietAt = self.debouncer.record(buildPaths, at: now)
+        return intake
+    }
+
+    /// The burst, if it has been quiet long enough and still holds a change once judged by
+    /// content. What a running build writes (`ownOutput`) is its own, not an edit.
+    func release(at now: Moment, ignoring ownOutput: [String]) -> Burst? {
+        guard let released = self.debouncer.release(at: now) else { return nil }
+        var paths = self.ledger.changed(released)
+        paths.removeAll { ownOutput.contains($0) }
+        guard !paths.isEmpty else { return nil }
+        let touchedMigrations = self.migrationsChangedInBurst
+        self.migrationsChangedInBurst = false
+        let directory = self.project.directory
+        let (present, gone) = paths.reduce(into: ([String](), [String]())) { split, path in
+            if FileManager.default.fileExists(atPath: directory + "/" + path) { split.0.append(path) } else { split.1.append(path) }
+        }
+        return Burst(paths: present + gone, touchedMigrations: touchedMigrations)
+    }
+
+    /// The files changed since the last build started; the next one starts now.
+    func takeChangedSinceBuild() -> [String] {
+        defer { self.changedSinceBuild = [] }
+        return self.changedSinceBuild
+    }
+
+    /// A new configuration: the classifier and debounce follow it, and the watchers are made
+    /// again when `[watch]` changed.
+    func reconfigure(_ project: Project, changed: @escaping @Sendable ([WatchedChange]) -> Void) {
+        let watchChanged = project.configuration.watch != self.project.configuration.watch
+        self.project = project
+        self.classifier = Self.classifier(for: project)
+        self.debouncer.quietPeriod = project.configuration.watch.debounce
+        guard watchChanged else { return }
+        self.stop()
+        do {
+            try self.start(changed: changed)
+        } catch {
+            self.reporter.warning("cannot watch with the new [watch] settings: \(error)")
+        }
+    }
+
+    /// Decides what a changed path means; made once per configuration, not per event.
+    private static func classifier(for project: Project) -> ChangeClassifier {
+        ChangeClassifier(
+            extensions: Set(project.configuration.watch.extensions),
+            configurationPath: project.relativeConfigurationFile, ignore: Self.ignoreRules(for: project),
+            migrationsDirectory: project.configuration.migrations.dir)
+    }
+
+    /// `watch.ignore` and the project's `.gitignore`.
+    private static func ignoreRules(for project: Project) -> IgnoreRules {
+        IgnoreRules.watching(project: project.directory, patterns: project.configuration.watch.ignore)
+    }
+}
