@@ -7,14 +7,9 @@ import SafeWatchSystem
 /// `status`, `rebuild`, `rollback`, `stop` and `events`: clients of a running safe-watch's control
 /// socket. Each says plainly when no safe-watch runs for the project (exit status 3).
 struct ControlOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The project directory (default: the current directory).", valueName: "dir"))
-    var project: String?
+    @OptionGroup var project: ProjectOptions
 
-    var directory: String {
-        let current = FileManager.default.currentDirectoryPath
-        let directory = ProjectLoader.absolute(self.project ?? current, relativeTo: current)
-        return directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
-    }
+    var directory: String { self.project.directory }
 
     /// Exit status when no safe-watch runs for the project (as `systemctl status` for a stopped unit).
     static let notRunning: Int32 = 3

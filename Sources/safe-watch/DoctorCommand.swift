@@ -19,11 +19,7 @@ extension SafeWatchCommand {
                 serve.listen is free; libsystemd and the systemd user manager.
                 """)
 
-        @Option(name: .long, help: ArgumentHelp("The project directory (default: the current directory).", valueName: "dir"))
-        var project: String?
-
-        @Option(name: .long, help: ArgumentHelp("The configuration file (default: <project>/safe-watch.toml).", valueName: "file"))
-        var config: String?
+        @OptionGroup var project: ConfiguredProjectOptions
 
         func run() async throws {
             let status = await self.check()
@@ -33,7 +29,7 @@ extension SafeWatchCommand {
 
         private func check() async -> Int32 {
             let files = FileManager.default
-            let directory = ProjectLoader.absolute(self.project ?? files.currentDirectoryPath, relativeTo: files.currentDirectoryPath)
+            let directory = self.project.directory
             var isDirectory: ObjCBool = false
             guard files.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
                 writeToStandardError("safe-watch doctor: project directory \(directory) does not exist (--project)\n")
@@ -41,8 +37,7 @@ extension SafeWatchCommand {
             }
             var checks: [DoctorCheck] = []
 
-            let file = self.config.map { ProjectLoader.absolute($0, relativeTo: files.currentDirectoryPath) }
-                ?? directory + "/" + StarterConfiguration.fileName
+            let file = self.project.configurationFile
             var configuration = Configuration()
             var failure: String?
             let exists = files.fileExists(atPath: file)

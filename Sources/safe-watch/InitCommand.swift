@@ -42,8 +42,7 @@ extension SafeWatchCommand {
         @Option(name: .long, help: ArgumentHelp("Where to write the units.", valueName: "dir"))
         var unitDirectory: String?
 
-        @Option(name: .long, help: ArgumentHelp("The project directory (default: the current directory).", valueName: "dir"))
-        var project: String?
+        @OptionGroup var project: ProjectOptions
 
         @Flag(name: .long, help: "Overwrite files that exist.")
         var force = false
@@ -65,7 +64,7 @@ extension SafeWatchCommand {
 
         private func write() async throws {
             let files = FileManager.default
-            let directory = ProjectLoader.absolute(self.project ?? files.currentDirectoryPath, relativeTo: files.currentDirectoryPath)
+            let directory = self.project.directory
             var isDirectory: ObjCBool = false
             guard files.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
                 throw InitError("project directory \(directory) does not exist (--project)")

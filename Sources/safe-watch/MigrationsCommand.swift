@@ -19,8 +19,7 @@ extension SafeWatchCommand {
     }
 
     struct MigrationOptions: ParsableArguments {
-        @Option(name: .long, help: ArgumentHelp("The project directory.", valueName: "dir"))
-        var project: String?
+        @OptionGroup var project: ProjectOptions
 
         @Option(name: .long, help: ArgumentHelp("The migrations directory, relative to the project.", valueName: "dir"))
         var dir = "migrations"
@@ -29,7 +28,7 @@ extension SafeWatchCommand {
         var databaseURL: String?
 
         func tool() -> MigrationsTool {
-            let project = ProjectLoader.absolute(self.project ?? FileManager.default.currentDirectoryPath, relativeTo: FileManager.default.currentDirectoryPath)
+            let project = self.project.directory
             let launcher = ChildLauncher(selfExecutable: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             Reaper.shared.start()
             let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }

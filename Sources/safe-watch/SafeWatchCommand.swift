@@ -35,11 +35,7 @@ extension SafeWatchCommand {
                 `safe-watch init` writes those settings into safe-watch.toml.
                 """)
 
-        @Option(name: .long, help: ArgumentHelp("The project directory.", valueName: "dir"))
-        var project: String?
-
-        @Option(name: .long, help: ArgumentHelp("The configuration file (default: <project>/safe-watch.toml).", valueName: "file"))
-        var config: String?
+        @OptionGroup var project: ConfiguredProjectOptions
 
         @Option(name: .long, help: "The executable product to build and run.")
         var product: String?
@@ -49,10 +45,12 @@ extension SafeWatchCommand {
             help: ArgumentHelp(
                 "How traffic reaches the server: proxy (HTTP/1.1, each request to the newest generation), tcp (each new connection joined byte for byte to the newest generation, which keeps it until it closes: HTTP/2, gRPC, databases; no per-request routing), socket (servers get the listening socket as fd 3) or restart (the server binds the port itself).",
                 valueName: "mode"))
-        var mode: String?
+        var mode: ServeMode?
 
-        @Option(name: .long, help: ArgumentHelp("The public address, e.g. 127.0.0.1:8080.", valueName: "host:port"))
-        var listen: String?
+        @Option(
+            name: .long, help: ArgumentHelp("The public address, e.g. 127.0.0.1:8080.", valueName: "host:port"),
+            transform: { try OptionValue.listenAddress($0) })
+        var listen: ListenAddress?
 
         @Option(name: .long, help: ArgumentHelp("The build command (run with /bin/sh -c).", valueName: "command"))
         var buildCommand: String?
@@ -60,15 +58,19 @@ extension SafeWatchCommand {
         @Option(name: .long, help: ArgumentHelp("The binary the build produces, relative to the project.", valueName: "path"))
         var binary: String?
 
-        @Option(name: .long, help: ArgumentHelp("Quiet time after the last change before building, e.g. 100ms.", valueName: "duration"))
-        var debounce: String?
+        @Option(
+            name: .long, help: ArgumentHelp("Quiet time after the last change before building, e.g. 100ms.", valueName: "duration"),
+            transform: { try OptionValue.duration($0) })
+        var debounce: Duration?
 
+        /// After `validate()`, SAFE_WATCH_POLL's setting when the flag is not given.
         @Option(
             name: .long,
             help: ArgumentHelp(
                 "Poll the tree with stat instead of inotify: --poll (every 500ms), --poll=2s, --poll=auto (only file systems that lose inotify events, the default), --poll=off. Also SAFE_WATCH_POLL.",
-                valueName: "interval"))
-        var poll: String?
+                valueName: "interval"),
+            transform: { try OptionValue.pollSetting($0) })
+        var poll: PollSetting?
 
         @Flag(name: .long, help: "Log debug details.")
         var verbose = false
@@ -89,38 +91,32 @@ extension SafeWatchCommand {
             case terminal, json, journal
         }
 
-        func validate() throws {
-            if let mode, ServeMode(rawValue: mode) == nil {
-                throw ValidationError("--mode must be \(ServeMode.names(quoted: false)), got \"\(mode)\"")
-            }
-            if let listen, ListenAddress(parsing: listen) == nil {
-                throw ValidationError("--listen must be an address like 127.0.0.1:8080, got \"\(listen)\"")
-            }
-            if let debounce, parseDuration(debounce) == nil {
-                throw ValidationError("--debounce must be a duration like 100ms, got \"\(debounce)\"")
-            }
-            if let poll {
-                do { _ = try PollSetting(parsing: poll) } catch { throw ValidationError("--poll: \(error)") }
-            }
+        mutating func validate() throws {
+            // The flag wins over the environment, which wins over the file. SAFE_WATCH_POLL is read
+            // once, here, and refused when it is wrong even if the flag overrides it (it would
+            // apply to the next start without the flag).
             if let environment = ProcessInfo.processInfo.environment["SAFE_WATCH_POLL"], !environment.isEmpty {
-                do { _ = try PollSetting(parsing: environment) } catch { throw ValidationError("SAFE_WATCH_POLL: \(error)") }
+                let fromEnvironment: PollSetting
+                do {
+                    fromEnvironment = try OptionValue.pollSetting(environment)
+                } catch {
+                    throw ValidationError("SAFE_WATCH_POLL: \(error)")
+                }
+                self.poll = self.poll ?? fromEnvironment
             }
         }
 
         /// CLI flags win over the file, on start and on every reload.
         var overrides: @Sendable (inout Configuration) -> Void {
-            let (product, mode, listen, buildCommand, binary, debounce) =
-                (self.product, self.mode, self.listen, self.buildCommand, self.binary, self.debounce)
-            // The flag wins over the environment, which wins over the file.
-            let poll = (self.poll ?? ProcessInfo.processInfo.environment["SAFE_WATCH_POLL"].flatMap { $0.isEmpty ? nil : $0 })
-                .flatMap { try? PollSetting(parsing: $0) }
+            let (product, mode, listen, buildCommand, binary, debounce, poll) =
+                (self.product, self.mode, self.listen, self.buildCommand, self.binary, self.debounce, self.poll)
             return { configuration in
                 if let product { configuration.product = product }
-                if let mode, let parsed = ServeMode(rawValue: mode) { configuration.serve.mode = parsed }
-                if let listen, let address = ListenAddress(parsing: listen) { configuration.serve.listen = address }
+                if let mode { configuration.serve.mode = mode }
+                if let listen { configuration.serve.listen = listen }
                 if let buildCommand { configuration.build.command = buildCommand }
                 if let binary { configuration.build.binary = binary }
-                if let debounce, let quiet = parseDuration(debounce) { configuration.watch.debounce = quiet }
+                if let debounce { configuration.watch.debounce = debounce }
                 if let poll { configuration.watch.poll = poll }
             }
         }
@@ -172,7 +168,7 @@ extension SafeWatchCommand {
             let project: Project
             do {
                 project = try await ProjectLoader(
-                    directory: self.project, configurationFile: self.config, launcher: launcher,
+                    directory: self.project.given, configurationFile: self.project.config, launcher: launcher,
                     overrides: self.overrides
                 ).load()
             } catch {
@@ -332,8 +328,7 @@ extension SafeWatchCommand {
         /// (OwnerSwitch), and a project directory that cannot hold `.safe-watch` stops safe-watch
         /// with the reason rather than failing later in every build. An exit code, or nil to go on.
         private func actAsTheProjectsOwner(logger: Logger) -> Int32? {
-            let files = FileManager.default
-            let directory = ProjectLoader.absolute(self.project ?? files.currentDirectoryPath, relativeTo: files.currentDirectoryPath)
+            let directory = self.project.directory
             let environment = ProcessInfo.processInfo.environment
             let keepRoot = self.keepRoot || OwnerSwitch.keepRoot(environmentValue: environment[OwnerSwitch.environmentVariable])
             let owner = Privileges.owner(of: directory)
@@ -373,15 +368,17 @@ extension SafeWatchCommand {
 }
 
 extension SafeWatchCommand {
-    /// `--poll` alone means "poll at the default interval" (an ArgumentParser option always takes
-    /// a value): it becomes `--poll=500ms` unless a poll setting follows it.
+    /// `--poll` alone means "poll at the default interval". ArgumentParser's `defaultAsFlag` is not
+    /// used for it: it falls back to the bare flag when a value does not parse, so `--poll=often`
+    /// would quietly mean 500 ms. Instead a bare `--poll`, last or followed by another option,
+    /// becomes `--poll=500ms`; whatever else follows it is its value, checked as any value is.
     static func normalized(_ arguments: [String]) -> [String] {
-        arguments.enumerated().map { index, argument in
-            guard argument == "--poll" else { return argument }
-            let next: String = index + 1 < arguments.count ? arguments[index + 1] : ""
-            let settingFollows = (try? PollSetting(parsing: next)) != nil
-            if settingFollows { return argument }
-            return "--poll=\(PollSetting.automaticInterval.components.seconds * 1000 + PollSetting.automaticInterval.components.attoseconds / 1_000_000_000_000_000)ms"
+        let milliseconds = Int(PollSetting.automaticInterval / Duration.milliseconds(1))
+        return arguments.indices.map { (index: Int) -> String in
+            guard arguments[index] == "--poll" else { return arguments[index] }
+            let next: String? = arguments.indices.contains(index + 1) ? arguments[index + 1] : nil
+            if let next, !next.hasPrefix("-") { return "--poll" }
+            return "--poll=\(milliseconds)ms"
         }
     }
 

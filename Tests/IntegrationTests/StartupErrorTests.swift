@@ -105,9 +105,49 @@ import Testing
         #expect(output.contains("cannot listen on 127.0.0.1:\(port)"), "\(output)")
     }
 
-    @Test func badFlagsAreUsageErrors() async throws {
-        let (status, output) = try await runToExit(["--mode", "teleport"])
-        #expect(status == .exited(64))
-        #expect(output.contains("--mode must be proxy, tcp, socket or restart"), "\(output)")
+    /// A bad value names its flag and says what the flag takes, before anything starts.
+    @Test(arguments: [
+        (["--mode", "teleport"], "The value 'teleport' is invalid for '--mode <mode>'. Please provide one of 'proxy', 'tcp', 'socket' or 'restart'."),
+        (["--listen", "everywhere"], "The value 'everywhere' is invalid for '--listen <host:port>': not an address (use 127.0.0.1:8080"),
+        (["--listen", "127.0.0.1:99999"], "The value '127.0.0.1:99999' is invalid for '--listen <host:port>': not an address"),
+        (["--debounce", "soon"], "The value 'soon' is invalid for '--debounce <duration>': not a duration (use a number with ms, s, m or h"),
+        (["--debounce=-5ms"], "The value '-5ms' is invalid for '--debounce <duration>': not a duration"),
+        (["--poll=often"], #"The value 'often' is invalid for '--poll <interval>': "often" is not "auto", "off" or an interval like "500ms""#),
+        // Not a bare --poll followed by a stray argument: the value it was meant to be.
+        (["--poll", "often"], #"The value 'often' is invalid for '--poll <interval>': "often" is not "auto", "off""#),
+        (["--poll=10ms"], "The value '10ms' is invalid for '--poll <interval>': 10 ms is outside 50 ms…60 s"),
+    ])
+    func badFlagsAreUsageErrors(arguments: [String], message: String) async throws {
+        let directory = makeTemporaryDirectory("flags")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (status, output) = try await runToExit(["--project", directory] + arguments)
+        #expect(status == .exited(64), "\(output)")
+        #expect(output.contains("Error: " + message), "\(output)")
+        #expect(output.contains("Usage: safe-watch run"), "\(output)")
+    }
+
+    @Test func badPollEnvironmentIsAUsageError() async throws {
+        let directory = makeTemporaryDirectory("flags")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let safeWatch = try await SafeWatchProcess(["--project", directory], environment: ["SAFE_WATCH_POLL": "often"])
+        let status = await safeWatch.waitForExit(limit: .seconds(60))
+        #expect(status == .exited(64), "\(safeWatch.output)")
+        #expect(safeWatch.output.contains(#"Error: SAFE_WATCH_POLL: "often" is not "auto", "off" or an interval like "500ms""#), "\(safeWatch.output)")
+    }
+
+    /// The flags reach the configuration as typed values: a bare `--poll` followed by another
+    /// option still means every 500 ms; `--mode` and `--listen` (`:0`, the loopback) are taken as given.
+    @Test func flagsAreTakenAsTheyParse() async throws {
+        let directory = makeTemporaryDirectory("flags")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let safeWatch = try await SafeWatchProcess(
+            ["--project", directory, "--build-command", "true", "--binary", "x", "--mode", "tcp", "--poll", "--debounce", "50ms",
+             "--listen", ":0"])
+        let polling = await safeWatch.log.waitForLine(containing: "polling every")
+        #expect(polling?.contains("polling every 500 ms: . ([watch] poll, --poll or SAFE_WATCH_POLL)") == true, "\(safeWatch.output)")
+        #expect(safeWatch.output.contains("tcp mode on tcp://127.0.0.1:"), "\(safeWatch.output)")
+        kill(safeWatch.pid, SIGTERM)
+        let status = await safeWatch.waitForExit(limit: .seconds(60))
+        #expect(status == .exited(0), "\(safeWatch.output)")
     }
 }
