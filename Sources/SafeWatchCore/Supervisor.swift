@@ -610,16 +610,13 @@ extension Supervisor {
     /// `safe-watch rebuild`: what to do and what to answer.
     public mutating func rebuildAsked(at now: Moment) -> (actions: [SupervisorAction], reply: ControlReply) {
         guard self.isRunning else { return ([], .refused("safe-watch is stopping")) }
-        let wasCancelling = if case .cancelling = self.build { true } else { false }
-        let actions = self.requestBuild(reason: .requested, at: now)
+        let message: String
         switch self.build {
-        case .running(let build):
-            return (actions, ControlReply(ok: true, message: "build \(build.id) started"))
-        case .cancelling(let build, _) where !wasCancelling:
-            return (actions, ControlReply(ok: true, message: "build \(build.id) is cancelled; a new build starts once it has stopped"))
-        case .idle, .cancelling:
-            return (actions, ControlReply(ok: true, message: "a build is being cancelled already; a new one starts once it has stopped"))
+        case .idle: message = "build \(self.nextBuild) started"
+        case .running(let build): message = "build \(build.id) is cancelled; a new build starts once it has stopped"
+        case .cancelling: message = "a build is being cancelled already; a new one starts once it has stopped"
         }
+        return (self.requestBuild(reason: .requested, at: now), ControlReply(ok: true, message: message))
     }
 
     /// `safe-watch rollback`: what to do and what to answer.
