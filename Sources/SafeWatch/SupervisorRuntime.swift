@@ -350,38 +350,17 @@ public actor SupervisorRuntime {
                 pidOf: { generation in servers.values.first { $0.generation == generation && !$0.hasExited }?.pid })
             return ControlReply(ok: true, status: self.board.snapshot(facts, at: Date()))
         case .rebuild:
-            guard self.exitCode == nil, !self.router.isShuttingDown else { return .refused("safe-watch is stopping") }
-            let actions = self.machine.rebuildRequested(at: self.now)
+            let (actions, reply) = self.machine.rebuildAsked(at: self.now)
             self.perform(actions)
-            for action in actions {
-                if case .startBuild(let id) = action { return ControlReply(ok: true, message: "build \(id) started") }
-                if case .cancelBuild(let id) = action {
-                    return ControlReply(ok: true, message: "build \(id) is cancelled; a new build starts once it has stopped")
-                }
-            }
-            return ControlReply(ok: true, message: "a build is being cancelled already; a new one starts once it has stopped")
+            return reply
         case .rollback:
-            let (actions, refusal) = self.machine.rollbackRequested(at: self.now)
-            if let refusal { return .refused(refusal) }
+            let (actions, reply) = self.machine.rollbackAsked(at: self.now)
             self.perform(actions)
-            for action in actions {
-                if case .report(.rollingBack(let from, let to, _)) = action {
-                    let how = self.project.configuration.serve.mode == .restart
-                        ? "gen \(from) stops, then gen \(to) starts" : "it starts beside gen \(from) and takes over once healthy"
-                    return ControlReply(ok: true, message: "rolling back from gen \(from) to gen \(to): \(how)")
-                }
-            }
-            return ControlReply(ok: true)
+            return reply
         case .stop:
-            if self.exitCode != nil || self.router.isShuttingDown {
-                return ControlReply(ok: true, message: "stopping already")
-            }
-            if self.serviceManager.isPresent {
-                // Stopped behind systemd's back, the unit would just look failed or be restarted.
-                return .refused("safe-watch runs as a systemd service: stop it with `systemctl --user stop safe-watch.service`")
-            }
-            self.post.yield(.signal(SIGTERM))
-            return ControlReply(ok: true, message: "stopping: the server finishes its requests first")
+            let (reply, terminate) = self.machine.stopAsked(runsAsService: self.serviceManager.isPresent)
+            if terminate { self.post.yield(.signal(SIGTERM)) }
+            return reply
         case .events:
             return .refused("events are streamed by the control server")
         }
@@ -588,21 +567,17 @@ public actor SupervisorRuntime {
     /// the signal, whichever is later.
     private func stop(_ server: ServerProcess, signal: Int32, timeout: Duration) {
         let router = self.router
-        let proxied = self.project.configuration.serve.mode.forwardsToPrivatePort
+        let drain = StopDrain(
+            forwardsTraffic: self.project.configuration.serve.mode.forwardsToPrivatePort, signal: signal, timeout: timeout,
+            shuttingDown: router.isShuttingDown, isRouted: router.active?.generation == server.generation)
         Task {
             let begun = ContinuousClock.now
-            if proxied && signal != SIGKILL {
-                if router.isShuttingDown {
-                    // safe-watch is stopping: the active server answers the clients' last requests
-                    // (half the drain time; the other half is the server's own).
-                    await router.waitUntilNoClients(timeout: timeout / 2)
-                } else if router.active?.generation != server.generation {
-                    await router.waitUntilIdle(server.generation, timeout: timeout)
-                }
+            switch drain {
+            case .none: break
+            case .untilIdle(let within): await router.waitUntilIdle(server.generation, timeout: within)
+            case .lastRequests(let within): await router.waitUntilNoClients(timeout: within)
             }
-            // A drain that took all of stop_timeout (a WebSocket left open) still leaves the server
-            // half of it to exit cleanly after its signal.
-            let left = max(timeout / 2, timeout - (ContinuousClock.now - begun))
+            let left = StopDrain.signalTimeout(timeout, drained: ContinuousClock.now - begun)
             await terminate(group: server.pid, signal: signal, timeout: left, exited: { _ = await server.waitForExit() })
         }
     }

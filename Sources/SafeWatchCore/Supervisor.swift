@@ -205,15 +205,27 @@ public struct SupervisorPolicy: Equatable, Sendable {
 ///
 /// One `mutating func` per event returns the actions to carry out, in order. The runtime actor
 /// feeds it events from the watcher, the builder, the launcher, the reaper, timers and signals.
+///
+/// The state is a few enums whose cases carry their data, so that a combination the loop never
+/// makes (a candidate while stopping, a launch waiting for the port beside an active server, a
+/// build queued behind one that is not being cancelled) cannot be written down either.
 public struct Supervisor: Sendable {
 
-    /// The build side: at most one build runs; at most one more is queued.
+    /// A build that runs.
+    private struct RunningBuild: Equatable {
+        var id: BuildID
+        var startedAt: Moment
+        var reason: BuildReason
+    }
+
+    /// The build side: at most one build runs; at most one more waits for it to be cancelled.
     private enum BuildState: Equatable {
         /// No build runs.
         case idle
-        /// `id` runs since `startedAt`. `queued` is the reason for the build that follows it (files
-        /// changed after it started, a rebuild was asked for); `cancelRequested` once we asked it to stop.
-        case running(id: BuildID, startedAt: Moment, reason: BuildReason, queued: BuildReason?, cancelRequested: Bool)
+        case running(RunningBuild)
+        /// Asked to stop. `because` says what follows once it has: the build it was superseded by
+        /// (its reason), or nothing when safe-watch is stopping.
+        case cancelling(RunningBuild, because: BuildCancelCause)
     }
 
     /// A generation started beside (or, in restart mode, after) the active one and not yet healthy.
@@ -231,30 +243,74 @@ public struct Supervisor: Sendable {
         var swappedAt: Moment?
     }
 
+    /// A launch that waits for something before it starts.
+    private struct Launch: Equatable {
+        var generation: Generation
+        var purpose: LaunchPurpose
+    }
+
+    /// Who serves and who is on the way in, while safe-watch runs.
+    private enum Serving: Equatable {
+        /// Nothing serves and nothing starts: before the first launch, or after a crash. `restart`
+        /// is the crashed generation whose restart timer is armed.
+        case idle(restart: Generation?)
+        /// A candidate starts and nothing serves (the first server, a crash restart, a rollback
+        /// after a crash, restart mode after the old server stopped). A crashed generation's
+        /// `restart` stays armed: it runs again if this candidate fails before the timer fires.
+        case starting(Candidate, restart: Generation?)
+        case serving(Active)
+        /// Proxy, tcp and socket mode: `candidate` starts beside `active`, which serves until the swap.
+        case replacing(Active, by: Candidate)
+        /// Restart mode: the port is still held by servers on their way out; `Launch` starts once
+        /// every one of them has exited.
+        case awaitingPort(Launch)
+
+        var active: Active? {
+            switch self {
+            case .serving(let active), .replacing(let active, _): active
+            case .idle, .starting, .awaitingPort: nil
+            }
+        }
+
+        var candidate: Candidate? {
+            switch self {
+            case .starting(let candidate, _), .replacing(_, let candidate): candidate
+            case .idle, .serving, .awaitingPort: nil
+            }
+        }
+
+        /// The generations this state needs on disk.
+        var generations: [Generation] {
+            switch self {
+            case .idle(let restart): [restart].compactMap { $0 }
+            case .starting(let candidate, let restart): [candidate.generation, restart].compactMap { $0 }
+            case .serving(let active): [active.generation]
+            case .replacing(let active, let candidate): [active.generation, candidate.generation]
+            case .awaitingPort(let launch): [launch.generation]
+            }
+        }
+    }
+
     /// The supervisor's life: it runs until told to stop, then waits for everything to end.
-    private enum Phase: Equatable {
-        case running
-        case stopping
+    private enum Life: Equatable {
+        case running(Serving)
+        /// Told to stop: the build is being cancelled and every server was told to stop; waits
+        /// for them to end (`exiting`).
+        case shuttingDown
         case stopped
     }
 
     public private(set) var policy: SupervisorPolicy
-    private var phase: Phase = .running
+    private var life: Life = .running(.idle(restart: nil))
     private var build: BuildState = .idle
     private var nextBuild: BuildID = 1
     private var nextGeneration: Generation = 1
-    private var active: Active?
-    private var candidate: Candidate?
-    /// Restart mode: a staged generation that launches once the old server has exited.
-    private var launchAfterStop: (generation: Generation, purpose: LaunchPurpose)?
     /// Generations that were told to stop and have not exited yet.
-    private var stopping: Set<Generation> = []
-    /// Staged generations in the order they were made; the source of rollbacks.
-    private var staged: [Generation] = []
+    private var exiting: Set<Generation> = []
+    /// Staged generations still on disk, in the order they were made; the source of rollbacks.
+    private var kept: [Generation] = []
     /// Consecutive crashes of the active generation, for the restart backoff.
     private var crashes = 0
-    /// The generation whose crash restart is scheduled.
-    private var pendingRestart: Generation?
     /// A staged generation waiting for the migrations gate.
     private var gated: Generation?
 
@@ -263,11 +319,19 @@ public struct Supervisor: Sendable {
     }
 
     /// The generation serving traffic, if any.
-    public var servingGeneration: Generation? { self.active?.generation }
+    public var servingGeneration: Generation? {
+        guard case .running(let serving) = self.life else { return nil }
+        return serving.active?.generation
+    }
 
     /// Whether a build runs (or is being cancelled).
     public var isBuilding: Bool { self.build != .idle }
 
+    /// Whether safe-watch runs, as opposed to stopping or stopped.
+    public var isRunning: Bool {
+        if case .running = self.life { return true }
+        return false
+    }
 }
 
 // MARK: - Events
@@ -292,45 +356,47 @@ extension Supervisor {
     /// Someone asked to go back to the generation before the active one (control socket). It is
     /// launched and health-checked like any candidate; the refusal says why when there is none.
     public mutating func rollbackRequested(at now: Moment) -> (actions: [SupervisorAction], refusal: String?) {
-        guard self.phase == .running else { return ([], "safe-watch is stopping") }
-        guard let active = self.active else { return ([], "nothing is serving, so there is nothing to roll back from") }
-        if let candidate = self.candidate {
-            return ([], "gen \(candidate.generation) is starting; roll back once it is healthy or discarded")
+        switch self.rollBack(at: now) {
+        case .refused(let why): ([], why)
+        case .rollingBack(_, _, let actions): (actions, nil)
         }
-        guard let previous = self.previousStaged(before: active.generation) else {
-            return ([], "gen \(active.generation) is the oldest generation kept (keep_generations); there is nothing older to roll back to")
-        }
-        self.pendingRestart = nil
-        let actions: [SupervisorAction] = [.report(.rollingBack(from: active.generation, to: previous, because: .requested))]
-        return (actions + self.launch(previous, purpose: .rollback, at: now), nil)
     }
 
     public mutating func buildFinished(_ id: BuildID, _ outcome: BuildOutcome, at now: Moment) -> [SupervisorAction] {
-        guard case .running(let running, let startedAt, _, let queued, _) = self.build, running == id else {
+        let running: RunningBuild
+        let next: BuildReason?
+        switch self.build {
+        case .running(let build) where build.id == id:
+            (running, next) = (build, nil)
+        case .cancelling(let build, let cause) where build.id == id:
+            running = build
+            if case .superseded(let reason) = cause { next = reason } else { next = nil }
+        case .idle, .running, .cancelling:
             return []  // a late report of a build we no longer track
         }
         self.build = .idle
         var actions: [SupervisorAction] = []
         switch outcome {
         case .succeeded:
-            actions.append(.report(.buildSucceeded(id, took: now - startedAt)))
-            if self.phase == .running && queued == nil {
+            actions.append(.report(.buildSucceeded(id, took: now - running.startedAt)))
+            // A build superseded before it finished is stale all the same.
+            if self.isRunning, next == nil {
                 let generation = self.nextGeneration
                 self.nextGeneration += 1
                 actions.append(.stage(id, generation))
             }
         case .failed(let failure):
-            actions.append(.report(.buildFailed(id, took: now - startedAt, failure, stillServing: self.servingGeneration)))
+            actions.append(.report(.buildFailed(id, took: now - running.startedAt, failure, stillServing: self.servingGeneration)))
         case .cancelled:
-            let cause: BuildCancelCause = queued.map { .superseded(by: $0) } ?? .stopping
+            let cause: BuildCancelCause = next.map { .superseded(by: $0) } ?? .stopping
             actions.append(.report(.buildCancelled(id, because: cause)))
         }
-        switch self.phase {
+        switch self.life {
         case .running:
-            if let queued {
-                actions += self.startBuild(reason: queued, at: now)
+            if let next {
+                actions += self.startBuild(reason: next, at: now)
             }
-        case .stopping:
+        case .shuttingDown:
             actions += self.exitIfDone()
         case .stopped:
             break
@@ -340,8 +406,8 @@ extension Supervisor {
 
     /// The build's binary is now generation `generation`.
     public mutating func staged(_ generation: Generation, at now: Moment) -> [SupervisorAction] {
-        guard self.phase == .running else { return [] }
-        self.staged.append(generation)
+        guard self.isRunning else { return [] }
+        self.kept.append(generation)
         var actions: [SupervisorAction]
         if self.policy.gatesMigrations {
             self.gated = generation
@@ -349,12 +415,13 @@ extension Supervisor {
         } else {
             actions = self.launch(generation, purpose: .newBuild, at: now)
         }
-        let inUse = Set([self.active?.generation, self.candidate?.generation, self.launchAfterStop?.generation, self.gated].compactMap { $0 })
+        var inUse = Set([self.gated].compactMap { $0 })
+        if case .running(let serving) = self.life { inUse.formUnion(serving.generations) }
         var discarded: [Generation] = []
-        while self.staged.count > self.policy.keepGenerations,
-            let oldest = self.staged.first(where: { !inUse.contains($0) })
+        while self.kept.count > self.policy.keepGenerations,
+            let oldest = self.kept.first(where: { !inUse.contains($0) })
         {
-            self.staged.removeAll { $0 == oldest }
+            self.kept.removeAll { $0 == oldest }
             discarded.append(oldest)
         }
         if !discarded.isEmpty {
@@ -365,7 +432,7 @@ extension Supervisor {
 
     /// The migrations gate's answer for `generation`: nil lets it start, a reason blocks it.
     public mutating func migrationsChecked(_ generation: Generation, blockedBecause reason: String?, at now: Moment) -> [SupervisorAction] {
-        guard self.gated == generation, self.phase == .running else { return [] }
+        guard self.gated == generation, self.isRunning else { return [] }
         self.gated = nil
         guard let reason else { return self.launch(generation, purpose: .newBuild, at: now) }
         return [.report(.migrationsBlocked(generation, reason: reason, stillServing: self.servingGeneration))]
@@ -376,17 +443,17 @@ extension Supervisor {
     }
 
     public mutating func candidateHealthy(_ generation: Generation, at now: Moment) -> [SupervisorAction] {
-        guard let candidate = self.candidate, candidate.generation == generation, self.phase == .running else {
+        guard case .running(let serving) = self.life, let candidate = serving.candidate, candidate.generation == generation else {
             return []
         }
-        self.candidate = nil
-        let previous = self.active
+        let previous = serving.active
         var actions: [SupervisorAction] = [.switchTraffic(to: generation)]
         if let previous, previous.generation != generation {
             actions.append(self.stopAction(previous.generation))
         }
         let swappedIn = previous?.generation != generation && candidate.purpose == .newBuild
-        self.active = Active(generation: generation, since: now, swappedAt: swappedIn ? now : nil)
+        // A restart still armed for a crashed generation is moot: this one serves now.
+        self.life = .running(.serving(Active(generation: generation, since: now, swappedAt: swappedIn ? now : nil)))
         if candidate.purpose != .restart {
             self.crashes = 0
         }
@@ -405,36 +472,45 @@ extension Supervisor {
     public mutating func processExited(
         _ generation: Generation, _ status: ExitStatus, at now: Moment, diagnosis: String? = nil
     ) -> [SupervisorAction] {
-        if self.stopping.remove(generation) != nil {
+        if self.exiting.remove(generation) != nil {
             var actions: [SupervisorAction] = [.report(.serverStopped(generation, status: status))]
-            if let next = self.launchAfterStop, self.phase == .running, self.active == nil, self.stopping.isEmpty {
-                self.launchAfterStop = nil
-                actions += self.launchCandidate(next.generation, purpose: next.purpose, at: now)
-            }
-            if self.phase == .stopping {
+            switch self.life {
+            case .running(.awaitingPort(let next)) where self.exiting.isEmpty:
+                actions += self.launchCandidate(next.generation, purpose: next.purpose, restart: nil, at: now)
+            case .running:
+                break
+            case .shuttingDown:
                 actions += self.exitIfDone()
+            case .stopped:
+                break
             }
             return actions
         }
-        if let candidate = self.candidate, candidate.generation == generation {
+        guard case .running(let serving) = self.life else {
+            return []  // every server was told to stop, so this one was known as exiting
+        }
+        if let candidate = serving.candidate, candidate.generation == generation {
             let why = diagnosis.map { ": \($0)" } ?? ""
             return self.discardCandidate(generation, reason: "exited (\(status)) before it became healthy\(why)", exited: true, at: now)
         }
-        guard let active = self.active, active.generation == generation else { return [] }
-        self.active = nil
+        guard let active = serving.active, active.generation == generation else { return [] }
         var actions: [SupervisorAction] = [.report(.serverCrashed(generation, status: status))]
-        guard self.phase == .running else {
-            return actions + self.exitIfDone()
+        switch serving {
+        case .replacing(_, let candidate):
+            // A newer generation is already on its way in.
+            self.life = .running(.starting(candidate, restart: nil))
+            return actions
+        case .serving:
+            self.life = .running(.idle(restart: nil))
+        case .idle, .starting, .awaitingPort:
+            return actions  // no active server: unreachable, `active` matched
         }
         if let swappedAt = active.swappedAt, now - swappedAt <= self.policy.rollbackWindow,
-            let previous = self.previousStaged(before: generation), self.candidate == nil
+            let previous = self.previousKept(before: generation)
         {
             actions.append(.report(.rollingBack(from: generation, to: previous, because: .crashedAfterSwap)))
             actions += self.launch(previous, purpose: .rollback, at: now)
             return actions
-        }
-        if self.candidate != nil {
-            return actions  // a newer generation is already on its way in
         }
         return actions + self.scheduleRestart(generation, ranFor: now - active.since)
     }
@@ -442,45 +518,49 @@ extension Supervisor {
     public mutating func timerFired(_ timer: SupervisorTimer, at now: Moment) -> [SupervisorAction] {
         switch timer {
         case .restart(let generation):
-            guard self.pendingRestart == generation else { return [] }
-            self.pendingRestart = nil
-            guard self.phase == .running, self.active == nil, self.candidate == nil else { return [] }
-            return self.launch(generation, purpose: .restart, at: now)
+            switch self.life {
+            case .running(.idle(restart: generation)):
+                self.life = .running(.idle(restart: nil))
+                return self.launch(generation, purpose: .restart, at: now)
+            case .running(.starting(let candidate, restart: generation)):
+                // Something else starts already: the restart is off.
+                self.life = .running(.starting(candidate, restart: nil))
+                return []
+            case .running, .shuttingDown, .stopped:
+                return []
+            }
         }
     }
 
     public mutating func signalReceived(_ signal: SupervisorSignal, at now: Moment) -> [SupervisorAction] {
-        switch (signal, self.phase) {
+        switch (signal, self.life) {
         case (.reload, .running):
             return [.reloadConfig]
-        case (.reload, .stopping), (.reload, .stopped), (.terminate, .stopped):
+        case (.reload, .shuttingDown), (.reload, .stopped), (.terminate, .stopped):
             return []
-        case (.terminate, .running):
-            self.phase = .stopping
-            self.pendingRestart = nil
-            self.launchAfterStop = nil
+        case (.terminate, .running(let serving)):
+            self.life = .shuttingDown
             var actions: [SupervisorAction] = [.report(.stopping)]
             // In order: the build, the candidate, the server.
-            if case .running(let id, let startedAt, let reason, _, let cancelRequested) = self.build {
-                self.build = .running(id: id, startedAt: startedAt, reason: reason, queued: nil, cancelRequested: true)
-                if !cancelRequested { actions.append(.cancelBuild(id)) }
+            switch self.build {
+            case .idle:
+                break
+            case .running(let build):
+                self.build = .cancelling(build, because: .stopping)
+                actions.append(.cancelBuild(build.id))
+            case .cancelling(let build, _):
+                self.build = .cancelling(build, because: .stopping)
             }
-            if let candidate = self.candidate {
-                self.candidate = nil
+            if let candidate = serving.candidate {
                 actions.append(self.stopAction(candidate.generation))
             }
-            if let active = self.active {
-                self.active = nil
+            if let active = serving.active {
                 actions.append(self.stopAction(active.generation))
             }
             return actions + self.exitIfDone()
-        case (.terminate, .stopping):
+        case (.terminate, .shuttingDown):
             // Asked twice: do not wait for draining any longer.
-            var actions: [SupervisorAction] = []
-            for generation in self.stopping.sorted() {
-                actions.append(.stop(generation, signal: 9, timeout: .zero))
-            }
-            return actions
+            return self.exiting.sorted().map { .stop($0, signal: 9, timeout: .zero) }
         }
     }
 
@@ -488,7 +568,7 @@ extension Supervisor {
     public mutating func configReloaded(_ policy: SupervisorPolicy, rebuild: Bool, at now: Moment) -> [SupervisorAction] {
         self.policy = policy
         var actions: [SupervisorAction] = [.report(.configReloaded)]
-        if rebuild && self.phase == .running {
+        if rebuild && self.isRunning {
             actions += self.requestBuild(reason: .configChanged, at: now)
         }
         return actions
@@ -498,15 +578,21 @@ extension Supervisor {
     /// rolled back to. What runs keeps running (a process keeps its image); a build makes a new
     /// generation to launch.
     public mutating func stateDirectoryLost(at now: Moment) -> [SupervisorAction] {
-        guard self.phase == .running else { return [] }
-        self.staged = []
-        self.pendingRestart = nil
+        guard case .running(let serving) = self.life else { return [] }
+        self.kept = []
         self.gated = nil
         var actions: [SupervisorAction] = [.report(.stateDirectoryLost(stillServing: self.servingGeneration))]
-        if let waiting = self.launchAfterStop {
+        switch serving {
+        case .idle:
+            self.life = .running(.idle(restart: nil))
+        case .starting(let candidate, _):
+            self.life = .running(.starting(candidate, restart: nil))
+        case .awaitingPort(let waiting):
             // Restart mode: the old server was stopped for a binary that is gone.
-            self.launchAfterStop = nil
+            self.life = .running(.idle(restart: nil))
             actions.append(.report(.candidateDiscarded(waiting.generation, reason: "its staged binary was deleted", stillServing: nil)))
+        case .serving, .replacing:
+            break
         }
         return actions + self.requestBuild(reason: .stateDirectoryLost, at: now)
     }
@@ -517,36 +603,110 @@ extension Supervisor {
     }
 }
 
+// MARK: - Control requests
+
+extension Supervisor {
+
+    /// `safe-watch rebuild`: what to do and what to answer.
+    public mutating func rebuildAsked(at now: Moment) -> (actions: [SupervisorAction], reply: ControlReply) {
+        guard self.isRunning else { return ([], .refused("safe-watch is stopping")) }
+        let message: String
+        switch self.build {
+        case .idle: message = "build \(self.nextBuild) started"
+        case .running(let build): message = "build \(build.id) is cancelled; a new build starts once it has stopped"
+        case .cancelling: message = "a build is being cancelled already; a new one starts once it has stopped"
+        }
+        return (self.requestBuild(reason: .requested, at: now), ControlReply(ok: true, message: message))
+    }
+
+    /// `safe-watch rollback`: what to do and what to answer.
+    public mutating func rollbackAsked(at now: Moment) -> (actions: [SupervisorAction], reply: ControlReply) {
+        switch self.rollBack(at: now) {
+        case .refused(let why):
+            return ([], .refused(why))
+        case .rollingBack(let from, let to, let actions):
+            let how = self.policy.mode == .restart
+                ? "gen \(from) stops, then gen \(to) starts" : "it starts beside gen \(from) and takes over once healthy"
+            return (actions, ControlReply(ok: true, message: "rolling back from gen \(from) to gen \(to): \(how)"))
+        }
+    }
+
+    /// `safe-watch stop`: the answer, and whether to stop as on SIGTERM. Under systemd, a stop
+    /// behind its back would make the unit look failed, or be restarted.
+    public func stopAsked(runsAsService: Bool) -> (reply: ControlReply, terminate: Bool) {
+        guard self.isRunning else { return (ControlReply(ok: true, message: "stopping already"), false) }
+        if runsAsService {
+            return (.refused("safe-watch runs as a systemd service: stop it with `systemctl --user stop safe-watch.service`"), false)
+        }
+        return (ControlReply(ok: true, message: "stopping: the server finishes its requests first"), true)
+    }
+}
+
 // MARK: - Decisions shared by several events
 
 extension Supervisor {
 
+    private enum Rollback {
+        case refused(String)
+        case rollingBack(from: Generation, to: Generation, [SupervisorAction])
+    }
+
+    private mutating func rollBack(at now: Moment) -> Rollback {
+        guard case .running(let serving) = self.life else { return .refused("safe-watch is stopping") }
+        let active: Active
+        switch serving {
+        case .serving(let serving):
+            active = serving
+        case .replacing(_, let candidate):
+            return .refused("gen \(candidate.generation) is starting; roll back once it is healthy or discarded")
+        case .idle, .starting, .awaitingPort:
+            return .refused("nothing is serving, so there is nothing to roll back from")
+        }
+        guard let previous = self.previousKept(before: active.generation) else {
+            return .refused("gen \(active.generation) is the oldest generation kept (keep_generations); there is nothing older to roll back to")
+        }
+        let actions: [SupervisorAction] = [.report(.rollingBack(from: active.generation, to: previous, because: .requested))]
+        return .rollingBack(from: active.generation, to: previous, actions + self.launch(previous, purpose: .rollback, at: now))
+    }
+
     private mutating func requestBuild(reason: BuildReason, at now: Moment) -> [SupervisorAction] {
-        guard self.phase == .running else { return [] }
+        guard self.isRunning else { return [] }
         switch self.build {
         case .idle:
             return self.startBuild(reason: reason, at: now)
-        case .running(let id, let startedAt, let running, let queued, let cancelRequested):
+        case .running(let build):
             // Never two builds at once: interrupt this one and build again once it has ended.
-            self.build = .running(
-                id: id, startedAt: startedAt, reason: running, queued: queued.map { $0.merged(with: reason) } ?? reason,
-                cancelRequested: true)
-            return cancelRequested ? [] : [.cancelBuild(id)]
+            self.build = .cancelling(build, because: .superseded(by: reason))
+            return [.cancelBuild(build.id)]
+        case .cancelling(let build, .superseded(let queued)):
+            self.build = .cancelling(build, because: .superseded(by: queued.merged(with: reason)))
+            return []
+        case .cancelling(_, .stopping):
+            return []  // only while shutting down, which the guard excludes
         }
     }
 
     /// Drops the candidate (stopping it unless it has `exited`) and decides what serves next.
     private mutating func discardCandidate(_ generation: Generation, reason: String, exited: Bool, at now: Moment) -> [SupervisorAction] {
-        guard let candidate = self.candidate, candidate.generation == generation else { return [] }
-        self.candidate = nil
+        guard case .running(let serving) = self.life, let candidate = serving.candidate, candidate.generation == generation else {
+            return []
+        }
+        switch serving {
+        case .replacing(let active, _):
+            self.life = .running(.serving(active))
+        case .starting(_, let armed):
+            self.life = .running(.idle(restart: armed))
+        case .idle, .serving, .awaitingPort:
+            return []  // no candidate: unreachable, `candidate` matched
+        }
         var actions: [SupervisorAction] = exited ? [] : [self.stopAction(generation)]
         actions.append(.report(.candidateDiscarded(generation, reason: reason, stillServing: self.servingGeneration)))
-        guard self.phase == .running, self.active == nil else { return actions }
+        guard serving.active == nil else { return actions }
         // Nothing serves: in restart mode the old server was stopped for this one, and after a
         // crash the restart failed. Fall back where that makes sense.
         switch candidate.purpose {
         case .newBuild:
-            if self.policy.mode == .restart, let previous = self.previousStaged(before: generation) {
+            if self.policy.mode == .restart, let previous = self.previousKept(before: generation) {
                 actions.append(.report(.rollingBack(from: generation, to: previous, because: .replacementFailed)))
                 actions += self.launch(previous, purpose: .rollback, at: now)
             }
@@ -561,67 +721,88 @@ extension Supervisor {
     private mutating func startBuild(reason: BuildReason, at now: Moment) -> [SupervisorAction] {
         let id = self.nextBuild
         self.nextBuild += 1
-        self.build = .running(id: id, startedAt: now, reason: reason, queued: nil, cancelRequested: false)
+        self.build = .running(RunningBuild(id: id, startedAt: now, reason: reason))
         return [.startBuild(id), .report(.buildStarted(id, reason: reason))]
     }
 
     /// Launches `generation`: beside the active server in proxy mode, after stopping it in restart mode.
     private mutating func launch(_ generation: Generation, purpose: LaunchPurpose, at now: Moment) -> [SupervisorAction] {
+        guard case .running(let serving) = self.life else { return [] }
         var actions: [SupervisorAction] = []
-        if let older = self.candidate {
-            // A newer generation supersedes the one still starting.
-            self.candidate = nil
-            actions.append(self.stopAction(older.generation))
-            actions.append(
-                .report(.candidateDiscarded(older.generation, reason: "superseded by generation \(generation)",
-                                            stillServing: self.servingGeneration)))
+        let active = serving.active
+        var restart: Generation?
+        switch serving {
+        case .idle(let armed):
+            restart = armed
+        case .serving, .awaitingPort:
+            break  // a launch waiting for the port gives way to this newer one
+        case .starting(let older, let armed):
+            restart = armed
+            actions += self.supersede(older, by: generation, stillServing: nil)
+        case .replacing(let active, let older):
+            actions += self.supersede(older, by: generation, stillServing: active.generation)
         }
-        if self.policy.mode == .restart, let active = self.active {
-            self.active = nil
-            self.launchAfterStop = (generation, purpose)
+        if self.policy.mode == .restart, let active {
             actions.append(self.stopAction(active.generation))
+            self.life = .running(.awaitingPort(Launch(generation: generation, purpose: purpose)))
             return actions
         }
-        if self.policy.mode == .restart, !self.stopping.isEmpty {
+        if self.policy.mode == .restart, !self.exiting.isEmpty {
             // The port is still held by a server on its way out: launch once it has gone.
-            self.launchAfterStop = (generation, purpose)
+            self.life = .running(.awaitingPort(Launch(generation: generation, purpose: purpose)))
             return actions
         }
-        return actions + self.launchCandidate(generation, purpose: purpose, at: now)
+        self.life = .running(active.map { .serving($0) } ?? .idle(restart: restart))
+        return actions + self.launchCandidate(generation, purpose: purpose, restart: restart, at: now)
     }
 
-    private mutating func launchCandidate(_ generation: Generation, purpose: LaunchPurpose, at now: Moment) -> [SupervisorAction] {
-        self.candidate = Candidate(generation: generation, purpose: purpose, launchedAt: now)
+    /// A newer generation supersedes the one still starting.
+    private mutating func supersede(_ older: Candidate, by generation: Generation, stillServing: Generation?) -> [SupervisorAction] {
+        [
+            self.stopAction(older.generation),
+            .report(.candidateDiscarded(older.generation, reason: "superseded by generation \(generation)", stillServing: stillServing)),
+        ]
+    }
+
+    /// Starts `generation` beside whatever serves now.
+    private mutating func launchCandidate(
+        _ generation: Generation, purpose: LaunchPurpose, restart: Generation?, at now: Moment
+    ) -> [SupervisorAction] {
+        let candidate = Candidate(generation: generation, purpose: purpose, launchedAt: now)
+        if case .running(.serving(let active)) = self.life {
+            self.life = .running(.replacing(active, by: candidate))
+        } else {
+            self.life = .running(.starting(candidate, restart: restart))
+        }
         return [.launchCandidate(generation, purpose), .report(.candidateLaunched(generation, purpose))]
     }
 
     private mutating func stopAction(_ generation: Generation) -> SupervisorAction {
-        self.stopping.insert(generation)
+        self.exiting.insert(generation)
         return .stop(generation, signal: self.policy.stopSignal, timeout: self.policy.stopTimeout)
     }
 
+    /// Arms the restart of `generation`, which crashed (or whose restart failed) and left nothing serving.
     private mutating func scheduleRestart(_ generation: Generation, ranFor: Duration) -> [SupervisorAction] {
         // Its binary went with the state directory: the build under way brings the next one.
-        guard self.staged.contains(generation) else { return [] }
+        guard self.kept.contains(generation) else { return [] }
         if ranFor >= self.policy.stableAfter {
             self.crashes = 0
         }
         let delay = self.policy.restartBackoff.delay(afterFailures: self.crashes)
         self.crashes += 1
-        self.pendingRestart = generation
+        self.life = .running(.idle(restart: generation))
         return [.schedule(.restart(generation), after: delay), .report(.restartScheduled(generation, after: delay))]
     }
 
-    /// The newest staged generation older than `generation`, the one a rollback returns to.
-    private func previousStaged(before generation: Generation) -> Generation? {
-        self.staged.last(where: { $0 < generation })
+    /// The newest kept generation older than `generation`, the one a rollback returns to.
+    private func previousKept(before generation: Generation) -> Generation? {
+        self.kept.last(where: { $0 < generation })
     }
 
     private mutating func exitIfDone() -> [SupervisorAction] {
-        guard self.phase == .stopping, self.build == .idle, self.candidate == nil, self.active == nil,
-            self.stopping.isEmpty
-        else { return [] }
-        self.phase = .stopped
+        guard case .shuttingDown = self.life, self.build == .idle, self.exiting.isEmpty else { return [] }
+        self.life = .stopped
         return [.report(.stopped), .exit(code: 0)]
     }
 }
