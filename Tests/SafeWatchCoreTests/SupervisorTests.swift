@@ -310,6 +310,8 @@ import Testing
         let actions = machine.configReloaded(SupervisorPolicy(stopTimeout: .seconds(1)), rebuild: true, at: .seconds(5))
         #expect(commands(actions) == [.startBuild(2)])
         #expect(machine.policy.stopTimeout == .seconds(1))
-        #expect(commands(machine.configRejected("bad")) == [])
+        // A rejected file changes nothing: the user is told, the policy read before stays.
+        #expect(machine.configRejected("bad") == [.report(.configRejected("bad", keeping: "the previous configuration stays in force"))])
+        #expect(machine.policy.stopTimeout == .seconds(1))
     }
 }
