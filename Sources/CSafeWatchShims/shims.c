@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -81,4 +82,15 @@ int sw_peer_pid(int fd) {
     socklen_t length = sizeof credentials;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
     return credentials.pid;
+}
+
+// Glibc 2.36's <sys/pidfd.h> has the calls but not the flag, which Linux 6.9 added.
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)
+#endif
+
+int sw_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int sw_pidfd_send_signal(int pidfd, int sig, int to_group) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, to_group ? PIDFD_SIGNAL_PROCESS_GROUP : 0U);
 }

@@ -18,14 +18,15 @@ public final class Builder: Sendable {
 
     private struct Running {
         var id: BuildID
-        var pid: pid_t?
+        var process: ProcessHandle?
         var cancelled = false
     }
 
     private let launcher: ChildLauncher
     private let running = Mutex<Running?>(nil)
-    /// How long an interrupted build may take to stop before its group is killed.
-    private let cancelGrace: Duration = .seconds(3)
+    /// An interrupted build (timed out or cancelled): SIGINT to its process group, as Ctrl-C would,
+    /// and SIGKILL for the group if it has not stopped 3 s later.
+    private let interrupt = Teardown.group(SIGINT, grace: .seconds(3))
 
     public init(launcher: ChildLauncher) {
         self.launcher = launcher
@@ -58,19 +59,21 @@ public final class Builder: Sendable {
             },
             onClose: { finishedReading.continuation.finish() })
 
-        let pid: pid_t
+        let process: ProcessHandle
         do {
-            pid = try await self.launcher.spawn(
+            process = try await self.launcher.start(
                 executable: "/bin/sh", arguments: ["-c", settings.command], environment: settings.environment,
                 workingDirectory: settings.projectDirectory, output: output, deathSignal: SIGINT)
         } catch {
             return .failed(BuildFailure(summary: "cannot start the build command: \(error)"))
         }
         let cancelledBeforeStart = self.running.withLock { running -> Bool in
-            running?.pid = pid
+            running?.process = process
             return running?.cancelled ?? false
         }
-        if cancelledBeforeStart { ProcessGroup.signal(pid, SIGINT) }
+        let interrupt = self.interrupt
+        if cancelledBeforeStart { interrupt.start(on: [process]) }
+        let pid = process.pid
 
         let status: ExitStatus? = await withTaskGroup(of: ExitStatus?.self) { group -> ExitStatus? in
             group.addTask { await Reaper.shared.wait(for: pid) as ExitStatus? }
@@ -84,14 +87,8 @@ public final class Builder: Sendable {
                 return first
             }
             // Timed out: interrupt the whole build, kill what is left after the grace period.
-            ProcessGroup.signal(pid, SIGINT)
-            let grace = self.cancelGrace
-            let killer = Task {
-                try? await Task.sleep(for: grace)
-                ProcessGroup.signal(pid, SIGKILL)
-            }
+            await interrupt.run(on: process)
             _ = await group.next()
-            killer.cancel()
             return nil
         }
         // Output still buffered in the pipe arrives before EOF; don't wait on a grandchild that
@@ -102,7 +99,7 @@ public final class Builder: Sendable {
             await group.next()
             group.cancelAll()
         }
-        ProcessGroup.signal(pid, SIGKILL)  // nothing of a finished build may linger
+        await Teardown.killGroup.run(on: process)  // nothing of a finished build may linger
 
         if self.isCancelled(id) { return .cancelled }
         let text = collected.withLock { $0.joined(separator: "\n") }
@@ -119,20 +116,15 @@ public final class Builder: Sendable {
         return .succeeded
     }
 
-    /// Interrupts build `id`: SIGINT to its process group, SIGKILL after a grace period.
+    /// Interrupts build `id` (`interrupt`).
     public func cancel(_ id: BuildID) {
-        let pid: pid_t? = self.running.withLock { running in
+        let process: ProcessHandle? = self.running.withLock { running in
             guard running?.id == id else { return nil }
             running?.cancelled = true
-            return running?.pid
+            return running?.process
         }
-        guard let pid else { return }
-        ProcessGroup.signal(pid, SIGINT)
-        let grace = self.cancelGrace
-        Task {
-            try? await Task.sleep(for: grace)
-            if ProcessGroup.exists(pid) { ProcessGroup.signal(pid, SIGKILL) }
-        }
+        guard let process else { return }
+        self.interrupt.start(on: [process])
     }
 
     private func isCancelled(_ id: BuildID) -> Bool {

@@ -17,6 +17,17 @@ public struct ChildLauncher: Sendable {
         executable: String, arguments: [String], environment: [String: String], workingDirectory: String?,
         output: OutputPipe?, deathSignal: Int32, passedDescriptors: [Int32] = []
     ) async throws(SystemError) -> pid_t {
+        try await self.start(
+            executable: executable, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
+            output: output, deathSignal: deathSignal, passedDescriptors: passedDescriptors
+        ).pid
+    }
+
+    /// `spawn`, returning the handle a `Teardown` stops it with.
+    public func start(
+        executable: String, arguments: [String], environment: [String: String], workingDirectory: String?,
+        output: OutputPipe?, deathSignal: Int32, passedDescriptors: [Int32] = []
+    ) async throws(SystemError) -> ProcessHandle {
         var argv = [executable] + arguments
         var program = executable
         if let selfExecutable {
@@ -28,27 +39,7 @@ public struct ChildLauncher: Sendable {
             executable: program, arguments: argv, environment: environment, workingDirectory: workingDirectory,
             standardOutput: output?.writeEnd, standardError: output?.writeEnd, passedDescriptors: passedDescriptors)
         defer { output?.closeWriteEnd() }
-        return try await Spawner.shared.spawn(request)
-    }
-}
-
-/// Teardown as data: `signal` to the whole group, wait up to `timeout`, then SIGKILL the group.
-public func terminate(group pid: pid_t, signal: Int32, timeout: Duration, exited: @escaping @Sendable () async -> Void) async {
-    ProcessGroup.signal(pid, signal)
-    await withTaskGroup(of: Void.self) { group in
-        group.addTask { await exited() }
-        group.addTask {
-            // SIGKILL from here: the group cannot end while `exited()` still waits, and it waits
-            // for a process that ignores `signal` until it is killed.
-            try? await Task.sleep(for: timeout)
-            if !Task.isCancelled { ProcessGroup.signal(pid, SIGKILL) }
-        }
-        await group.next()
-        group.cancelAll()
-    }
-    if ProcessGroup.exists(pid) {
-        // Whatever is left of the group (a grandchild that ignored the signal) goes too.
-        ProcessGroup.signal(pid, SIGKILL)
+        return try await Spawner.shared.start(request)
     }
 }
 

@@ -108,22 +108,22 @@ public struct Prober: Sendable {
     private func execProbe(_ command: String, port: Int?, timeout: Duration) async -> ProbeResult {
         var environment = inheritedEnvironment()
         if let port { environment["PORT"] = String(port) }
-        let pid: pid_t
+        let process: ProcessHandle
         do {
-            pid = try await self.launcher.spawn(
+            process = try await self.launcher.start(
                 executable: "/bin/sh", arguments: ["-c", command], environment: environment,
                 workingDirectory: self.projectDirectory, output: nil, deathSignal: SIGKILL)
         } catch {
             return .failure("cannot run health.command: \(error)")
         }
         let status: ExitStatus? = await withTaskGroup(of: ExitStatus?.self) { group -> ExitStatus? in
-            group.addTask { await Reaper.shared.wait(for: pid) as ExitStatus? }
+            group.addTask { await Reaper.shared.wait(for: process.pid) as ExitStatus? }
             group.addTask {
                 try? await Task.sleep(for: timeout)
                 return nil
             }
             let first = await group.next() ?? nil
-            if first == nil { ProcessGroup.signal(pid, SIGKILL) }
+            if first == nil { await Teardown.killGroup.run(on: process) }
             group.cancelAll()
             return first
         }

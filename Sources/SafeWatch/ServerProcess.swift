@@ -1,11 +1,14 @@
 import Glibc
 import SafeWatchCore
+import SafeWatchSystem
 import Synchronization
 
 /// One running server process of a generation, and what the runtime knows about it.
 final class ServerProcess: Sendable {
     let generation: Generation
-    let pid: pid_t
+    /// Stopped through this (`Teardown`), never by its bare pid.
+    let process: ProcessHandle
+    var pid: pid_t { self.process.pid }
     /// The private port in proxy and tcp mode (in socket mode the health port, if the check needs one),
     /// the public one in restart mode.
     let port: Int?
@@ -15,9 +18,9 @@ final class ServerProcess: Sendable {
     let handoff: PortHandoff
     private let state = Mutex<(status: ExitStatus?, waiters: [CheckedContinuation<ExitStatus, Never>], ready: Bool)>((nil, [], false))
 
-    init(generation: Generation, pid: pid_t, port: Int?, output: OutputTail, handoff: PortHandoff) {
+    init(generation: Generation, process: ProcessHandle, port: Int?, output: OutputTail, handoff: PortHandoff) {
         self.generation = generation
-        self.pid = pid
+        self.process = process
         self.port = port
         self.output = output
         self.handoff = handoff

@@ -134,14 +134,11 @@ public actor SupervisorRuntime {
         self.reporter.warning(
             "servers of a previous safe-watch are still running (pid \(leftovers.map(String.init).joined(separator: ", "))); "
                 + "they get \(timeout.humanReadable) to drain, then SIGKILL")
-        for pid in leftovers {
-            ProcessGroup.signal(pid, signal)  // each server leads its own process group
-            Task {
-                try? await Task.sleep(for: timeout)
-                // Still that server (a pid can be reused)?
-                if ProcessTable.running(under: generations).contains(pid) { ProcessGroup.signal(pid, SIGKILL) }
-            }
+        // Not our children: found by pid, then held by pidfd (`ProcessHandle.open`).
+        let servers = leftovers.compactMap { pid in
+            ProcessHandle.open(pid: pid, isStillIt: { ProcessTable.running(under: generations).contains($0) })
         }
+        Teardown.group(signal, grace: timeout).start(on: servers)  // each server leads its own process group
     }
 
     /// A server that daemonized left a process in a session of its own, reparented to safe-watch
@@ -151,14 +148,11 @@ public actor SupervisorRuntime {
     private static func stopOrphans(within timeout: Duration) async {
         let deadline = ContinuousClock.now + timeout
         for _ in 0..<3 {
-            let orphans = ProcessTable.children(of: getpid())
-            guard !orphans.isEmpty else { return }
-            for orphan in orphans { kill(orphan, SIGTERM) }
-            // Exits come to the reaper, which has no waiter for orphans: poll, bounded.
-            while ContinuousClock.now < deadline, !ProcessTable.children(of: getpid()).isEmpty {
-                try? await Task.sleep(for: .milliseconds(20))
+            let orphans = ProcessTable.children(of: getpid()).compactMap { pid in
+                ProcessHandle.open(pid: pid, isStillIt: { ProcessTable.children(of: getpid()).contains($0) })
             }
-            for orphan in ProcessTable.children(of: getpid()) { kill(orphan, SIGKILL) }
+            guard !orphans.isEmpty else { return }
+            await Teardown.alone(SIGTERM, grace: max(.zero, deadline - ContinuousClock.now)).run(on: orphans)
         }
     }
 
@@ -448,7 +442,7 @@ public actor SupervisorRuntime {
         // is cancelled (a superseded or dead candidate must not be probed on and on).
         self.probes[generation] = Task {
             let output: OutputPipe
-            let pid: pid_t
+            let process: ProcessHandle
             do {
                 output = try OutputPipe(label: "safe-watch.gen\(generation)")
                 output.start(
@@ -456,7 +450,7 @@ public actor SupervisorRuntime {
                         reporter.serverOutput(generation, line)
                         tail.append(line)
                     }, onClose: { finishOutput.finish() })
-                pid = try await launcher.spawn(
+                process = try await launcher.start(
                     executable: executable, arguments: arguments, environment: environment,
                     workingDirectory: directory, output: output, deathSignal: SIGTERM,
                     passedDescriptors: sharedSockets.map(\.fd))
@@ -465,7 +459,8 @@ public actor SupervisorRuntime {
                 post.yield(.candidateUnhealthy(generation, "cannot start \(executable): \(error)"))
                 return
             }
-            let server = ServerProcess(generation: generation, pid: pid, port: port, output: tail, handoff: handoff)
+            let pid = process.pid
+            let server = ServerProcess(generation: generation, process: process, port: port, output: tail, handoff: handoff)
             notifySocket?.start { lines in
                 if lines.contains("READY=1") { server.markReady() }
             }
@@ -578,7 +573,7 @@ public actor SupervisorRuntime {
             case .lastRequests(let within): await router.waitUntilNoClients(timeout: within)
             }
             let left = StopDrain.signalTimeout(timeout, drained: ContinuousClock.now - begun)
-            await terminate(group: server.pid, signal: signal, timeout: left, exited: { _ = await server.waitForExit() })
+            await Teardown.group(signal, grace: left).run(on: server.process)
         }
     }
 

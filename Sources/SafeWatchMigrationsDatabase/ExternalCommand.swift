@@ -7,11 +7,15 @@ import Synchronization
 /// `Reaper` (Foundation.Process would race the process-wide `waitpid(-1)` reaper for the exit).
 package enum ExternalCommand {
     package struct Result: Sendable {
-        package var status: ExitStatus
+        /// nil: it ran past its timeout and was stopped.
+        package var status: ExitStatus?
         package var standardOutput: [String]
         package var standardError: [String]
 
         package var succeeded: Bool { self.status == .exited(0) }
+
+        /// How it ended, for a message.
+        package var outcome: String { self.status.map { "\($0)" } ?? "stopped at its timeout" }
 
         /// The last lines of stderr (or stdout), joined: what to quote in an error message.
         package var diagnostic: String {
@@ -21,10 +25,17 @@ package enum ExternalCommand {
         }
     }
 
+    /// How a command that outlives its timeout is stopped: SIGTERM to its group (pg_dump removes
+    /// its temporary files), SIGKILL 5 s later.
+    static let stop = Teardown.group(SIGTERM, grace: .seconds(5))
+
     /// Runs `executable` (an absolute path) with `arguments` (argv[0] excluded), waits for it to exit
-    /// and for its output to end. `environment` entries are added to this process's environment.
+    /// and for its output to end, or stops it after `timeout` (then `status` is nil). `environment`
+    /// entries are added to this process's environment. In safe-watch (`ExecChild.selfExecutable`)
+    /// the command gets SIGTERM if safe-watch dies, as servers and builds do.
     package static func run(
-        _ executable: String, _ arguments: [String], environment extra: [String: String] = [:]
+        _ executable: String, _ arguments: [String], environment extra: [String: String] = [:],
+        timeout: Duration = .seconds(600)
     ) async throws -> Result {
         Reaper.shared.start()
         let output = try OutputPipe(label: "safe-watch.migrations.stdout")
@@ -38,12 +49,18 @@ package enum ExternalCommand {
         var environment = currentEnvironment()
         for (key, value) in extra { environment[key] = value }
         let name = executable.split(separator: "/").last.map(String.init) ?? executable
+        var program = executable
+        var argv = [name] + arguments
+        if let selfExecutable = ExecChild.selfExecutable {
+            program = selfExecutable
+            argv = ExecChild.arguments(selfExecutable: selfExecutable, deathSignal: SIGTERM, executable: executable, arguments: arguments)
+        }
         let request = SpawnRequest(
-            executable: executable, arguments: [name] + arguments, environment: environment,
+            executable: program, arguments: argv, environment: environment,
             standardOutput: output.writeEnd, standardError: errors.writeEnd)
-        let pid: pid_t
+        let process: ProcessHandle
         do {
-            pid = try await Spawner.shared.spawn(request)
+            process = try await Spawner.shared.start(request)
         } catch {
             output.closeWriteEnd()
             errors.closeWriteEnd()
@@ -51,7 +68,17 @@ package enum ExternalCommand {
         }
         output.closeWriteEnd()
         errors.closeWriteEnd()
-        let status = await Reaper.shared.wait(for: pid)
+        let status: ExitStatus? = await withTaskGroup(of: ExitStatus?.self) { group in
+            group.addTask { await Reaper.shared.wait(for: process.pid) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            if first == nil { await Self.stop.run(on: process) }
+            group.cancelAll()
+            return first
+        }
         var closed = 0
         for await _ in ends {
             closed += 1

@@ -2,7 +2,10 @@ import Glibc
 
 /// `pg_dump --format=custom`, verified with `pg_restore --list`.
 enum PostgresBackup {
-    static func write(url: PostgresURL, to path: String) async throws -> String {
+    /// `timeout` bounds pg_dump and pg_restore each: a dump waits for every table's lock, forever
+    /// by default, behind a session that holds one.
+    static func write(url: PostgresURL, to path: String, timeout: Duration = .seconds(600)) async throws -> String {
+        // Whole seconds in the messages: this module does without SafeWatchCore's formatting.
         let file = absolutePath(path)
         if fileExists(file) {
             throw MigrationDatabaseError(.backupFailed, "the backup file \(file) already exists: choose another path (a backup is never overwritten)")
@@ -19,17 +22,28 @@ enum PostgresBackup {
         var environment = ["PGCONNECT_TIMEOUT": "10"]
         if let password = url.password { environment["PGPASSWORD"] = password }
         let dump = try await ExternalCommand.run(
-            pgDump, ["--format=custom", "--no-password", "--file", file, "--dbname", url.libpqURL], environment: environment)
+            pgDump, ["--format=custom", "--no-password", "--file", file, "--dbname", url.libpqURL], environment: environment,
+            timeout: timeout)
         guard dump.succeeded else {
             _ = unlink(file)
+            guard let status = dump.status else {
+                throw MigrationDatabaseError(
+                    .backupFailed,
+                    "pg_dump of \(url.databaseName) at \(url.endpoint) did not finish within \(timeout.components.seconds) s and was stopped; "
+                        + "a session holding a lock on a table can block it (see pg_stat_activity), or the database is too large to back up here: "
+                        + "back it up yourself and run again without the backup")
+            }
             throw MigrationDatabaseError(
-                .backupFailed, "pg_dump of \(url.databaseName) at \(url.endpoint) failed (\(dump.status)): \(dump.diagnostic)")
+                .backupFailed, "pg_dump of \(url.databaseName) at \(url.endpoint) failed (\(status)): \(dump.diagnostic)")
         }
-        let list = try await ExternalCommand.run(pgRestore, ["--list", file])
+        let list = try await ExternalCommand.run(pgRestore, ["--list", file], timeout: timeout)
         guard list.succeeded, list.standardOutput.contains(where: { !$0.trimmingSpaces().isEmpty }) else {
-            throw MigrationDatabaseError(
-                .backupFailed,
-                "the backup \(file) does not verify: pg_restore --list \(list.succeeded ? "printed nothing" : "failed (\(list.status)): \(list.diagnostic)")")
+            let why = switch list.status {
+            case .exited(0): "printed nothing"
+            case nil: "did not finish within \(timeout.components.seconds) s and was stopped"
+            case .some(let status): "failed (\(status)): \(list.diagnostic)"
+            }
+            throw MigrationDatabaseError(.backupFailed, "the backup \(file) does not verify: pg_restore --list \(why)")
         }
         return "pg_restore --clean --if-exists --dbname \(shellQuoted(url.libpqURL)) \(shellQuoted(file))"
     }

@@ -52,17 +52,18 @@ public final class HardStopTimer: Sendable {
     }
 
     private static func giveUp(signal: Int32, limit: Duration, generations: String?) -> Never {
+        let isTarget = { (pid: pid_t) -> Bool in
+            ProcessTable.children(of: getpid()).contains(pid)
+                || generations.map { ProcessTable.running(under: $0).contains(pid) } ?? false
+        }
         var targets = ProcessTable.children(of: getpid())
         if let generations { targets += ProcessTable.running(under: generations) }
         var killed: [pid_t] = []
         for pid in Set(targets).sorted() {
+            guard let process = ProcessHandle.open(pid: pid, isStillIt: isTarget) else { continue }
             // A server leads its own process group (its children go with it); anything else is
-            // killed alone.
-            if getpgid(pid) == pid {
-                kill(-pid, SIGKILL)
-            } else {
-                kill(pid, SIGKILL)
-            }
+            // killed alone. Blocking: this thread runs because the async runtime may be stuck.
+            (getpgid(pid) == pid ? Teardown.killGroup : Teardown.kill).runBlocking(on: [process])
             killed.append(pid)
         }
         writeToStandardError(HardStop.message(signal: signal, limit: limit, killed: killed))

@@ -18,6 +18,8 @@ public final class Reaper: Sendable {
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "safe-watch.reaper")
     private let source = Mutex<(any DispatchSourceSignal)?>(nil)
+    /// Held while reaping, and by the `Spawner` from a spawn until the child's pidfd is open.
+    private let reaping = Mutex(())
 
     private init() {}
 
@@ -49,7 +51,16 @@ public final class Reaper: Sendable {
         }
     }
 
+    /// Runs `body` with no child reaped meanwhile: a pid that was not reaped cannot be reused.
+    func withoutReaping<Result>(_ body: () -> Result) -> Result {
+        self.reaping.withLock { _ in body() }
+    }
+
     private func reapAll() {
+        self.reaping.withLock { _ in self.reapExited() }
+    }
+
+    private func reapExited() {
         while true {
             var status: Int32 = 0
             let pid = waitpid(-1, &status, WNOHANG)

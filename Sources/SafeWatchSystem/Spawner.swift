@@ -44,7 +44,7 @@ public final class Spawner: Sendable {
 
     private struct Job {
         var request: SpawnRequest
-        var reply: @Sendable (Result<pid_t, SystemError>) -> Void
+        var reply: @Sendable (Result<ProcessHandle, SystemError>) -> Void
     }
 
     private let jobs = Mutex<[Job]>([])
@@ -67,7 +67,13 @@ public final class Spawner: Sendable {
     /// Starts the program in a new session (its own process group) and returns its pid. Register
     /// with `Reaper.shared` to learn how it exits.
     public func spawn(_ request: SpawnRequest) async throws(SystemError) -> pid_t {
-        let result: Result<pid_t, SystemError> = await withCheckedContinuation { continuation in
+        try await self.start(request).pid
+    }
+
+    /// `spawn`, returning a handle that stops it (`Teardown`) by its pidfd, never by a pid that may
+    /// have been reaped and reused meanwhile.
+    public func start(_ request: SpawnRequest) async throws(SystemError) -> ProcessHandle {
+        let result: Result<ProcessHandle, SystemError> = await withCheckedContinuation { continuation in
             self.jobs.withLock { $0.append(Job(request: request, reply: { continuation.resume(returning: $0) })) }
             self.wakeUp.signal()
         }
@@ -87,7 +93,7 @@ public final class Spawner: Sendable {
         }
     }
 
-    private static func spawnNow(_ request: SpawnRequest) -> Result<pid_t, SystemError> {
+    private static func spawnNow(_ request: SpawnRequest) -> Result<ProcessHandle, SystemError> {
         let argv = request.arguments.map { strdup($0) } + [nil]
         let envp = request.environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -95,17 +101,21 @@ public final class Spawner: Sendable {
             envp.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let code = request.passedDescriptors.withUnsafeBufferPointer { fds in
-            withOptionalCString(request.workingDirectory) { cwd in
-                sw_spawn(
-                    &pid, request.executable, argv, envp, cwd, -1, request.standardOutput ?? -1,
-                    request.standardError ?? -1, fds.baseAddress, Int32(fds.count))
+        // The pidfd is opened before the reaper may reap the child (it can exit at once).
+        let (code, handle) = Reaper.shared.withoutReaping { () -> (Int32, ProcessHandle?) in
+            let code = request.passedDescriptors.withUnsafeBufferPointer { fds in
+                withOptionalCString(request.workingDirectory) { cwd in
+                    sw_spawn(
+                        &pid, request.executable, argv, envp, cwd, -1, request.standardOutput ?? -1,
+                        request.standardError ?? -1, fds.baseAddress, Int32(fds.count))
+                }
             }
+            return (code, code == 0 ? ProcessHandle.openSpawned(pid) : nil)
         }
-        if code != 0 {
+        guard code == 0, let handle else {
             return .failure(SystemError(call: "posix_spawn", errno: code, context: request.executable))
         }
-        return .success(pid)
+        return .success(handle)
     }
 }
 

@@ -6,5 +6,10 @@ import SafeWatchSystem
 if CommandLine.arguments.count > 1, CommandLine.arguments[1] == ExecChild.argument {
     exit(ExecChild.run(CommandLine.arguments))
 }
+// pg_dump and pg_restore (a backup) go through it as well; they have no ChildLauncher.
+ExecChild.selfExecutable = realpath("/proc/self/exe", nil).map { path in
+    defer { free(path) }
+    return String(cString: path)
+}
 
 await SafeWatchCommand.parseAndRun()

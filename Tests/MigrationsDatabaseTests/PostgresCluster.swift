@@ -57,7 +57,7 @@ actor PostgresCluster {
             guard result.succeeded, let url = result.standardOutput.last(where: { $0.hasPrefix("postgres://") }) else {
                 await removeTree(directory)
                 throw ClusterUnavailable(
-                    message: "the PostgreSQL test cluster did not start (\(result.status)): \(result.standardError.joined(separator: " / "))")
+                    message: "the PostgreSQL test cluster did not start (\(result.outcome)): \(result.standardError.joined(separator: " / "))")
             }
             return (url, directory)
         }

@@ -275,6 +275,28 @@ struct PostgresMigrationDatabaseTests {
         }
     }
 
+    @Test func aBackupBlockedByALockIsStoppedAtItsTimeoutAndSaysWhy() async throws {
+        try await withTemporaryDirectory { directory in
+            let backupPath = directory + "/app.dump"
+            try await withDatabase("backup_blocked") { database, url in
+                _ = try await database.queryText("CREATE TABLE items (name text)")
+                // Another session holds the table: pg_dump waits for its lock, by default forever.
+                let other = try await PostgresMigrationDatabase.connect(url: url)
+                _ = try await other.queryText("BEGIN")
+                _ = try await other.queryText("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+                let error = await migrationError {
+                    _ = try await PostgresBackup.write(url: database.url, to: backupPath, timeout: .seconds(2))
+                }
+                #expect(error?.kind == .backupFailed)
+                #expect(error?.message.contains("did not finish within 2 s and was stopped") == true, "\(String(describing: error))")
+                #expect(!exists(backupPath))
+                // pg_dump is gone: its session no longer waits for the lock.
+                #expect(try await other.queryText("SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'pg_dump'") == [["0"]])
+                await other.close()
+            }
+        }
+    }
+
     @Test func openReportsAMissingDatabase() async throws {
         let url = try await cluster.url(database: "no_such_database")
         let error = await migrationError { _ = try await MigrationDatabases.open(url: url) }

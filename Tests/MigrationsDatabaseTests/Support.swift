@@ -54,7 +54,7 @@ func exists(_ path: String) -> Bool {
 /// Runs `command` with /bin/sh -c; fails the test with its output when it does not succeed.
 func shell(_ command: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
     let result = try await ExternalCommand.run("/bin/sh", ["-c", command])
-    #expect(result.succeeded, "\(command) → \(result.status): \(result.diagnostic)", sourceLocation: sourceLocation)
+    #expect(result.succeeded, "\(command) → \(result.outcome): \(result.diagnostic)", sourceLocation: sourceLocation)
 }
 
 /// The error `body` throws, as a MigrationDatabaseError (a test failure if it throws another or none).

@@ -36,4 +36,12 @@ int sw_statfs_type(const char *path, long long *type);
 /// struct ucred needs _GNU_SOURCE, which Glibc's Swift module is not built with.
 int sw_peer_pid(int fd);
 
+/// pidfd_open(pid, 0): a descriptor that names this very process until it is closed, whoever reaps
+/// it and whatever later gets its pid (Linux 5.3). -1 with errno set.
+int sw_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(pidfd, sig): to the process, or with `to_group` to the process group it leads
+/// (PIDFD_SIGNAL_PROCESS_GROUP, Linux 6.9; EINVAL before). 0, or -1 with errno set.
+int sw_pidfd_send_signal(int pidfd, int sig, int to_group);
+
 #endif
