@@ -54,18 +54,6 @@ import Testing
         }
     }
 
-    @Test func aBadDescriptorStopsTheProcess() async {
-        await #expect(processExitsWith: .failure) {
-            var byte: UInt8 = 0
-            _ = try? Syscall.retrying("read") { read(-1, &byte, 1) }
-        }
-        await #expect(processExitsWith: .failure) {
-            guard let pipe = try? FileDescriptor.pipe() else { return }
-            pipe.readEnd.close()
-            pipe.readEnd.close()
-        }
-    }
-
     /// A TCP connection the peer resets (SO_LINGER 0, then close): the kernel fails the next read
     /// with ECONNRESET. The reader must hand that to its owner instead of ending as if at end of
     /// file.
