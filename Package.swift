@@ -54,10 +54,11 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
-        // Linux adapters: inotify, spawn/reap/signals, systemd.
+        // Linux adapters: inotify, spawn/reap/signals, systemd. Logging: for what an adapter can
+        // only report as it happens (a reader that stopped short).
         .target(
             name: "SafeWatchSystem",
-            dependencies: ["SafeWatchCore", "CSafeWatchShims", "CSystemd"],
+            dependencies: ["SafeWatchCore", "CSafeWatchShims", "CSystemd", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // The runtime: supervisor actor, builder, launcher, prober, HTTP proxy, log handler.

@@ -1,5 +1,6 @@
 import Foundation
 import SafeWatchCore
+import SafeWatchSystem
 
 /// Copies each successful build into `.safe-watch/generations/N/`: the running server
 /// always executes a staged copy, so the next build cannot touch it and rollback is one launch away.
@@ -87,32 +88,28 @@ public struct StagingError: Error, CustomStringConvertible {
 
     init(_ error: any Error, staging binary: String, into directory: String) {
         let code = Self.errno(of: error)
-        let reason = code.map { String(cString: strerror($0)) } ?? "\(error)"
-        var text = "cannot copy \(binary) into \(directory): \(reason)"
-        switch code {
-        case ENOSPC, EDQUOT:
+        var text = "cannot copy \(binary) into \(directory): \(code.map { "\($0)" } ?? "\(error)")"
+        if let code, [.noSpace, .diskQuotaExceeded].contains(code) {
             text += " — the file system holding .safe-watch is full: free some space, then save again"
-        case EACCES, EPERM, EROFS:
+        } else if let code, [.permissionDenied, .notPermitted, .readOnlyFileSystem].contains(code) {
             text += " — .safe-watch must be writable by safe-watch"
-        default:
-            break
         }
         self.description = text
     }
 
     /// The errno behind a Foundation file error, wherever it keeps it.
-    private static func errno(of error: any Error) -> Int32? {
-        if let posix = error as? POSIXError { return posix.code.rawValue }
+    private static func errno(of error: any Error) -> Errno? {
+        if let posix = error as? POSIXError { return Errno(rawValue: posix.code.rawValue) }
         guard let cocoa = error as? CocoaError else { return nil }
         if let underlying = cocoa.userInfo[NSUnderlyingErrorKey] {
-            if let posix = underlying as? POSIXError { return posix.code.rawValue }
-            if let nsError = underlying as? NSError, nsError.domain == NSPOSIXErrorDomain { return Int32(nsError.code) }
+            if let posix = underlying as? POSIXError { return Errno(rawValue: posix.code.rawValue) }
+            if let nsError = underlying as? NSError, nsError.domain == NSPOSIXErrorDomain { return Errno(rawValue: Int32(nsError.code)) }
         }
         switch cocoa.code {
-        case .fileWriteOutOfSpace: return ENOSPC
-        case .fileWriteNoPermission, .fileReadNoPermission: return EACCES
-        case .fileWriteVolumeReadOnly: return EROFS
-        case .fileNoSuchFile, .fileReadNoSuchFile: return ENOENT
+        case .fileWriteOutOfSpace: return .noSpace
+        case .fileWriteNoPermission, .fileReadNoPermission: return .permissionDenied
+        case .fileWriteVolumeReadOnly: return .readOnlyFileSystem
+        case .fileNoSuchFile, .fileReadNoSuchFile: return .noSuchFileOrDirectory
         default: return nil
         }
     }

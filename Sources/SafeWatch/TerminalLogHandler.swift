@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import SafeWatchSystem
 import Synchronization
 
 /// The terminal format: `06:21:05 ✓ gen 3 healthy in 240 ms, swapped`, one line per transition,
@@ -48,17 +49,11 @@ public struct TerminalLogHandler: LogHandler {
         Self.write(line + "\n", to: self.output)
     }
 
-    /// Writes `text` whole, retrying short writes, serialised with every other line.
+    /// Writes `text` whole, retrying short writes, serialised with every other line. Best effort:
+    /// a closed or broken stdout/stderr leaves nowhere to say so.
     public static func write(_ text: String, to fd: Int32) {
         writing.withLock { _ in
-            var bytes = Array(text.utf8)
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-                if written < 0 && errno == EINTR { continue }
-                if written <= 0 { return }
-                offset += written
-            }
+            try? FileDescriptor(rawValue: fd).writeAll(Array(text.utf8), descriptorMayBeClosed: true)
         }
     }
 

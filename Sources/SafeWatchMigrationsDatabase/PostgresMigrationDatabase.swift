@@ -1,6 +1,7 @@
 import Glibc
 import PostgresNIO
 import SafeWatchMigrations
+import SafeWatchSystem
 
 /// `_sqlx_migrations` in PostgreSQL, kept exactly as sqlx keeps it (`sqlx-postgres/src/migrate.rs`).
 ///
@@ -424,7 +425,7 @@ private func networkReason(_ error: (any Error)?, timeout: Duration) -> String {
         return "the host name '\(error.host)' does not resolve"
     }
     if let error = error as? IOError {
-        return String(cString: strerror(error.errnoCode)).lowercased()
+        return Errno(rawValue: error.errnoCode).description.lowercased()
     }
     return "\(error)"
 }

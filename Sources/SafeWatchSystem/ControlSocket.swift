@@ -19,8 +19,8 @@ public enum ControlSocket {
     public static func probe(path: String) -> Existing {
         do {
             let fd = try connect(path: path)
-            defer { _ = close(fd) }
-            let pid = sw_peer_pid(fd)
+            defer { fd.close() }
+            let pid = sw_peer_pid(fd.rawValue)
             return .live(pid: pid > 0 ? pid : nil)
         } catch {
             return self.existing(afterFailing: error)
@@ -30,9 +30,9 @@ public enum ControlSocket {
     /// What a failed connect to the socket's path says is there.
     public static func existing(afterFailing connect: SystemError) -> Existing {
         switch connect.errno {
-        case ENOENT: .none
+        case .noSuchFileOrDirectory: .none
         // Only a socket nobody listens on refuses: anything else may be a live safe-watch.
-        case ECONNREFUSED: .stale
+        case .connectionRefused: .stale
         default: .unusable(connect)
         }
     }
@@ -50,39 +50,36 @@ public enum ControlSocket {
 
     /// Binds and listens on `path` with mode 0600, replacing what is there (the caller checked it is
     /// not live). The socket is bound under a temporary name, restricted, then renamed into place,
-    /// so there is never a moment when others could connect to it.
+    /// so there is never a moment when others could connect to it. The plain number: SwiftNIO
+    /// serves it.
     public static func bind(path: String) throws(SystemError) -> Int32 {
         let temporary = path + ".\(getpid()).new"
         _ = unlink(temporary)
-        let fd = try retryingOnInterrupt("socket") {
-            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        }
+        let fd = try FileDescriptor.socket(AF_UNIX, SOCK_STREAM)
         do throws(SystemError) {
             try withUnixSocketAddress(temporary) { address, length throws(SystemError) in
-                _ = try retryingOnInterrupt("bind", context: temporary) { Glibc.bind(fd, address, length) }
+                _ = try Syscall.retrying("bind", context: temporary) { Glibc.bind(fd.rawValue, address, length) }
             }
-            _ = try retryingOnInterrupt("chmod", context: temporary) { chmod(temporary, 0o600) }
-            _ = try retryingOnInterrupt("listen", context: temporary) { listen(fd, 64) }
-            _ = try retryingOnInterrupt("rename", context: path) { rename(temporary, path) }
+            try Syscall.retrying("chmod", context: temporary) { chmod(temporary, 0o600) }
+            try Syscall.retrying("listen", context: temporary) { listen(fd.rawValue, 64) }
+            try Syscall.retrying("rename", context: path) { rename(temporary, path) }
         } catch {
-            _ = close(fd)
+            fd.close()
             _ = unlink(temporary)
             throw error
         }
-        return fd
+        return fd.rawValue
     }
 
     /// A connected stream socket to `path`.
-    public static func connect(path: String) throws(SystemError) -> Int32 {
-        let fd = try retryingOnInterrupt("socket") {
-            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        }
+    public static func connect(path: String) throws(SystemError) -> FileDescriptor {
+        let fd = try FileDescriptor.socket(AF_UNIX, SOCK_STREAM)
         do throws(SystemError) {
             try withUnixSocketAddress(path) { address, length throws(SystemError) in
-                _ = try retryingOnInterrupt("connect", context: path) { Glibc.connect(fd, address, length) }
+                _ = try Syscall.retrying("connect", context: path) { Glibc.connect(fd.rawValue, address, length) }
             }
         } catch {
-            _ = close(fd)
+            fd.close()
             throw error
         }
         return fd
@@ -96,12 +93,15 @@ public enum InstanceLock {
     /// Takes the lock, or says who holds it: false when another process does.
     public static func acquire(directory: String) throws(SystemError) -> Bool {
         let path = directory + "/lock"
-        let fd = try retryingOnInterrupt("open", context: path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
-        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }  // the descriptor stays open until exit
-        let code = errno
-        _ = close(fd)
-        if code == EWOULDBLOCK { return false }
-        throw SystemError(call: "flock", errno: code, context: path)
+        let fd = try FileDescriptor.open(path, O_RDWR | O_CREAT, mode: 0o600)
+        do {
+            try Syscall.retrying("flock", context: path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
+            return true  // the descriptor stays open until exit
+        } catch {
+            fd.close()
+            if error.errno == .wouldBlock { return false }
+            throw error
+        }
     }
 }
 
@@ -113,7 +113,7 @@ func withUnixSocketAddress<Result>(
     address.sun_family = sa_family_t(AF_UNIX)
     let bytes = Array(path.utf8)
     guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-        throw SystemError(call: "bind", errno: ENAMETOOLONG, context: path)
+        throw SystemError(call: "bind", errno: .fileNameTooLong, context: path)
     }
     withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
     return try withUnsafePointer(to: &address) { pointer throws(SystemError) in
@@ -126,7 +126,7 @@ func withUnixSocketAddress<Result>(
 /// The client side, for the `status`, `rebuild`, `rollback`, `stop` and `events` commands:
 /// blocking, one request, then lines until the server closes.
 public final class ControlClient {
-    private let fd: Int32
+    private let fd: FileDescriptor
     private var buffered: [UInt8] = []
 
     public init(path: String) throws(SystemError) {
@@ -134,18 +134,11 @@ public final class ControlClient {
     }
 
     deinit {
-        _ = close(self.fd)
+        self.fd.close()
     }
 
     public func send(_ line: String) throws(SystemError) {
-        var bytes = Array((line + "\n").utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = try retryingOnInterrupt("write") {
-                bytes.withUnsafeMutableBytes { Glibc.write(self.fd, $0.baseAddress! + offset, $0.count - offset) }
-            }
-            offset += written
-        }
+        try self.fd.writeAll(Array((line + "\n").utf8))
     }
 
     public enum Read: Equatable {
@@ -166,16 +159,17 @@ public final class ControlClient {
                 return .line(line)
             }
             if let deadline {
-                let left = deadline - ContinuousClock.now
-                guard left > .zero else { return .timedOut }
-                var entry = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
-                let milliseconds = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
-                let ready = poll(&entry, 1, milliseconds)
-                if ready < 0 && errno == EINTR { continue }
+                guard deadline > ContinuousClock.now else { return .timedOut }
+                var entry = pollfd(fd: self.fd.rawValue, events: Int16(POLLIN), revents: 0)
+                let ready = try Syscall.retrying("poll") {
+                    // Worked out again on each try: a signal must not restart the whole wait.
+                    let left = max(deadline - ContinuousClock.now, .zero)
+                    return poll(&entry, 1, Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1))
+                }
                 if ready == 0 { return .timedOut }
             }
             var chunk = [UInt8](repeating: 0, count: 65536)
-            let count = try retryingOnInterrupt("read") { chunk.withUnsafeMutableBytes { Glibc.read(self.fd, $0.baseAddress, $0.count) } }
+            let count = try self.fd.read(into: &chunk)
             if count == 0 {
                 guard !self.buffered.isEmpty else { return .end }
                 defer { self.buffered = [] }

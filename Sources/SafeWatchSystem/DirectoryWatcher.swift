@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Logging
 import SafeWatchCore
 import Synchronization
 
@@ -34,7 +35,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
     private let root: String
     private let paths: [String]
     private let ignore: IgnoreRules
-    private let fd: Int32
+    private let fd: FileDescriptor
     private let reader: DescriptorReader
     private var directoryOfWatch: [Int32: String] = [:]
     private var watchOfDirectory: [String: Int32] = [:]
@@ -47,8 +48,14 @@ public final class DirectoryWatcher: @unchecked Sendable {
         self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
         self.paths = paths.map(normalizedWatchPath)
         self.ignore = ignore
-        self.fd = try Inotify.initialize()
-        self.reader = try DescriptorReader(fd: self.fd)
+        let fd = try Inotify.initialize()
+        do {
+            self.reader = try DescriptorReader(fd: fd)
+        } catch {
+            fd.close()
+            throw error
+        }
+        self.fd = fd
     }
 
     deinit {
@@ -71,10 +78,18 @@ public final class DirectoryWatcher: @unchecked Sendable {
             }
         }
         if let failure { throw failure }
-        self.reader.start(name: "safe-watch.inotify", onData: { [weak self] bytes in
-            let events = Inotify.parse(bytes)
-            self?.queue.sync { self?.deliver(events) }
-        })
+        self.reader.start(
+            name: "safe-watch.inotify",
+            onData: { [weak self] bytes in
+                let events = Inotify.parse(bytes)
+                self?.queue.sync { self?.deliver(events) }
+            },
+            onEnd: { failure in
+                // Nothing else would tell: builds would just stop following edits.
+                guard let failure else { return }
+                Logger(label: "safe-watch").error(
+                    "the file watcher stopped (\(failure)): changes are no longer noticed; restart safe-watch")
+            })
     }
 
     /// How many directories have a watch; read without waiting for the watcher's queue, which
@@ -160,7 +175,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             let watch: Int32
             do {
                 watch = try Inotify.addWatch(self.fd, path: absolute)
-            } catch where error.errno == ENOENT || error.errno == ENOTDIR || error.errno == EACCES {
+            } catch where [.noSuchFileOrDirectory, .notDirectory, .permissionDenied].contains(error.errno) {
                 continue  // gone already, or not ours to read
             }
             if let old = self.watchOfDirectory[directory], old != watch { self.directoryOfWatch.removeValue(forKey: old) }

@@ -35,20 +35,14 @@ public enum ExecChild {
         let program = argv[5]
         let cArguments = Array(argv[5...]).map { strdup($0) } + [nil]
         execv(program, cArguments)
-        let code = errno
-        writeToStandardError("safe-watch: cannot run \(program): \(String(cString: strerror(code)))\n")
-        return code == ENOENT ? 127 : 126
+        let code = Errno.current
+        writeToStandardError("safe-watch: cannot run \(program): \(code)\n")
+        return code == .noSuchFileOrDirectory ? 127 : 126
     }
 }
 
-/// Writes straight to fd 2 (Glibc's `stderr` is shared mutable state to Swift 6).
+/// Writes straight to fd 2 (Glibc's `stderr` is shared mutable state to Swift 6). Best effort:
+/// with stderr closed or gone there is nowhere left to say anything.
 public func writeToStandardError(_ text: String) {
-    var bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let written = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
-        if written < 0 && errno == EINTR { continue }
-        if written <= 0 { return }
-        offset += written
-    }
+    try? FileDescriptor.standardError.writeAll(Array(text.utf8), descriptorMayBeClosed: true)
 }

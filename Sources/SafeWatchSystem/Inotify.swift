@@ -19,16 +19,18 @@ public enum Inotify {
         public func has(_ flag: UInt32) -> Bool { self.mask & flag != 0 }
     }
 
-    public static func initialize() throws(SystemError) -> Int32 {
-        try retryingOnInterrupt("inotify_init1") { inotify_init1(Int32(IN_CLOEXEC)) }
+    public static func initialize() throws(SystemError) -> FileDescriptor {
+        FileDescriptor(rawValue: try Syscall.retrying("inotify_init1") { inotify_init1(Int32(IN_CLOEXEC)) })
     }
 
-    public static func addWatch(_ fd: Int32, path: String, mask: UInt32 = directoryMask) throws(SystemError) -> Int32 {
-        try retryingOnInterrupt("inotify_add_watch", context: path) { inotify_add_watch(fd, path, mask) }
+    /// A watch on `path`: the watch descriptor events name it by (not a file descriptor).
+    public static func addWatch(_ fd: FileDescriptor, path: String, mask: UInt32 = directoryMask) throws(SystemError) -> Int32 {
+        try Syscall.retrying("inotify_add_watch", context: path) { inotify_add_watch(fd.rawValue, path, mask) }
     }
 
-    public static func removeWatch(_ fd: Int32, _ watch: Int32) {
-        _ = inotify_rm_watch(fd, watch)
+    /// Best effort: the kernel has dropped the watch already when its directory went (EINVAL).
+    public static func removeWatch(_ fd: FileDescriptor, _ watch: Int32) {
+        _ = try? Syscall.retrying("inotify_rm_watch") { inotify_rm_watch(fd.rawValue, watch) }
     }
 
     /// Decodes the events in one `read` of an inotify descriptor (the kernel returns whole events).

@@ -78,13 +78,13 @@ public enum MachineProbe {
     public static func port(_ address: ListenAddress) -> Doctor.PortProbe {
         do {
             let fd = try ListeningSockets.bind(host: address.host, port: address.port)
-            _ = close(fd)
+            FileDescriptor(rawValue: fd).close()
             return .free
         } catch {
             switch error.errno {
-            case EADDRINUSE: return .inUse
-            case EACCES: return .permissionDenied
-            case EADDRNOTAVAIL: return .addressNotAvailable
+            case .addressInUse: return .inUse
+            case .permissionDenied: return .permissionDenied
+            case .addressNotAvailable: return .addressNotAvailable
             default: return .failed(error.description)
             }
         }

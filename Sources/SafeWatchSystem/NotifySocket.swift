@@ -1,32 +1,24 @@
 import Dispatch
 import Glibc
+import Logging
 
 /// A datagram socket in the `NOTIFY_SOCKET` protocol (sd_notify): a child sends `READY=1`,
 /// `STATUS=…` lines; the handler gets each datagram's assignments.
 public final class NotifySocket: Sendable {
     public let path: String
-    private let fd: Int32
     private let reader: DescriptorReader
 
     public init(path: String) throws(SystemError) {
         self.path = path
         _ = unlink(path)
-        self.fd = try retryingOnInterrupt("socket") {
-            socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        }
-        let fd = self.fd
+        let fd = try FileDescriptor.socket(AF_UNIX, SOCK_DGRAM)
         do throws(SystemError) {
             try withUnixSocketAddress(path) { address, length throws(SystemError) in
-                _ = try retryingOnInterrupt("bind", context: path) { bind(fd, address, length) }
+                _ = try Syscall.retrying("bind", context: path) { bind(fd.rawValue, address, length) }
             }
-        } catch {
-            _ = Glibc.close(fd)
-            throw error
-        }
-        do {
             self.reader = try DescriptorReader(fd: fd)
         } catch {
-            _ = Glibc.close(fd)
+            fd.close()
             throw error
         }
     }
@@ -35,7 +27,12 @@ public final class NotifySocket: Sendable {
     public func start(_ handler: @escaping @Sendable ([String]) -> Void) {
         self.reader.start(name: "safe-watch.notify", onData: { bytes in
             handler(String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init))
-        }, onEnd: { [path = self.path] in _ = unlink(path) })
+        }, onEnd: { [path = self.path] failure in
+            _ = unlink(path)
+            if let failure {
+                Logger(label: "safe-watch").error("stopped listening on the notify socket \(path) (\(failure)): a READY=1 sent there is not heard")
+            }
+        })
     }
 
     /// Stops listening and removes the socket file.

@@ -24,16 +24,16 @@ public enum Privileges {
     public static func become(uid: UInt32, gid: UInt32) throws(SystemError) {
         let entry = getpwuid(uid)
         if let entry {
-            _ = try retryingOnInterrupt("initgroups", context: "uid \(uid)") { initgroups(entry.pointee.pw_name, gid) }
+            try Syscall.retrying("initgroups", context: "uid \(uid)") { initgroups(entry.pointee.pw_name, gid) }
         } else {
             var groups = [gid]
-            _ = try retryingOnInterrupt("setgroups", context: "gid \(gid)") { setgroups(1, &groups) }
+            try Syscall.retrying("setgroups", context: "gid \(gid)") { setgroups(1, &groups) }
         }
-        _ = try retryingOnInterrupt("setgid", context: "\(gid)") { setgid(gid) }
-        _ = try retryingOnInterrupt("setuid", context: "\(uid)") { setuid(uid) }
+        try Syscall.retrying("setgid", context: "\(gid)") { setgid(gid) }
+        try Syscall.retrying("setuid", context: "\(uid)") { setuid(uid) }
         // Never go on half-switched: root must be out of reach.
         guard getuid() == uid, geteuid() == uid, getegid() == gid, setuid(0) != 0 else {
-            throw SystemError(call: "setuid", errno: EPERM, context: "\(uid): root could still be regained")
+            throw SystemError(call: "setuid", errno: .notPermitted, context: "\(uid): root could still be regained")
         }
         if let entry {
             setenv("HOME", entry.pointee.pw_dir, 1)
@@ -52,7 +52,7 @@ public enum Privileges {
     public static func runAgain(arguments: [String]) -> SystemError {
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         execv("/proc/self/exe", &argv)
-        let failure = SystemError(call: "execv", errno: errno, context: "/proc/self/exe")
+        let failure = SystemError(call: "execv", errno: .current, context: "/proc/self/exe")
         for pointer in argv { free(pointer) }
         return failure
     }

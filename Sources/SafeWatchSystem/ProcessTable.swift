@@ -48,15 +48,14 @@ func normalizedWatchPath(_ path: String) -> String {
 /// `String(contentsOfFile:)` then stops after its first read (4 KiB: /proc/self/maps came back cut
 /// off), so read until read(2) returns 0.
 public func readProcFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { _ = close(fd) }
+    guard let fd = try? FileDescriptor.open(path, O_RDONLY) else { return nil }
+    defer { fd.close() }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
     while true {
-        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 && errno == EINTR { continue }
-        guard count > 0 else { return count == 0 ? String(decoding: bytes, as: UTF8.self) : nil }
+        // A read that fails (the process behind the file is gone, say) gives nothing, as open does.
+        guard let count = try? fd.read(into: &chunk) else { return nil }
+        guard count > 0 else { return String(decoding: bytes, as: UTF8.self) }
         bytes += chunk[0..<count]
     }
 }

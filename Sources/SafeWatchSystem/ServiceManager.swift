@@ -60,20 +60,22 @@ public enum ListeningSockets {
         var found: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &found)
         guard status == 0, let info = found else {
-            throw SystemError(call: "getaddrinfo", errno: EINVAL, context: "\(host) is not a numeric IP address")
+            throw SystemError(call: "getaddrinfo", errno: .invalidArgument, context: "\(host) is not a numeric IP address")
         }
         defer { freeaddrinfo(info) }
-        let fd = try retryingOnInterrupt("socket") {
-            socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        }
+        let fd = try FileDescriptor.socket(info.pointee.ai_family, SOCK_STREAM)
         var one: Int32 = 1
-        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        if Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 || listen(fd, 1024) != 0 {
-            let code = errno
-            _ = close(fd)
-            throw SystemError(call: "bind", errno: code, context: "\(host):\(port)")
+        _ = setsockopt(fd.rawValue, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        do throws(SystemError) {
+            // A failed listen is reported as the bind it completes (its EADDRINUSE gets the same
+            // hint): the user asked for an address, not for the two steps.
+            try Syscall.retrying("bind", context: "\(host):\(port)") { Glibc.bind(fd.rawValue, info.pointee.ai_addr, info.pointee.ai_addrlen) }
+            try Syscall.retrying("bind", context: "\(host):\(port)") { listen(fd.rawValue, 1024) }
+        } catch {
+            fd.close()
+            throw error
         }
-        return fd
+        return fd.rawValue
     }
 
     /// Whether `fd` is a listening stream socket (what `sd_is_socket` checks).

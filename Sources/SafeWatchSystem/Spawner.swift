@@ -13,14 +13,15 @@ public struct SpawnRequest: Sendable {
     public var environment: [String: String]
     public var workingDirectory: String?
     /// Descriptors for the child's stdout and stderr; nil for /dev/null.
-    public var standardOutput: Int32?
-    public var standardError: Int32?
-    /// Descriptors that become 3, 4, … in the child (LISTEN_FDS).
+    public var standardOutput: FileDescriptor?
+    public var standardError: FileDescriptor?
+    /// Descriptors that become 3, 4, … in the child (LISTEN_FDS): the listening sockets SwiftNIO
+    /// serves, as NIO numbers them.
     public var passedDescriptors: [Int32]
 
     public init(
         executable: String, arguments: [String], environment: [String: String],
-        workingDirectory: String? = nil, standardOutput: Int32? = nil, standardError: Int32? = nil,
+        workingDirectory: String? = nil, standardOutput: FileDescriptor? = nil, standardError: FileDescriptor? = nil,
         passedDescriptors: [Int32] = []
     ) {
         self.executable = executable
@@ -59,7 +60,7 @@ public final class Spawner: Sendable {
         }, box.toOpaque())
         if created != 0 {
             box.release()
-            preconditionFailure("cannot create the spawning thread: \(String(cString: strerror(created)))")
+            preconditionFailure("cannot create the spawning thread: \(Errno(rawValue: created))")
         }
         pthread_detach(thread)
     }
@@ -106,14 +107,15 @@ public final class Spawner: Sendable {
             let code = request.passedDescriptors.withUnsafeBufferPointer { fds in
                 withOptionalCString(request.workingDirectory) { cwd in
                     sw_spawn(
-                        &pid, request.executable, argv, envp, cwd, -1, request.standardOutput ?? -1,
-                        request.standardError ?? -1, fds.baseAddress, Int32(fds.count))
+                        &pid, request.executable, argv, envp, cwd, -1, request.standardOutput?.rawValue ?? -1,
+                        request.standardError?.rawValue ?? -1, fds.baseAddress, Int32(fds.count))
                 }
             }
             return (code, code == 0 ? ProcessHandle.openSpawned(pid) : nil)
         }
         guard code == 0, let handle else {
-            return .failure(SystemError(call: "posix_spawn", errno: code, context: request.executable))
+            // posix_spawn returns its error rather than setting errno.
+            return .failure(SystemError(call: "posix_spawn", errno: Errno(rawValue: code), context: request.executable))
         }
         return .success(handle)
     }
@@ -142,7 +144,5 @@ public enum ProcessGroup {
 /// Makes safe-watch a child subreaper: orphans of its children (a server that daemonizes) are
 /// reparented to it, not to init, so they are still tracked, stopped and reaped.
 public func becomeChildSubreaper() throws(SystemError) {
-    if sw_set_child_subreaper() != 0 {
-        throw SystemError(call: "prctl(PR_SET_CHILD_SUBREAPER)", errno: sw_errno())
-    }
+    try Syscall.retrying("prctl(PR_SET_CHILD_SUBREAPER)") { sw_set_child_subreaper() }
 }

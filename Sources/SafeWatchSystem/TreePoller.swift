@@ -24,17 +24,22 @@ public final class TreePoller: Sendable {
     private let ignore: IgnoreRules
     public let interval: Duration
     /// Written to wake the polling thread when it must stop.
-    private let wake: (read: Int32, write: Int32)
-    private let stopped = Mutex(false)
+    private let wake: (readEnd: FileDescriptor, writeEnd: FileDescriptor)
+    /// Under one lock, so that `stop()` never writes to a wake-up pipe the thread has closed (its
+    /// number may belong to another file by then).
+    private let state = Mutex((stopped: false, closed: false))
 
     public init(root: String, paths: [String] = ["."], ignore: IgnoreRules, interval: Duration) throws(SystemError) {
         self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
         self.paths = paths.map(normalizedWatchPath)
         self.ignore = ignore
         self.interval = interval
-        var fds: [Int32] = [0, 0]
-        guard sw_pipe_cloexec(&fds) == 0 else { throw SystemError(call: "pipe2", errno: sw_errno()) }
-        self.wake = (fds[0], fds[1])
+        self.wake = try FileDescriptor.pipe()
+    }
+
+    deinit {
+        // Never started: nothing else closes them. (A polling thread keeps `self` alive.)
+        self.closeDescriptors()
     }
 
     /// Takes the first scan (synchronously: a change made after `start` returns is seen), then
@@ -47,31 +52,31 @@ public final class TreePoller: Sendable {
 
     /// Stops polling; the thread ends at its next wake-up, which this causes at once.
     public func stop() {
-        let first = self.stopped.withLock { stopped in
-            defer { stopped = true }
-            return !stopped
+        self.state.withLock { state in
+            guard !state.stopped else { return }
+            state.stopped = true
+            // One byte into an empty pipe: cannot block.
+            if !state.closed { try? self.wake.writeEnd.writeAll([1]) }
         }
-        guard first else { return }
-        var byte: UInt8 = 1
-        _ = write(self.wake.write, &byte, 1)
     }
 
-    var isStopped: Bool { self.stopped.withLock { $0 } }
+    var isStopped: Bool { self.state.withLock { $0.stopped } }
 
     /// Sleeps up to `duration` or until stopped; false when stopped.
     func pause(_ duration: Duration) -> Bool {
-        var entry = pollfd(fd: self.wake.read, events: Int16(POLLIN), revents: 0)
+        var entry = pollfd(fd: self.wake.readEnd.rawValue, events: Int16(POLLIN), revents: 0)
         let milliseconds = Int32(clamping: duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
-        while true {
-            let ready = poll(&entry, 1, max(milliseconds, 1))
-            if ready < 0 && errno == EINTR { continue }
-            return ready == 0 && !self.isStopped
-        }
+        let ready = try? Syscall.retrying("poll") { poll(&entry, 1, max(milliseconds, 1)) }
+        return ready == 0 && !self.isStopped
     }
 
     func closeDescriptors() {
-        _ = close(self.wake.read)
-        _ = close(self.wake.write)
+        self.state.withLock { state in
+            guard !state.closed else { return }
+            state.closed = true
+            self.wake.readEnd.close()
+            self.wake.writeEnd.close()
+        }
     }
 
     /// Every non-ignored entry under the watched paths, with what `lstat` says of it. Paths in

@@ -204,7 +204,7 @@ final class RawControlClient {
     private(set) var sawEnd = false
 
     init(path: String) throws {
-        self.fd = try ControlSocket.connect(path: path)
+        self.fd = try ControlSocket.connect(path: path).rawValue
     }
 
     deinit {

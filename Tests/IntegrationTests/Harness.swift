@@ -271,7 +271,7 @@ final class SafeWatchProcess: Sendable {
         env.merge(environment) { $1 }
         if journalStream {
             var status = stat()
-            fstat(output.writeEnd, &status)
+            fstat(output.writeEnd?.rawValue ?? -1, &status)
             env["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
         }
         var command = wrapper + [Paths.safeWatch] + arguments

@@ -41,7 +41,7 @@ import Testing
         let passed = try OutputPipe()
         let lines = Lines()
         passed.start(onLine: { lines.append($0) })
-        let pid = try await spawn("echo through-fd-3 >&3", passing: [passed.writeEnd])
+        let pid = try await spawn("echo through-fd-3 >&3", passing: [try #require(passed.writeEnd).rawValue])
         passed.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
         #expect(await lines.wait(until: { $0 == ["through-fd-3"] }))

@@ -22,7 +22,8 @@ int sw_set_child_subreaper(void);
 /// prctl(PR_SET_PDEATHSIG, sig): `sig` is delivered when the thread that spawned us exits.
 int sw_set_parent_death_signal(int sig);
 
-/// The errno of the calling thread (Swift cannot read the `errno` macro portably).
+/// The errno of the calling thread (Swift cannot read the `errno` macro portably). Swift code reads
+/// it through `Errno.current`, right after the call that failed.
 int sw_errno(void);
 
 /// pipe2(fds, O_CLOEXEC); needs _GNU_SOURCE.
