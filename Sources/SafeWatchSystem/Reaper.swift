@@ -63,9 +63,8 @@ public final class Reaper: Sendable {
     private func reapExited() {
         while true {
             var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid < 0 && errno == EINTR { continue }
-            guard pid > 0 else { return }  // 0: children left but none exited; -1/ECHILD: none left
+            // 0: children left but none exited; ECHILD: none left.
+            guard let pid = try? Syscall.retrying("waitpid", { waitpid(-1, &status, WNOHANG) }), pid > 0 else { return }
             let exit = Self.exitStatus(status)
             let waiters: [CheckedContinuation<ExitStatus, Never>] = self.state.withLock { state in
                 if let waiters = state.waiters.removeValue(forKey: pid) { return waiters }

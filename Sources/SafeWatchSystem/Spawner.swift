@@ -137,7 +137,7 @@ public enum ProcessGroup {
 
     /// Whether any process of the group still exists.
     public static func exists(_ pid: pid_t) -> Bool {
-        kill(-pid, 0) == 0 || errno == EPERM
+        kill(-pid, 0) == 0 || Errno.current == .notPermitted
     }
 }
 
