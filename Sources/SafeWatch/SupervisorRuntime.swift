@@ -6,7 +6,10 @@ import SafeWatchCore
 import SafeWatchSystem
 
 /// The thin runtime: feeds events to the `Supervisor` state machine and carries out its actions
-/// with real processes, sockets and files. All decisions are the state machine's.
+/// with real processes, sockets and files. The state machine decides what happens to builds and
+/// generations, what a control request answers and how a stopped server drains; three decisions
+/// are still made here and belong in it next: arming the hard stop on a signal, which reloaded
+/// settings wait for a restart, and holding requests when the active server exits.
 public actor SupervisorRuntime {
 
     /// Everything that happens to the runtime, in the order it is handled.
