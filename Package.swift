@@ -98,7 +98,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SafeWatchTests", dependencies: ["SafeWatch", "SafeWatchSystem"], swiftSettings: strict),
+        .testTarget(name: "SafeWatchTests", dependencies: ["SafeWatch", "SafeWatchSystem", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -11,29 +11,29 @@ import SafeWatchCore
 /// fields and plus the forwarding ones; bodies stream through in both directions, read from one
 /// side only while the other can take them, so memory per connection stays bounded whatever the
 /// size of a body or the speed of a client.
-public final class HTTPProxy: Sendable {
-    public let router: TrafficRouter
-    private let channel: any Channel
-
-    private init(router: TrafficRouter, channel: any Channel) {
-        self.router = router
-        self.channel = channel
-    }
-
+public enum HTTPProxy {
     /// Starts proxying on `socket`, a listening socket safe-watch bound or systemd passed; the
     /// proxy owns it from here on. `addsForwardingFields`: X-Forwarded-For, X-Forwarded-Proto
     /// and Forwarded go to the server with each request.
     public static func start(
         socket: Int32, holdTimeout: Duration, addsForwardingFields: Bool = true, router: TrafficRouter,
         group: any EventLoopGroup
-    ) async throws -> HTTPProxy {
+    ) async throws -> ProxyListener {
         let settings = ProxyConnection.Settings(
             hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: UpstreamPools(group: group))
-        let channel = try await listen(on: socket, router: router, group: group) { channel in
+        return try await listen(on: socket, router: router, group: group) { channel in
             try ProxyConnection.bound(channel)
             try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
         }
-        return HTTPProxy(router: router, channel: channel)
+    }
+}
+
+/// A proxy's listener, HTTP or tcp: what safe-watch keeps to close at exit.
+public final class ProxyListener: Sendable {
+    private let channel: any Channel
+
+    fileprivate init(channel: any Channel) {
+        self.channel = channel
     }
 
     public func close() async {
@@ -49,7 +49,7 @@ public final class HTTPProxy: Sendable {
 func listen(
     on socket: Int32, router: TrafficRouter, group: any EventLoopGroup,
     setUp: @escaping @Sendable (any Channel) throws -> Void
-) async throws -> any Channel {
+) async throws -> ProxyListener {
     let bootstrap = ServerBootstrap(group: group)
         .serverChannelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
@@ -72,7 +72,7 @@ func listen(
         }
     let channel = try await bootstrap.withBoundSocket(socket).get()
     router.addListener(channel)
-    return channel
+    return ProxyListener(channel: channel)
 }
 
 /// Counts each connection the moment the listener accepts it, before its own pipeline runs on its

@@ -10,30 +10,17 @@ import SafeWatchCore
 /// reached until either side closes it, and counts as in flight for it, so a replaced generation
 /// is stopped once its last connection has closed (or at `stop_timeout`). A keep-alive client
 /// reaches the new generation when it reconnects.
-public final class TCPProxy: Sendable {
-    public let router: TrafficRouter
-    private let channel: any Channel
-
-    private init(router: TrafficRouter, channel: any Channel) {
-        self.router = router
-        self.channel = channel
-    }
-
+public enum TCPProxy {
     /// Starts forwarding connections accepted on `socket`, a listening socket safe-watch bound or
     /// systemd passed; the proxy owns it from here on.
     public static func start(
         socket: Int32, holdTimeout: Duration, router: TrafficRouter, group: any EventLoopGroup
-    ) async throws -> TCPProxy {
-        let channel = try await listen(on: socket, router: router, group: group) { channel in
+    ) async throws -> ProxyListener {
+        try await listen(on: socket, router: router, group: group) { channel in
             let glue = GlueHandler()
             try channel.pipeline.syncOperations.addHandler(glue)
             try channel.pipeline.syncOperations.addHandler(ForwardedConnection(router: router, holdTimeout: holdTimeout, glue: glue))
         }
-        return TCPProxy(router: router, channel: channel)
-    }
-
-    public func close() async {
-        try? await self.channel.close()
     }
 }
 

@@ -231,16 +231,15 @@ extension SafeWatchCommand {
             }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
             let router = TrafficRouter()
-            var proxies: [HTTPProxy] = []
-            var forwarders: [TCPProxy] = []
+            var listeners: [ProxyListener] = []
             if project.configuration.serve.mode.forwardsToPrivatePort {
                 for socket in sockets.sockets {
                     do {
                         let holdTimeout = project.configuration.serve.holdTimeout
                         if project.configuration.serve.mode == .tcp {
-                            forwarders.append(try await TCPProxy.start(socket: socket.fd, holdTimeout: holdTimeout, router: router, group: group))
+                            listeners.append(try await TCPProxy.start(socket: socket.fd, holdTimeout: holdTimeout, router: router, group: group))
                         } else {
-                            proxies.append(
+                            listeners.append(
                                 try await HTTPProxy.start(
                                     socket: socket.fd, holdTimeout: holdTimeout,
                                     addsForwardingFields: project.configuration.serve.forwardedHeaders, router: router, group: group))
@@ -317,8 +316,7 @@ extension SafeWatchCommand {
                 writeToStandardError("safe-watch: \(error)\n")
                 code = StartupError.osError
             }
-            for proxy in proxies { await proxy.close() }
-            for forwarder in forwarders { await forwarder.close() }
+            for listener in listeners { await listener.close() }
             await control.close()
             try? await group.shutdownGracefully()
             return code

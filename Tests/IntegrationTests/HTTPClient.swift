@@ -13,35 +13,12 @@ struct HTTPResponse: Sendable {
 }
 
 enum HTTPFailure: Error, CustomStringConvertible {
-    case connect(Int32)
     case io(String)
     var description: String {
         switch self {
-        case .connect(let code): return "connect: \(String(cString: strerror(code)))"
         case .io(let what): return what
         }
     }
-}
-
-/// A TCP connection to 127.0.0.1:`port` with 15 s send and receive timeouts.
-func connectLoopback(port: Int) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var timeout = timeval(tv_sec: 15, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let result = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    if result != 0 {
-        let code = errno
-        Glibc.close(fd)
-        throw HTTPFailure.connect(code)
-    }
-    return fd
 }
 
 /// One connection; reusable for keep-alive requests.

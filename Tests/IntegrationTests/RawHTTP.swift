@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Glibc
 import Synchronization
+import TestSupport
 
 /// Exact bytes out, exact bytes in: the client of the proxy conformance tests. It frames responses
 /// as RFC 9112 says a client must (no body after HEAD, 1xx, 204 or 304; chunked; Content-Length;

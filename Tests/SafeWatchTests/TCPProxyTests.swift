@@ -3,6 +3,7 @@ import Glibc
 import NIOPosix
 import SafeWatchCore
 import SafeWatchSystem
+import TestSupport
 import Testing
 
 @testable import SafeWatch
@@ -11,7 +12,7 @@ import Testing
 /// real loopback sockets.
 @Suite(.timeLimit(.minutes(2))) struct TCPProxyTests {
     /// A proxy on a fresh loopback port, routing with `router`.
-    static func proxy(router: TrafficRouter, holdTimeout: Duration = .seconds(30)) async throws -> (TCPProxy, Int) {
+    static func proxy(router: TrafficRouter, holdTimeout: Duration = .seconds(30)) async throws -> (ProxyListener, Int) {
         let fd = try ListeningSockets.bind(host: "127.0.0.1", port: 0)
         let port = try #require(ListeningSockets.localAddress(fd)?.port)
         let proxy = try await TCPProxy.start(
@@ -19,11 +20,17 @@ import Testing
         return (proxy, port)
     }
 
-    @Test func aClientThatDoesNotReadStopsTheServersWritesInsteadOfFillingSafeWatchsMemory() async throws {
+    /// A server on a fresh port, active as generation 1, and a proxy in front of it.
+    fileprivate static func proxyToServer() async throws -> (Listener, TrafficRouter, ProxyListener, Int) {
         let server = try Listener()
         let router = TrafficRouter()
         router.setActive(TrafficRouter.Target(generation: 1, port: server.port))
         let (proxy, port) = try await Self.proxy(router: router)
+        return (server, router, proxy, port)
+    }
+
+    @Test func aClientThatDoesNotReadStopsTheServersWritesInsteadOfFillingSafeWatchsMemory() async throws {
+        let (server, _, proxy, port) = try await Self.proxyToServer()
         defer { Task { await proxy.close() } }
 
         let total = 64 << 20
@@ -42,10 +49,7 @@ import Testing
     }
 
     @Test func aClientThatShutsDownItsSendingSideStillGetsTheWholeAnswer() async throws {
-        let server = try Listener()
-        let router = TrafficRouter()
-        router.setActive(TrafficRouter.Target(generation: 1, port: server.port))
-        let (proxy, port) = try await Self.proxy(router: router)
+        let (server, _, proxy, port) = try await Self.proxyToServer()
         defer { Task { await proxy.close() } }
 
         let client = try Socket(connectingTo: port)
@@ -101,10 +105,7 @@ import Testing
     }
 
     @Test func anOpenConnectionHoldsItsGenerationUntilItCloses() async throws {
-        let server = try Listener()
-        let router = TrafficRouter()
-        router.setActive(TrafficRouter.Target(generation: 1, port: server.port))
-        let (proxy, port) = try await Self.proxy(router: router)
+        let (server, router, proxy, port) = try await Self.proxyToServer()
         defer { Task { await proxy.close() } }
 
         let client = try Socket(connectingTo: port)
@@ -174,18 +175,7 @@ private final class Socket: Sendable {
 
     /// Connects to 127.0.0.1:`port`; with `receiveBuffer`, its kernel receive buffer is that small.
     convenience init(connectingTo port: Int, receiveBuffer: Int32? = nil) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.init(fd: fd)
-        if let receiveBuffer { self.setBuffer(SO_RCVBUF, receiveBuffer) }
-        self.setReceiveTimeout()
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else { throw SocketFailure("connect: \(String(cString: strerror(errno)))") }
+        self.init(fd: try connectLoopback(port: port, timeout: 20, receiveBuffer: receiveBuffer))
     }
 
     deinit { Glibc.close(self.fd) }
