@@ -116,18 +116,7 @@ public struct Prober: Sendable {
         } catch {
             return .failure("cannot run health.command: \(error)")
         }
-        let status: ExitStatus? = await withTaskGroup(of: ExitStatus?.self) { group -> ExitStatus? in
-            group.addTask { await Reaper.shared.wait(for: process.pid) as ExitStatus? }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            if first == nil { await Teardown.killGroup.run(on: process) }
-            group.cancelAll()
-            return first
-        }
-        switch status {
+        switch await process.exitStatus(within: timeout, orElse: .killGroup) {
         case .exited(0): return .success
         case nil: return .failure("health.command did not finish within \(timeout.humanReadable)")
         case .some(let status): return .notReady("health.command ended with \(status)")

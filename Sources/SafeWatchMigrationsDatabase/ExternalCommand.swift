@@ -68,17 +68,7 @@ package enum ExternalCommand {
         }
         output.closeWriteEnd()
         errors.closeWriteEnd()
-        let status: ExitStatus? = await withTaskGroup(of: ExitStatus?.self) { group in
-            group.addTask { await Reaper.shared.wait(for: process.pid) }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            if first == nil { await Self.stop.run(on: process) }
-            group.cancelAll()
-            return first
-        }
+        let status = await process.exitStatus(within: timeout, orElse: Self.stop)
         var closed = 0
         for await _ in ends {
             closed += 1

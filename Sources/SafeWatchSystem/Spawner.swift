@@ -126,21 +126,6 @@ private func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CC
     return string.withCString { body($0) }
 }
 
-/// Process groups: every child leads its own (it was spawned with setsid), so stopping a child
-/// means signalling its whole group — the server and whatever it started.
-public enum ProcessGroup {
-    /// Sends `signal` to the group led by `pid`; false if the group is gone.
-    @discardableResult
-    public static func signal(_ pid: pid_t, _ signal: Int32) -> Bool {
-        kill(-pid, signal) == 0
-    }
-
-    /// Whether any process of the group still exists.
-    public static func exists(_ pid: pid_t) -> Bool {
-        kill(-pid, 0) == 0 || Errno.current == .notPermitted
-    }
-}
-
 /// Makes safe-watch a child subreaper: orphans of its children (a server that daemonizes) are
 /// reparented to it, not to init, so they are still tracked, stopped and reaped.
 public func becomeChildSubreaper() throws(SystemError) {

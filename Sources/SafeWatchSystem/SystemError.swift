@@ -20,6 +20,7 @@ public struct Errno: RawRepresentable, Error, Hashable, Sendable, CustomStringCo
     public static let notPermitted = Errno(rawValue: EPERM)
     public static let noSuchFileOrDirectory = Errno(rawValue: ENOENT)
     public static let interrupted = Errno(rawValue: EINTR)
+    public static let noSuchProcess = Errno(rawValue: ESRCH)
     public static let ioError = Errno(rawValue: EIO)
     public static let badFileDescriptor = Errno(rawValue: EBADF)
     public static let wouldBlock = Errno(rawValue: EWOULDBLOCK)

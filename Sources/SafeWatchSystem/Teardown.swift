@@ -1,5 +1,6 @@
 import CSafeWatchShims
 import Glibc
+import SafeWatchCore
 import Synchronization
 
 /// One step of stopping processes.
@@ -139,7 +140,7 @@ public final class ProcessHandle: Sendable {
     /// Nil if it no longer passes (or is gone).
     public static func open(pid: pid_t, isStillIt: (pid_t) -> Bool) -> ProcessHandle? {
         let descriptor = sw_pidfd_open(pid)
-        if descriptor < 0 && sw_errno() == ESRCH { return nil }
+        if descriptor < 0 && Errno.current == .noSuchProcess { return nil }
         let handle = ProcessHandle(pid: pid, descriptor: descriptor)
         return isStillIt(pid) ? handle : nil
     }
@@ -149,7 +150,7 @@ public final class ProcessHandle: Sendable {
     public func signal(_ signal: Int32, toGroup: Bool) -> Bool {
         guard self.descriptor >= 0 else { return kill(toGroup ? -self.pid : self.pid, signal) == 0 }
         if sw_pidfd_send_signal(self.descriptor, signal, toGroup ? 1 : 0) == 0 { return true }
-        guard toGroup, sw_errno() == EINVAL else { return false }  // ESRCH: gone
+        guard toGroup, Errno.current == .invalidArgument else { return false }  // ESRCH: gone
         // Before Linux 6.9 a pidfd cannot name a group. The group's number is the leader's pid,
         // which is not reused while the leader is unreaped (pidfd signal 0 succeeds on a zombie).
         guard sw_pidfd_send_signal(self.descriptor, 0, 0) == 0 else { return false }
@@ -158,13 +159,30 @@ public final class ProcessHandle: Sendable {
 
     /// Whether the process has exited (reaped or not).
     public var hasExited: Bool {
-        guard self.descriptor >= 0 else { return kill(self.pid, 0) != 0 && errno == ESRCH }
+        guard self.descriptor >= 0 else { return kill(self.pid, 0) != 0 && Errno.current == .noSuchProcess }
         var descriptor = pollfd(fd: self.descriptor, events: Int16(POLLIN), revents: 0)
         return poll(&descriptor, 1, 0) > 0
     }
 
     /// Whether any process of the group it leads is still there (its leader included).
     public var groupExists: Bool {
-        self.signal(0, toGroup: true) || sw_errno() == EPERM
+        self.signal(0, toGroup: true) || Errno.current == .notPermitted
+    }
+
+    /// The child's exit status, from the `Reaper`; nil if it did not exit within `timeout`, and then
+    /// `teardown` has been carried out on it when this returns.
+    public func exitStatus(within timeout: Duration, orElse teardown: Teardown) async -> ExitStatus? {
+        let pid = self.pid
+        return await withTaskGroup(of: ExitStatus?.self) { group -> ExitStatus? in
+            group.addTask { await Reaper.shared.wait(for: pid) as ExitStatus? }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            if first == nil { await teardown.run(on: self) }
+            group.cancelAll()
+            return first
+        }
     }
 }

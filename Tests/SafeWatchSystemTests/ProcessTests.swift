@@ -57,7 +57,7 @@ import Testing
         let pid = try await spawn("echo ready; exec sleep 30", output: output)
         output.closeWriteEnd()
         #expect(await lines.wait(until: { $0 == ["ready"] }))
-        ProcessGroup.signal(pid, SIGUSR1)
+        kill(-pid, SIGUSR1)  // the group it leads
         #expect(await Reaper.shared.wait(for: pid) == .signalled(SIGUSR1))
     }
 
@@ -70,7 +70,7 @@ import Testing
         #expect(await lines.wait(until: { $0.count == 1 }))
         let grandchild = pid_t(lines.all.first ?? "") ?? 0
         #expect(grandchild > 0)
-        ProcessGroup.signal(pid, SIGTERM)
+        kill(-pid, SIGTERM)  // the group it leads
         #expect(await Reaper.shared.wait(for: pid) == .signalled(SIGTERM))
         // The grandchild got the group's signal too.
         #expect(await waitUntilGone(grandchild))
