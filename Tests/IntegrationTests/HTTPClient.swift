@@ -186,19 +186,10 @@ final class ClientPool: Sendable {
 
     /// Waits until more than `count` requests have been answered (false after `limit`).
     func waitForMore(than count: Int, limit: Duration = .seconds(60)) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for await _ in self.progress where self.snapshot.ok > count { return true }
-                return false
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return false
-            }
-            let result = await group.next() ?? false
-            group.cancelAll()
-            return result
-        }
+        await result(within: limit) {
+            for await _ in self.progress where self.snapshot.ok > count { return true }
+            return false
+        } ?? false
     }
 
     /// Stops the clients and waits for them to finish their current request.

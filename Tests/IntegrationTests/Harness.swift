@@ -400,19 +400,11 @@ func processes(mentioning text: String) -> [pid_t] {
 func exitStatus(
     of pid: pid_t, exit: Task<ExitStatus, Never>, outputClosed: Task<Void, Never>, limit: Duration
 ) async -> ExitStatus? {
-    await withTaskGroup(of: ExitStatus?.self) { group in
-        group.addTask {
-            let status = await exit.value
-            await outputClosed.value
-            return status
-        }
-        group.addTask {
-            try? await Task.sleep(for: limit)
-            return nil
-        }
-        let result = await group.next() ?? nil
-        group.cancelAll()
-        if result == nil { kill(pid, SIGKILL) }
-        return result
+    let status = await result(within: limit) { () -> ExitStatus? in
+        let status = await exit.value
+        await outputClosed.value
+        return status
     }
+    if status == nil { kill(pid, SIGKILL) }
+    return status
 }

@@ -211,16 +211,6 @@ extension SupervisorIntegrationTests {
     }
 }
 
-/// Waits until `condition` holds, checking every 20 ms, at most `limit`.
-func waitUntil(limit: Duration, _ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return condition()
-}
-
 /// Established TCP connections on the ports `pid` listens on (from /proc/net/tcp): a request
 /// that reached a frozen server's accept queue.
 func tcpConnections(toPortOf pid: pid_t) -> Int {

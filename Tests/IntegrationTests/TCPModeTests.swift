@@ -17,10 +17,8 @@ extension SupervisorIntegrationTests {
         #expect(try await http2Get(port: port) == "served by gen 1", "\(safeWatch.output)")
 
         // An HTTP/2 request whose body the test sends: its connection stays open until the body ends.
-        let held = try await HeldHTTP2Upload(port: port, agent: "held-across-the-swap")
-        held.send("the first half of the body\n")
-        let reached = await safeWatch.log.waitForLine(containing: "user-agent: held-across-the-swap", limit: .seconds(30))
-        #expect(reached?.contains("[gen 1]") == true, "the request did not reach gen 1:\n\(safeWatch.output)")
+        let held = try await self.openUpload(
+            "held-across-the-swap", sending: "the first half of the body\n", port: port, reaching: 1, of: safeWatch)
 
         var mark = safeWatch.log.count
         try TCPModeFixture.serve(generation: 2, in: directory)
@@ -41,10 +39,7 @@ extension SupervisorIntegrationTests {
 
         // Stopping safe-watch: the listener closes, an open connection still finishes on its
         // generation before that generation is stopped.
-        let last = try await HeldHTTP2Upload(port: port, agent: "open-while-stopping")
-        last.send("body\n")
-        let reachedTwo = await safeWatch.log.waitForLine(containing: "user-agent: open-while-stopping", limit: .seconds(30))
-        #expect(reachedTwo?.contains("[gen 2]") == true, "\(safeWatch.output)")
+        let last = try await self.openUpload("open-while-stopping", sending: "body\n", port: port, reaching: 2, of: safeWatch)
         mark = safeWatch.log.count
         let children = safeWatch.descendantIdentities
         #expect(!children.isEmpty, "gen 2 should be running under safe-watch")
@@ -60,10 +55,7 @@ extension SupervisorIntegrationTests {
     @Test func tcpModeStopsTheOldGenerationAtStopTimeoutWhenAConnectionStaysOpen() async throws {
         let (safeWatch, port, directory) = try await self.startTCPMode(stopTimeout: "2s")
         defer { TCPModeFixture.clean(directory) }
-        let held = try await HeldHTTP2Upload(port: port, agent: "never-ends")
-        held.send("a body that never ends\n")
-        let reached = await safeWatch.log.waitForLine(containing: "user-agent: never-ends", limit: .seconds(30))
-        #expect(reached?.contains("[gen 1]") == true, "\(safeWatch.output)")
+        let held = try await self.openUpload("never-ends", sending: "a body that never ends\n", port: port, reaching: 1, of: safeWatch)
 
         let mark = safeWatch.log.count
         try TCPModeFixture.serve(generation: 2, in: directory)
@@ -79,6 +71,17 @@ extension SupervisorIntegrationTests {
         #expect(!held.output.contains("served by"), "\(held.output)")
         #expect(try await http2Get(port: port) == "served by gen 2", "\(safeWatch.output)")
         #expect(await safeWatch.terminate() == .exited(0), "\(safeWatch.output)")
+    }
+
+    /// An HTTP/2 upload that sent `body` and is left open, once the server logged it as `generation`.
+    func openUpload(
+        _ agent: String, sending body: String, port: Int, reaching generation: Generation, of safeWatch: SafeWatchProcess
+    ) async throws -> HeldHTTP2Upload {
+        let upload = try await HeldHTTP2Upload(port: port, agent: agent)
+        upload.send(body)
+        let reached = await safeWatch.log.waitForLine(containing: "user-agent: \(agent)", limit: .seconds(30))
+        #expect(reached?.contains("[gen \(generation)]") == true, "the request did not reach gen \(generation):\n\(safeWatch.output)")
+        return upload
     }
 
     /// Starts safe-watch in tcp mode on the fixture with the nghttpd script as its server (no

@@ -140,19 +140,19 @@ private struct InterruptedRead {
             let answer = body(pipe.readEnd)
             result.withLock { $0 = answer }
         }
-        #expect(await waitUntil { thread.withLock { $0 } != nil })
+        #expect(await waitUntil(checkingEvery: .milliseconds(1)) { thread.withLock { $0 } != nil })
         guard let (handle, id) = thread.withLock({ $0 }) else { return "no thread" }
-        #expect(await waitUntil { isBlockedInRead(id) }, "the thread never blocked in read")
+        #expect(await waitUntil(checkingEvery: .milliseconds(1)) { isBlockedInRead(id) }, "the thread never blocked in read")
 
         let before = interruptions.load(ordering: .relaxed)
         #expect(pthread_kill(handle, SIGUSR2) == 0)
-        #expect(await waitUntil { interruptions.load(ordering: .relaxed) > before }, "the handler never ran")
+        #expect(await waitUntil(checkingEvery: .milliseconds(1)) { interruptions.load(ordering: .relaxed) > before }, "the handler never ran")
         // Either the read ended with EINTR, or the thread waits in read again.
-        #expect(await waitUntil { result.withLock { $0 } != nil || isBlockedInRead(id) })
+        #expect(await waitUntil(checkingEvery: .milliseconds(1)) { result.withLock { $0 } != nil || isBlockedInRead(id) })
         if result.withLock({ $0 }) == nil {
             try pipe.writeEnd.writeAll([42])
         }
-        #expect(await waitUntil { result.withLock { $0 } != nil }, "the read never returned")
+        #expect(await waitUntil(checkingEvery: .milliseconds(1)) { result.withLock { $0 } != nil }, "the read never returned")
         return result.withLock { $0 } ?? "no result"
     }
 }
@@ -168,17 +168,6 @@ private let readSyscall = 63
 private func isBlockedInRead(_ id: String) -> Bool {
     guard let text = try? String(contentsOfFile: "/proc/\(id)/syscall", encoding: .utf8) else { return false }
     return text.split(separator: " ").first == "\(readSyscall)"
-}
-
-/// Whether `condition` came to hold within `limit`, checked every millisecond: the limit only
-/// bounds a failing test.
-private func waitUntil(limit: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(1))
-    }
-    return condition()
 }
 
 /// Both ends of a TCP connection on 127.0.0.1.

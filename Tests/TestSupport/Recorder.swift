@@ -82,3 +82,30 @@ extension Recorder where Element == String {
         await self.wait(limit: limit) { lines in lines.dropFirst(from).first { $0.contains(text) } }
     }
 }
+
+/// What `body` returns, or nil if it has not returned within `limit`; it is cancelled then. The
+/// limit only bounds a failing test.
+public func result<T: Sendable>(within limit: Duration, _ body: @escaping @Sendable () async -> T?) async -> T? {
+    await withTaskGroup(of: T?.self) { group in
+        group.addTask { await body() }
+        group.addTask {
+            try? await Task.sleep(for: limit)
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+}
+
+/// Whether `condition` came to hold within `limit`, checked every `interval`: for states nothing
+/// announces (a thread blocked in a system call, a process tree), where polling is the readiness
+/// check. The limit only bounds a failing test.
+public func waitUntil(limit: Duration = .seconds(10), checkingEvery interval: Duration = .milliseconds(20), _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return condition()
+}
