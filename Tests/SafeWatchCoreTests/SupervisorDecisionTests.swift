@@ -24,14 +24,6 @@ import Testing
         return machine
     }
 
-    func commands(_ actions: [SupervisorAction]) -> [SupervisorAction] {
-        actions.filter { if case .report = $0 { return false } else { return true } }
-    }
-
-    func reports(_ actions: [SupervisorAction]) -> [Report] {
-        actions.compactMap { if case .report(let report) = $0 { return report } else { return nil } }
-    }
-
     // MARK: Control requests
 
     @Test func rebuildAnswersWhatHappenedToTheBuild() {

@@ -15,14 +15,6 @@ import Testing
         return machine
     }
 
-    func commands(_ actions: [SupervisorAction]) -> [SupervisorAction] {
-        actions.filter { if case .report = $0 { return false } else { return true } }
-    }
-
-    func reports(_ actions: [SupervisorAction]) -> [Report] {
-        actions.compactMap { if case .report(let report) = $0 { return report } else { return nil } }
-    }
-
     @Test func firstBuildIsStagedLaunchedAndSwappedIn() {
         var machine = Supervisor(policy: SupervisorPolicy())
         #expect(commands(machine.started(at: .zero)) == [.startBuild(1)])
@@ -314,4 +306,14 @@ import Testing
         #expect(machine.configRejected("bad") == [.report(.configRejected("bad", keeping: "the previous configuration stays in force"))])
         #expect(machine.policy.stopTimeout == .seconds(1))
     }
+}
+
+/// The actions that are commands to the runtime, without the reports.
+func commands(_ actions: [SupervisorAction]) -> [SupervisorAction] {
+    actions.filter { if case .report = $0 { return false } else { return true } }
+}
+
+/// The reports among the actions.
+func reports(_ actions: [SupervisorAction]) -> [Report] {
+    actions.compactMap { if case .report(let report) = $0 { return report } else { return nil } }
 }
