@@ -141,6 +141,14 @@ actor FrameworkFixtures {
         return makeTemporaryDirectory("framework-apps")
     }()
 
+    /// Killed by a signal: directly, or as the shell reports it (128 + N).
+    static func diedOfASignal(_ status: ExitStatus) -> Bool {
+        switch status {
+        case .signalled: true
+        case .exited(let code): code > 128
+        }
+    }
+
     /// The app's directory, generated and built on first use.
     func directory(_ app: FrameworkApp) async throws -> String {
         if let prepared = self.prepared[app] { return prepared }
@@ -148,8 +156,14 @@ actor FrameworkFixtures {
         try app.write(into: directory, version: "v1")
         let started = ContinuousClock.now
         // Built by the account safe-watch runs as, as a user's checkout is.
-        let (status, output) = try await runAsAccount("/bin/sh", ["-c", "swift build --product App 2>&1"], in: directory)
-        guard status == .exited(0) else { throw HarnessError("building \(app.name) failed: \(output.suffix(3000))") }
+        var (status, output) = try await runAsAccount("/bin/sh", ["-c", "swift build --product App 2>&1"], in: directory)
+        if Self.diedOfASignal(status) {
+            // swift-build itself crashed (this machine's kernel log shows SwiftPM dying of SIGILL
+            // now and then): the fixture, not safe-watch, failed. Once more, from where it stopped.
+            print("FrameworkFixtures: swift build of \(app.name) died (\(status)); building again")
+            (status, output) = try await runAsAccount("/bin/sh", ["-c", "swift build --product App 2>&1"], in: directory)
+        }
+        guard status == .exited(0) else { throw HarnessError("building \(app.name) failed (\(status)): \(output.suffix(3000))") }
         // The first builds are most of this suite's time, and of CI's: say how long they took.
         print("FrameworkFixtures: swift build of \(app.name) took \((ContinuousClock.now - started).humanReadable)")
         self.prepared[app] = directory
