@@ -146,7 +146,9 @@ final class ProxyConnection: ChannelDuplexHandler {
     private final class Exchange {
         let request: RequestHead
         /// The head as it goes upstream, kept until the request may no longer be replayed.
-        var forwardedHead: [UInt8]
+        /// The head as it goes to the server, kept until the server answers: a request refused on a
+        /// reused connection goes again. Nil once answered.
+        var forwardedHead: ByteBuffer?
         var requestBody: BodyProgress
         /// Request bytes went upstream beyond what can be replayed (a body).
         var sentBody = false
@@ -163,7 +165,7 @@ final class ProxyConnection: ChannelDuplexHandler {
         /// The response is sent de-chunked (a chunked response to an HTTP/1.0 client).
         var dechunking = false
 
-        init(request: RequestHead, forwardedHead: [UInt8], requestBody: BodyProgress, clientKeeps: Bool) {
+        init(request: RequestHead, forwardedHead: ByteBuffer, requestBody: BodyProgress, clientKeeps: Bool) {
             self.request = request
             self.forwardedHead = forwardedHead
             self.requestBody = requestBody
@@ -211,6 +213,11 @@ final class ProxyConnection: ChannelDuplexHandler {
     private var forwarding: ForwardingFields?
     /// Idle server connections shared by the client connections on this event loop.
     private var pool: UpstreamPool?
+    /// Where heads are rewritten; kept, with its capacity, for the connection's next request.
+    private var headScratch: [UInt8] = []
+    /// The forwarded request heads, one at a time: the storage is written again for the next
+    /// request once the server has answered (the exchange let go of it), so no allocation.
+    private var forwardedHeads = ByteBuffer()
 
     /// What one connection may hold in memory: one read of at most 32 KiB, and at most 32 KiB
     /// queued for writing before the other side stops being read (NIO's defaults are twice
@@ -392,19 +399,32 @@ final class ProxyConnection: ChannelDuplexHandler {
             return true
         case .complete(let length):
             self.headSearched = 0
-            let headBytes = received.readBytes(length: length) ?? []
+            // Read where it lies, and the forwarded head written into buffers this connection keeps:
+            // the usual request allocates nothing here.
+            let parsed = received.withUnsafeReadableBytes { raw in
+                let head = UnsafeRawBufferPointer(rebasing: raw[..<length])
+                return Result { () throws(HTTPFraming.Refusal) in
+                    let request = try RequestHead(head)
+                    request.forwarded(from: head, self.forwarding, into: &self.headScratch)
+                    return request
+                }
+            }
+            received.moveReaderIndex(forwardBy: length)
             self.received = received.readableBytes > 0 ? received : nil
             let request: RequestHead
-            do {
-                request = try RequestHead(headBytes)
-            } catch {
+            switch parsed {
+            case .success(let head):
+                request = head
+            case .failure(let refusal):
                 self.received = nil
-                self.refuse(status: error.status, reason: "Bad Request", detail: error.reason)
+                self.refuse(status: refusal.status, reason: "Bad Request", detail: refusal.reason)
                 return true
             }
             self.requestNumber += 1
+            self.forwardedHeads.clear()
+            self.forwardedHeads.writeBytes(self.headScratch)
             self.exchange = Exchange(
-                request: request, forwardedHead: request.forwarded(self.forwarding), requestBody: BodyProgress(request.body),
+                request: request, forwardedHead: self.forwardedHeads, requestBody: BodyProgress(request.body),
                 clientKeeps: request.keepAlive && !self.shuttingDown)
             self.phase = .routing
             self.route()
@@ -525,7 +545,7 @@ final class ProxyConnection: ChannelDuplexHandler {
         guard let exchange = self.exchange, let upstream = self.upstream else { return }
         self.phase = .exchanging
         self.responseHead = nil
-        upstream.handler.write(upstream.channel.allocator.buffer(bytes: exchange.forwardedHead))
+        if let head = exchange.forwardedHead { upstream.handler.write(head) }
         self.passRequestBody()
         upstream.handler.flush()
         upstream.handler.resumeReads()
@@ -609,39 +629,57 @@ final class ProxyConnection: ChannelDuplexHandler {
                     return
                 case .complete(let length):
                     self.responseHead = nil
-                    let headBytes = bytes.readBytes(length: length) ?? []
+                    let method = exchange.request.method
+                    let parsed = bytes.withUnsafeReadableBytes { raw in
+                        Result { () throws(HTTPFraming.Refusal) in
+                            try ResponseHead(UnsafeRawBufferPointer(rebasing: raw[..<length]), requestMethod: method)
+                        }
+                    }
                     let response: ResponseHead
-                    do {
-                        response = try ResponseHead(headBytes, requestMethod: exchange.request.method)
-                    } catch {
-                        self.failUpstream(detail: "the server answered with \(error.reason)")
+                    switch parsed {
+                    case .success(let head):
+                        response = head
+                    case .failure(let refusal):
+                        self.failUpstream(detail: "the server answered with \(refusal.reason)")
                         return
                     }
                     if response.isInterim {
                         // 100 Continue and friends reach the client; the final answer follows.
-                        context.write(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: response.forwarded(
-                            clientKeepsConnection: true, clientVersion: exchange.request.version, dechunking: false))), promise: nil)
+                        let head = self.forwardedResponseHead(
+                            response, length: length, from: &bytes, clientKeeps: true, clientVersion: exchange.request.version,
+                            dechunking: false, allocator: context.channel.allocator)
+                        context.write(self.wrapOutboundOut(head), promise: nil)
                         continue
                     }
-                    if response.status == 101 && exchange.request.isUpgrade {
-                        self.beginTunnel(head: headBytes, rest: bytes, context: context)
+                    if response.status == 101 && exchange.request.isUpgrade, let head = bytes.readSlice(length: length) {
+                        self.beginTunnel(head: head, rest: bytes, context: context)
                         return
                     }
                     exchange.dechunking = response.body == .chunked && exchange.request.version < .http1_1
                     if response.body == .untilClose || exchange.dechunking { exchange.clientKeeps = false }
                     if self.shuttingDown { exchange.clientKeeps = false }
-                    var head = context.channel.allocator.buffer(bytes: response.forwarded(
-                        clientKeepsConnection: exchange.clientKeeps, clientVersion: exchange.request.version,
-                        dechunking: exchange.dechunking))
-                    exchange.forwardedHead = []  // answered: never replayed
+                    exchange.forwardedHead = nil  // answered: never replayed
                     exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
-                    // A small body that came with its head goes out in the same buffer: one write,
-                    // not a vector of two.
-                    if case .length(let length) = response.body, length <= 16 * 1024, bytes.readableBytes >= Int(length),
-                        var body = bytes.readSlice(length: Int(length))
-                    {
-                        head.writeBuffer(&body)
+                    // A body that came whole with its head goes out with it: one write, not two.
+                    var bodyWithHead = 0
+                    if case .length(let bodyLength) = response.body, UInt64(bytes.readableBytes - length) >= bodyLength {
+                        bodyWithHead = Int(bodyLength)
                         exchange.response = .body(.done, keepAlive: response.keepAlive)
+                    }
+                    let head: ByteBuffer
+                    if response.passesUnchanged(
+                        clientKeepsConnection: exchange.clientKeeps, clientVersion: exchange.request.version, dechunking: exchange.dechunking),
+                        let asSent = bytes.readSlice(length: length + bodyWithHead)
+                    {
+                        // The usual answer: the server's own bytes, not copied.
+                        head = asSent
+                    } else {
+                        var rewritten = self.forwardedResponseHead(
+                            response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps,
+                            clientVersion: exchange.request.version, dechunking: exchange.dechunking,
+                            allocator: context.channel.allocator, extraCapacity: bodyWithHead)
+                        if var body = bytes.readSlice(length: bodyWithHead) { rewritten.writeBuffer(&body) }
+                        head = rewritten
                     }
                     context.write(self.wrapOutboundOut(head), promise: nil)
                     if case .body(.done, _) = exchange.response {
@@ -722,7 +760,7 @@ final class ProxyConnection: ChannelDuplexHandler {
             // the request went, or died on it. The request may have been acted on, so only one
             // that is safe to repeat and has no body goes again, once (a request that kills
             // its server every time gets its 502). Anything else — a POST — is never sent twice.
-            if exchange.replays == 0, !exchange.sentBody, !exchange.forwardedHead.isEmpty, self.responseHead == nil,
+            if exchange.replays == 0, !exchange.sentBody, exchange.forwardedHead != nil, self.responseHead == nil,
                 Self.idempotent.contains(exchange.request.method)
             {
                 self.exchange?.replays += 1
@@ -837,10 +875,10 @@ final class ProxyConnection: ChannelDuplexHandler {
 
     /// The server agreed to switch protocols: from here on bytes pass both ways untouched. The
     /// tunnel stays counted against its generation until it closes, so a swap drains it.
-    private func beginTunnel(head: [UInt8], rest: ByteBuffer, context: ChannelHandlerContext) {
+    private func beginTunnel(head: ByteBuffer, rest: ByteBuffer, context: ChannelHandlerContext) {
         self.phase = .tunnel
-        self.exchange?.forwardedHead = []
-        context.write(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: head)), promise: nil)
+        self.exchange?.forwardedHead = nil
+        context.write(self.wrapOutboundOut(head), promise: nil)
         if rest.readableBytes > 0 { context.write(self.wrapOutboundOut(rest), promise: nil) }
         context.flush()
         if let received = self.received, received.readableBytes > 0, let upstream = self.upstream {
@@ -874,6 +912,23 @@ final class ProxyConnection: ChannelDuplexHandler {
     }
 
     // MARK: Helpers
+
+    /// The response head at the start of `bytes` (`length` bytes), rewritten for the client, in a
+    /// new buffer; `bytes` moves past it.
+    private func forwardedResponseHead(
+        _ response: ResponseHead, length: Int, from bytes: inout ByteBuffer, clientKeeps: Bool, clientVersion: HTTPVersionNumber,
+        dechunking: Bool, allocator: ByteBufferAllocator, extraCapacity: Int = 0
+    ) -> ByteBuffer {
+        bytes.withUnsafeReadableBytes { raw in
+            response.forwarded(
+                from: UnsafeRawBufferPointer(rebasing: raw[..<length]), clientKeepsConnection: clientKeeps, clientVersion: clientVersion,
+                dechunking: dechunking, into: &self.headScratch)
+        }
+        bytes.moveReaderIndex(forwardBy: length)
+        var head = allocator.buffer(capacity: self.headScratch.count + extraCapacity)
+        head.writeBytes(self.headScratch)
+        return head
+    }
 
     private func releaseCount() {
         if let generation = self.exchange?.counted {

@@ -2,7 +2,8 @@
 /// framed, and which header lines are the connection's own (hop-by-hop). Everything else passes
 /// through as the bytes received, so no header value is ever decoded, re-encoded or reordered.
 ///
-/// Pure: heads are byte arrays, results are values; the proxy's channel handlers do the I/O.
+/// Pure: heads are read where they lie (no copy, and no allocation for the usual head), results are
+/// values; the proxy's channel handlers do the I/O.
 public enum HTTPFraming {
     /// Largest head (start line and header fields) accepted; a larger one is refused (431 for a
     /// request, 502 for a response).
@@ -67,67 +68,297 @@ public struct HeaderField: Equatable, Sendable {
     public var value: Range<Int>
 }
 
-/// The parts of a head common to requests and responses.
-public struct HeadLines: Equatable, Sendable {
-    public var bytes: [UInt8]
-    /// The start line without its line ending.
-    public var startLine: Range<Int>
-    public var fields: [HeaderField]
+/// The tokens of a head's `Connection` fields (RFC 9110 §7.6.1).
+struct ConnectionOptions: Equatable, Sendable {
+    var close = false
+    var keepAlive = false
+    var upgrade = false
+    /// A token other than those three: it names a field that is the connection's own.
+    var namesFields = false
+}
 
-    /// Splits `bytes` (a whole head, its blank line included) into the start line and fields.
-    init(_ bytes: [UInt8]) throws(HTTPFraming.Refusal) {
-        self.bytes = bytes
-        self.startLine = 0..<0
-        self.fields = []
-        self.fields.reserveCapacity(16)
-        var start = 0
-        var index = 0
-        var first = true
-        while index < bytes.count {
-            if bytes[index] == HTTPFraming.lf {
-                var end = index
-                if end > start, bytes[end - 1] == HTTPFraming.cr { end -= 1 }
-                if end == start { break }  // the blank line
-                if first {
-                    self.startLine = start..<end
-                    first = false
-                } else {
-                    self.fields.append(try Self.field(start..<end, in: bytes))
-                }
-                start = index + 1
+/// Where the parts of a head are, and what its framing and hop-by-hop rules depend on: found in
+/// one pass over the bytes where they lie, with no allocation. Every request and every response
+/// through the proxy is read this way, so the usual head costs one walk and no copy.
+struct HeadSummary: Equatable, Sendable {
+    var startLine: Range<Int> = 0..<0
+    /// Where the first field line starts.
+    var fieldsStart = 0
+    /// Where the blank line that ends the head starts.
+    var fieldsEnd = 0
+    /// Some line ends with a bare LF: the head is rewritten with CRLF before it travels on.
+    var bareLineFeeds = false
+    var contentLength: UInt64?
+    var hosts = 0
+    var host: Range<Int>?
+    var hasUpgrade = false
+    var expectsContinue = false
+    var connection = ConnectionOptions()
+    var transferCodings = 0
+    var lastCodingIsChunked = false
+    /// `Connection`, `Keep-Alive` and `Proxy-Connection` lines: the proxy takes them out.
+    var connectionFields = 0
+    /// `X-Forwarded-For` and `Forwarded` lines: the proxy merges its own hop into them.
+    var mergedForwardingFields = 0
+    var hasForwardedProto = false
+
+    /// Reads a whole head (its blank line included); malformed lines are refused with `status`.
+    init(_ bytes: UnsafeRawBufferPointer, refusing status: Int) throws(HTTPFraming.Refusal) {
+        var sawStartLine = false
+        let blankLine = try bytes.forEachHeadLine(from: 0) { line throws(HTTPFraming.Refusal) in
+            if !sawStartLine {
+                self.startLine = line.content
+                self.fieldsStart = line.next
+                sawStartLine = true
+            } else {
+                try self.add(try HeaderField(validating: line.content, in: bytes), in: bytes, refusing: status)
             }
-            index += 1
+            if line.endsWithBareLineFeed { self.bareLineFeeds = true }
         }
-        if first { throw HTTPFraming.Refusal(status: 400, reason: "empty head") }
+        guard sawStartLine else { throw HTTPFraming.Refusal(status: status, reason: "empty head") }
+        self.fieldsEnd = blankLine.start
+        if blankLine.endsWithBareLineFeed { self.bareLineFeeds = true }
     }
 
-    private static func field(_ line: Range<Int>, in bytes: [UInt8]) throws(HTTPFraming.Refusal) -> HeaderField {
-        // obs-fold (a line that continues the previous one) is refused, as RFC 9112 allows.
-        guard bytes[line.lowerBound] != 32, bytes[line.lowerBound] != 9,
-            let colon = bytes[line].firstIndex(of: 58), colon > line.lowerBound
-        else { throw HTTPFraming.Refusal(status: 400, reason: "malformed header line") }
-        for byte in bytes[line.lowerBound..<colon] where !Self.isTokenByte(byte) {
-            throw HTTPFraming.Refusal(status: 400, reason: "malformed header name")
+    private mutating func add(_ field: HeaderField, in bytes: UnsafeRawBufferPointer, refusing status: Int) throws(HTTPFraming.Refusal) {
+        let name = field.name
+        switch name.count {
+        case 4 where bytes.equalsIgnoringCase(name, "host"):
+            self.hosts += 1
+            self.host = field.value
+        case 6 where bytes.equalsIgnoringCase(name, "expect"):
+            if bytes.equalsIgnoringCase(field.value, "100-continue") { self.expectsContinue = true }
+        case 7 where bytes.equalsIgnoringCase(name, "upgrade"):
+            self.hasUpgrade = true
+        case 9 where bytes.equalsIgnoringCase(name, "forwarded"):
+            self.mergedForwardingFields += 1
+        case 10 where bytes.equalsIgnoringCase(name, "connection"):
+            self.connectionFields += 1
+            bytes.forEachElement(of: field.value) { token in
+                if bytes.equalsIgnoringCase(token, "close") {
+                    self.connection.close = true
+                } else if bytes.equalsIgnoringCase(token, "keep-alive") {
+                    self.connection.keepAlive = true
+                } else if bytes.equalsIgnoringCase(token, "upgrade") {
+                    self.connection.upgrade = true
+                } else {
+                    self.connection.namesFields = true
+                }
+            }
+        case 10 where bytes.equalsIgnoringCase(name, "keep-alive"):
+            self.connectionFields += 1
+        case 14 where bytes.equalsIgnoringCase(name, "content-length"):
+            try bytes.forEachContentLength(in: field.value, refusing: status) { parsed throws(HTTPFraming.Refusal) in
+                if let length = self.contentLength, length != parsed {
+                    throw HTTPFraming.Refusal(status: status, reason: "conflicting Content-Length values")
+                }
+                self.contentLength = parsed
+            }
+        case 15 where bytes.equalsIgnoringCase(name, "x-forwarded-for"):
+            self.mergedForwardingFields += 1
+        case 16 where bytes.equalsIgnoringCase(name, "proxy-connection"):
+            self.connectionFields += 1
+        case 17 where bytes.equalsIgnoringCase(name, "transfer-encoding"):
+            bytes.forEachElement(of: field.value) { coding in
+                self.transferCodings += 1
+                self.lastCodingIsChunked = bytes.equalsIgnoringCase(coding, "chunked")
+            }
+        case 17 where bytes.equalsIgnoringCase(name, "x-forwarded-proto"):
+            self.hasForwardedProto = true
+        default:
+            break
         }
-        var valueStart = colon + 1
-        var valueEnd = line.upperBound
-        while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
-        while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
-        for byte in bytes[valueStart..<valueEnd] where byte == 0 || byte == HTTPFraming.cr || byte == HTTPFraming.lf {
-            throw HTTPFraming.Refusal(status: 400, reason: "a header value holds a control character")
-        }
-        return HeaderField(line: line, name: line.lowerBound..<colon, value: valueStart..<valueEnd)
     }
 
     /// The start line's three parts, split at its first two spaces (the third may hold spaces:
     /// a reason phrase); nil when there are fewer than two.
-    func startLineParts() -> (Range<Int>, Range<Int>, Range<Int>)? {
+    func startLineParts(in bytes: UnsafeRawBufferPointer) -> (Range<Int>, Range<Int>, Range<Int>)? {
         let line = self.startLine
-        guard let firstSpace = self.bytes[line].firstIndex(of: 32),
-            let secondSpace = self.bytes[(firstSpace + 1)..<line.upperBound].firstIndex(of: 32)
+        guard let firstSpace = bytes.firstIndex(of: 32, in: line),
+            let secondSpace = bytes.firstIndex(of: 32, in: (firstSpace + 1)..<line.upperBound)
         else { return nil }
         return (line.lowerBound..<firstSpace, (firstSpace + 1)..<secondSpace, (secondSpace + 1)..<line.upperBound)
     }
+
+    /// The `Connection` tokens that name other fields, lowercased. Only the rare head that has
+    /// such a token pays for these Strings.
+    func fieldsNamedByConnection(in bytes: UnsafeRawBufferPointer) -> [String] {
+        guard self.connection.namesFields else { return [] }
+        var names: [String] = []
+        bytes.forEachField(from: self.fieldsStart, to: self.fieldsEnd) { field in
+            guard bytes.equalsIgnoringCase(field.name, "connection") else { return }
+            bytes.forEachElement(of: field.value) { names.append(bytes.string(in: $0).lowercased()) }
+        }
+        return names
+    }
+
+    /// The connection's own header lines (RFC 9110 §7.6.1): `Connection`, the fields it names,
+    /// `Keep-Alive` and `Proxy-Connection`.
+    func isHopByHop(_ field: HeaderField, in bytes: UnsafeRawBufferPointer, namedByConnection: [String]) -> Bool {
+        let name = field.name
+        if bytes.equalsIgnoringCase(name, "connection") || bytes.equalsIgnoringCase(name, "keep-alive")
+            || bytes.equalsIgnoringCase(name, "proxy-connection")
+        {
+            return true
+        }
+        guard !namedByConnection.isEmpty else { return false }
+        // Never drop the framing because a sender listed it: it travels with the bytes.
+        if bytes.equalsIgnoringCase(name, "transfer-encoding") || bytes.equalsIgnoringCase(name, "content-length") { return false }
+        return namedByConnection.contains(bytes.string(in: name).lowercased())
+    }
+
+    /// The start line and CRLF, written to `output`.
+    func appendStartLine(from bytes: UnsafeRawBufferPointer, to output: inout [UInt8]) {
+        output.append(contentsOf: bytes.slice(self.startLine))
+        output.append(contentsOf: HTTPFraming.crlf)
+    }
+}
+
+/// One line of a head as `forEachHeadLine` finds it.
+struct HeadLine {
+    /// The line without its line ending.
+    var content: Range<Int>
+    /// Where the next line starts.
+    var next: Int
+    var endsWithBareLineFeed: Bool
+    var start: Int { self.content.lowerBound }
+}
+
+extension HeaderField {
+    /// Splits and checks one field line.
+    init(validating line: Range<Int>, in bytes: UnsafeRawBufferPointer) throws(HTTPFraming.Refusal) {
+        // obs-fold (a line that continues the previous one) is refused, as RFC 9112 allows.
+        guard bytes[line.lowerBound] != 32, bytes[line.lowerBound] != 9,
+            let colon = bytes.firstIndex(of: 58, in: line), colon > line.lowerBound
+        else { throw HTTPFraming.Refusal(status: 400, reason: "malformed header line") }
+        for index in line.lowerBound..<colon where !HTTPFraming.isTokenByte(bytes[index]) {
+            throw HTTPFraming.Refusal(status: 400, reason: "malformed header name")
+        }
+        self.init(splitting: line, at: colon, in: bytes)
+        for index in self.value where bytes[index] == 0 || bytes[index] == HTTPFraming.cr {
+            throw HTTPFraming.Refusal(status: 400, reason: "a header value holds a control character")
+        }
+    }
+
+    /// A line already checked: name before the colon, value after it without the whitespace around.
+    init(splitting line: Range<Int>, at colon: Int, in bytes: UnsafeRawBufferPointer) {
+        var valueStart = colon + 1
+        var valueEnd = line.upperBound
+        while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
+        while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+        self.init(line: line, name: line.lowerBound..<colon, value: valueStart..<valueEnd)
+    }
+}
+
+/// Reading heads in place.
+extension UnsafeRawBufferPointer {
+    /// Calls `body` with each line from `start` up to the blank line that ends the head, and
+    /// returns the blank line (or, if there is none, an empty line at the end).
+    @discardableResult
+    func forEachHeadLine<E: Error>(from start: Int, _ body: (HeadLine) throws(E) -> Void) throws(E) -> HeadLine {
+        var lineStart = start
+        var index = start
+        while index < self.count {
+            if self[index] == HTTPFraming.lf {
+                var end = index
+                let crlf = end > lineStart && self[end - 1] == HTTPFraming.cr
+                if crlf { end -= 1 }
+                let line = HeadLine(content: lineStart..<end, next: index + 1, endsWithBareLineFeed: !crlf)
+                if end == lineStart { return line }
+                try body(line)
+                lineStart = index + 1
+            }
+            index += 1
+        }
+        return HeadLine(content: lineStart..<lineStart, next: lineStart, endsWithBareLineFeed: false)
+    }
+
+    /// Calls `body` with each field of the lines between `start` and `end` (a head already read).
+    func forEachField(from start: Int, to end: Int, _ body: (HeaderField) -> Void) {
+        let fields = UnsafeRawBufferPointer(rebasing: self[..<end])
+        fields.forEachHeadLine(from: start) { line in
+            guard let colon = self.firstIndex(of: 58, in: line.content) else { return }
+            body(HeaderField(splitting: line.content, at: colon, in: self))
+        }
+    }
+
+    /// Calls `body` with each element of a comma-separated value, trimmed, empty ones skipped.
+    func forEachElement(of value: Range<Int>, _ body: (Range<Int>) -> Void) {
+        var start = value.lowerBound
+        while start <= value.upperBound {
+            var end = start
+            while end < value.upperBound, self[end] != 44 { end += 1 }  // ','
+            var first = start
+            var last = end
+            while first < last, self[first] == 32 || self[first] == 9 { first += 1 }
+            while last > first, self[last - 1] == 32 || self[last - 1] == 9 { last -= 1 }
+            if first < last { body(first..<last) }
+            start = end + 1
+        }
+    }
+
+    /// Each number of a `Content-Length` value (a list such as `5, 5` is allowed if they agree).
+    func forEachContentLength(
+        in value: Range<Int>, refusing status: Int, _ each: (UInt64) throws(HTTPFraming.Refusal) -> Void
+    ) throws(HTTPFraming.Refusal) {
+        let malformed = HTTPFraming.Refusal(status: status, reason: "malformed Content-Length")
+        var index = value.lowerBound
+        while true {
+            while index < value.upperBound, self[index] == 32 || self[index] == 9 { index += 1 }
+            var number: UInt64 = 0
+            var digits = 0
+            while index < value.upperBound, case let byte = self[index], byte >= 48 && byte <= 57 {
+                let (times10, overflowA) = number.multipliedReportingOverflow(by: 10)
+                let (sum, overflowB) = times10.addingReportingOverflow(UInt64(byte - 48))
+                guard !overflowA, !overflowB else { throw malformed }
+                number = sum
+                digits += 1
+                index += 1
+            }
+            while index < value.upperBound, self[index] == 32 || self[index] == 9 { index += 1 }
+            guard digits > 0 else { throw malformed }
+            try each(number)
+            if index == value.upperBound { return }
+            guard self[index] == 44 else { throw malformed }  // ','
+            index += 1
+        }
+    }
+
+    /// Whether the bytes in `range` are `lowercased` (ASCII, case-insensitive).
+    func equalsIgnoringCase(_ range: Range<Int>, _ lowercased: StaticString) -> Bool {
+        let count = range.count
+        guard count == lowercased.utf8CodeUnitCount else { return false }
+        let expected = lowercased.utf8Start
+        var offset = 0
+        while offset < count {
+            var byte = self[range.lowerBound + offset]
+            if byte >= 65 && byte <= 90 { byte |= 0x20 }
+            if byte != expected[offset] { return false }
+            offset += 1
+        }
+        return true
+    }
+
+    func firstIndex(of byte: UInt8, in range: Range<Int>) -> Int? {
+        var index = range.lowerBound
+        while index < range.upperBound {
+            if self[index] == byte { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: self[range])
+    }
+
+    func string(in range: Range<Int>) -> String {
+        String(decoding: self.slice(range), as: UTF8.self)
+    }
+}
+
+extension HTTPFraming {
+    static let crlf: [UInt8] = [cr, lf]
 
     static func isTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
@@ -138,115 +369,6 @@ public struct HeadLines: Equatable, Sendable {
             true
         default: false
         }
-    }
-
-    /// Whether the field's name is `lowercased` (ASCII, case-insensitive).
-    public func name(of field: HeaderField, is lowercased: StaticString) -> Bool {
-        let count = field.name.count
-        guard count == lowercased.utf8CodeUnitCount else { return false }
-        let expected = lowercased.utf8Start
-        var offset = 0
-        while offset < count {
-            var byte = self.bytes[field.name.lowerBound + offset]
-            if byte >= 65 && byte <= 90 { byte |= 0x20 }
-            if byte != expected[offset] { return false }
-            offset += 1
-        }
-        return true
-    }
-
-    public func string(_ range: Range<Int>) -> String {
-        String(decoding: self.bytes[range], as: UTF8.self)
-    }
-
-    /// What the framing depends on, found in one pass over the fields. Only the few fields it
-    /// reads are decoded; the rest are compared by length and bytes, with no allocation.
-    struct Summary {
-        var connectionTokens: [String] = []
-        var transferCodings: [String] = []
-        var contentLength: UInt64?
-        var hosts = 0
-        var host: Range<Int>?
-        var hasUpgrade = false
-        var expectsContinue = false
-    }
-
-    func summary(refusing status: Int) throws(HTTPFraming.Refusal) -> Summary {
-        var summary = Summary()
-        for field in self.fields {
-            switch field.name.count {
-            case 4 where self.name(of: field, is: "host"):
-                summary.hosts += 1
-                summary.host = field.value
-            case 6 where self.name(of: field, is: "expect"):
-                if self.string(field.value).lowercased() == "100-continue" { summary.expectsContinue = true }
-            case 7 where self.name(of: field, is: "upgrade"):
-                summary.hasUpgrade = true
-            case 10 where self.name(of: field, is: "connection"):
-                summary.connectionTokens += self.elements(field.value)
-            case 14 where self.name(of: field, is: "content-length"):
-                try self.contentLengths(field.value, refusing: status) { parsed throws(HTTPFraming.Refusal) in
-                    if let length = summary.contentLength, length != parsed {
-                        throw HTTPFraming.Refusal(status: status, reason: "conflicting Content-Length values")
-                    }
-                    summary.contentLength = parsed
-                }
-            case 17 where self.name(of: field, is: "transfer-encoding"):
-                summary.transferCodings += self.elements(field.value)
-            default:
-                break
-            }
-        }
-        return summary
-    }
-
-    /// Each number of a `Content-Length` value (a list such as `5, 5` is allowed if they agree),
-    /// read from the bytes: every response carries one, so no String is made for it.
-    private func contentLengths(
-        _ value: Range<Int>, refusing status: Int, _ each: (UInt64) throws(HTTPFraming.Refusal) -> Void
-    ) throws(HTTPFraming.Refusal) {
-        let malformed = HTTPFraming.Refusal(status: status, reason: "malformed Content-Length")
-        var index = value.lowerBound
-        while true {
-            while index < value.upperBound, self.bytes[index] == 32 || self.bytes[index] == 9 { index += 1 }
-            var number: UInt64 = 0
-            var digits = 0
-            while index < value.upperBound, case let byte = self.bytes[index], byte >= 48 && byte <= 57 {
-                let (times10, overflowA) = number.multipliedReportingOverflow(by: 10)
-                let (sum, overflowB) = times10.addingReportingOverflow(UInt64(byte - 48))
-                guard !overflowA, !overflowB else { throw malformed }
-                number = sum
-                digits += 1
-                index += 1
-            }
-            while index < value.upperBound, self.bytes[index] == 32 || self.bytes[index] == 9 { index += 1 }
-            guard digits > 0 else { throw malformed }
-            try each(number)
-            if index == value.upperBound { return }
-            guard self.bytes[index] == 44 else { throw malformed }  // ','
-            index += 1
-        }
-    }
-
-    /// The comma-separated elements of a value, trimmed and lowercased.
-    private func elements(_ value: Range<Int>) -> [String] {
-        self.string(value).split(separator: ",").map { $0.trimmingWhitespace().lowercased() }.filter { !$0.isEmpty }
-    }
-
-    /// The connection's own header lines (RFC 9110 §7.6.1): `Connection`, the fields it names,
-    /// `Keep-Alive` and `Proxy-Connection`.
-    func isHopByHop(_ field: HeaderField, connectionTokens: [String]) -> Bool {
-        if self.name(of: field, is: "connection") || self.name(of: field, is: "keep-alive")
-            || self.name(of: field, is: "proxy-connection")
-        {
-            return true
-        }
-        // close, keep-alive and upgrade name no other field (Upgrade is the caller's to judge).
-        guard connectionTokens.contains(where: { $0 != "close" && $0 != "keep-alive" && $0 != "upgrade" }) else { return false }
-        let name = self.string(field.name).lowercased()
-        // Never drop the framing because a sender listed it: it travels with the bytes.
-        if name == "transfer-encoding" || name == "content-length" { return false }
-        return connectionTokens.contains(name)
     }
 }
 
@@ -263,11 +385,11 @@ public struct HTTPVersionNumber: Equatable, Sendable, Comparable {
     }
 
     /// Parses `HTTP/1.1`.
-    init?(_ bytes: ArraySlice<UInt8>) {
+    init?(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count == 8, bytes.starts(with: "HTTP/".utf8) else { return nil }
-        let major = bytes[bytes.startIndex + 5]
-        let dot = bytes[bytes.startIndex + 6]
-        let minor = bytes[bytes.startIndex + 7]
+        let major = bytes[5]
+        let dot = bytes[6]
+        let minor = bytes[7]
         guard (48...57).contains(major), dot == 46, (48...57).contains(minor) else { return nil }
         self.major = Int(major - 48)
         self.minor = Int(minor - 48)
@@ -279,9 +401,9 @@ public struct HTTPVersionNumber: Equatable, Sendable, Comparable {
     }
 }
 
-/// A request head as the client sent it, and what the proxy needs to know about it.
+/// A request head as the client sent it, and what the proxy needs to know about it. It holds no
+/// bytes: it is read where the head lies, and `forwarded` is given the same bytes again.
 public struct RequestHead: Equatable, Sendable {
-    public var lines: HeadLines
     public var method: String
     public var version: HTTPVersionNumber
     public var body: HTTPFraming.BodyFraming
@@ -292,45 +414,38 @@ public struct RequestHead: Equatable, Sendable {
     public var isUpgrade: Bool
     /// `Expect: 100-continue`: the client waits for a 100 (or a final answer) before the body.
     public var expectsContinue: Bool
+    let summary: HeadSummary
+
     /// Where the value of `Host` is in the head, if there is one.
-    let hostRange: Range<Int>?
+    public var hostRange: Range<Int>? { self.summary.host }
 
-    /// The value of `Host`, if any.
-    public var host: String? { self.hostRange.map { self.lines.string($0) } }
-    let connectionTokens: [String]
-
-    /// Parses a whole head (its blank line included).
-    public init(_ bytes: [UInt8]) throws(HTTPFraming.Refusal) {
-        let lines = try HeadLines(bytes)
-        self.lines = lines
+    /// Reads a whole head (its blank line included).
+    public init(_ bytes: UnsafeRawBufferPointer) throws(HTTPFraming.Refusal) {
+        let summary = try HeadSummary(bytes, refusing: 400)
+        self.summary = summary
         // method SP request-target SP HTTP-version
-        guard let (method, target, versionText) = lines.startLineParts(), !method.isEmpty, !target.isEmpty,
-            bytes[method].allSatisfy(HeadLines.isTokenByte), bytes[target].allSatisfy({ $0 > 32 && $0 != 127 }),
-            let version = HTTPVersionNumber(bytes[versionText]), version.major == 1
+        guard let (method, target, versionText) = summary.startLineParts(in: bytes), !method.isEmpty, !target.isEmpty,
+            method.allSatisfy({ HTTPFraming.isTokenByte(bytes[$0]) }), target.allSatisfy({ bytes[$0] > 32 && bytes[$0] != 127 }),
+            let version = HTTPVersionNumber(bytes.slice(versionText)), version.major == 1
         else { throw HTTPFraming.Refusal(status: 400, reason: "malformed request line") }
-        self.method = String(decoding: bytes[method], as: UTF8.self)
+        self.method = bytes.string(in: method)
         self.version = version
 
-        let summary = try lines.summary(refusing: 400)
-        let tokens = summary.connectionTokens
-        self.connectionTokens = tokens
-        self.keepAlive = version >= .http1_1 ? !tokens.contains("close") : tokens.contains("keep-alive")
-        self.isUpgrade = tokens.contains("upgrade") && summary.hasUpgrade
+        let connection = summary.connection
+        self.keepAlive = version >= .http1_1 ? !connection.close : connection.keepAlive
+        self.isUpgrade = connection.upgrade && summary.hasUpgrade
         self.expectsContinue = summary.expectsContinue
-        self.hostRange = summary.host
 
         // RFC 9112 §6.3: a request with both is an attack vector (smuggling); refuse it.
-        let transferCodings = summary.transferCodings
-        let length = summary.contentLength
-        if !transferCodings.isEmpty {
-            guard length == nil else {
+        if summary.transferCodings > 0 {
+            guard summary.contentLength == nil else {
                 throw HTTPFraming.Refusal(status: 400, reason: "both Content-Length and Transfer-Encoding")
             }
-            guard transferCodings.last == "chunked", version >= .http1_1 else {
+            guard summary.lastCodingIsChunked, version >= .http1_1 else {
                 throw HTTPFraming.Refusal(status: 400, reason: "a request body must end with chunked transfer coding")
             }
             self.body = .chunked
-        } else if let length, length > 0 {
+        } else if let length = summary.contentLength, length > 0 {
             self.body = .length(length)
         } else {
             self.body = .none
@@ -340,58 +455,73 @@ public struct RequestHead: Equatable, Sendable {
         }
     }
 
-    /// The head to send upstream: the client's bytes with the connection's own fields taken out
-    /// (an upgrade keeps `Upgrade` and says `Connection: upgrade`), and the forwarding fields
-    /// added when `forwarding` is given.
-    public func forwarded(_ forwarding: ForwardingFields?) -> [UInt8] {
-        var output: [UInt8] = []
-        output.reserveCapacity(self.lines.bytes.count + 128)
-        let bytes = self.lines.bytes
-        output.append(contentsOf: bytes[self.lines.startLine])
-        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
-        var forwardedFor: [ArraySlice<UInt8>] = []
-        var forwardedElements: [ArraySlice<UInt8>] = []
-        var hasProto = false
-        for field in self.lines.fields {
-            if self.lines.name(of: field, is: "upgrade") {
-                if !self.isUpgrade { continue }
-            } else if self.lines.isHopByHop(field, connectionTokens: self.connectionTokens) {
-                continue
-            }
-            if forwarding != nil {
-                if self.lines.name(of: field, is: "x-forwarded-for") {
-                    forwardedFor.append(bytes[field.value])
-                    continue
+    public init(_ bytes: [UInt8]) throws(HTTPFraming.Refusal) {
+        // Array's `withUnsafeBytes` rethrows untyped: the result carries the refusal out.
+        self = try bytes.withUnsafeBytes { raw in Result { () throws(HTTPFraming.Refusal) in try RequestHead(raw) } }.get()
+    }
+
+    /// The head to send upstream, written to `output` (emptied first): the client's bytes (`bytes`,
+    /// the head this was read from) with the connection's own fields taken out (an upgrade keeps
+    /// `Upgrade` and says `Connection: upgrade`), and the forwarding fields added when
+    /// `forwarding` is given. A head with nothing to take out is copied whole.
+    public func forwarded(from bytes: UnsafeRawBufferPointer, _ forwarding: ForwardingFields?, into output: inout [UInt8]) {
+        let summary = self.summary
+        output.removeAll(keepingCapacity: true)
+        output.reserveCapacity(bytes.count + 160)
+        // The values of earlier hops' X-Forwarded-For and Forwarded fields, merged into the proxy's.
+        var forwardedFor: [Range<Int>] = []
+        var forwardedElements: [Range<Int>] = []
+        let merges = forwarding != nil && summary.mergedForwardingFields > 0
+        if summary.connectionFields == 0, !summary.bareLineFeeds, !summary.hasUpgrade, !merges {
+            output.append(contentsOf: bytes.slice(0..<summary.fieldsEnd))
+        } else {
+            let namedByConnection = summary.fieldsNamedByConnection(in: bytes)
+            summary.appendStartLine(from: bytes, to: &output)
+            bytes.forEachField(from: summary.fieldsStart, to: summary.fieldsEnd) { field in
+                if bytes.equalsIgnoringCase(field.name, "upgrade") {
+                    if !self.isUpgrade { return }
+                } else if summary.isHopByHop(field, in: bytes, namedByConnection: namedByConnection) {
+                    return
                 }
-                if self.lines.name(of: field, is: "forwarded") {
-                    forwardedElements.append(bytes[field.value])
-                    continue
+                if forwarding != nil {
+                    if bytes.equalsIgnoringCase(field.name, "x-forwarded-for") {
+                        forwardedFor.append(field.value)
+                        return
+                    }
+                    if bytes.equalsIgnoringCase(field.name, "forwarded") {
+                        forwardedElements.append(field.value)
+                        return
+                    }
                 }
-                if self.lines.name(of: field, is: "x-forwarded-proto") { hasProto = true }
+                output.append(contentsOf: bytes.slice(field.line))
+                output.append(contentsOf: HTTPFraming.crlf)
             }
-            output.append(contentsOf: bytes[field.line])
-            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
         }
         if self.isUpgrade { output.append(contentsOf: "Connection: upgrade\r\n".utf8) }
         if let forwarding {
             // X-Forwarded-For: the earlier hops' addresses, then the client's.
             output.append(contentsOf: "X-Forwarded-For: ".utf8)
             for value in forwardedFor where !value.isEmpty {
-                output.append(contentsOf: value)
+                output.append(contentsOf: bytes.slice(value))
                 output.append(contentsOf: [44, 32])
             }
             output.append(contentsOf: forwarding.clientAddress.utf8)
-            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
-            if !hasProto { output.append(contentsOf: forwarding.protoField) }
+            output.append(contentsOf: HTTPFraming.crlf)
+            if !summary.hasForwardedProto { output.append(contentsOf: forwarding.protoField) }
             output.append(contentsOf: "Forwarded: ".utf8)
             for value in forwardedElements where !value.isEmpty {
-                output.append(contentsOf: value)
+                output.append(contentsOf: bytes.slice(value))
                 output.append(contentsOf: [44, 32])
             }
-            forwarding.appendElement(host: self.hostRange.map { bytes[$0] }, to: &output)
-            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+            forwarding.appendElement(host: summary.host.map { bytes.slice($0) }, to: &output)
+            output.append(contentsOf: HTTPFraming.crlf)
         }
-        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        output.append(contentsOf: HTTPFraming.crlf)
+    }
+
+    public func forwarded(from bytes: [UInt8], _ forwarding: ForwardingFields?) -> [UInt8] {
+        var output: [UInt8] = []
+        bytes.withUnsafeBytes { self.forwarded(from: $0, forwarding, into: &output) }
         return output
     }
 }
@@ -416,7 +546,7 @@ public struct ForwardingFields: Equatable, Sendable {
     }
 
     /// One `Forwarded` element, with `host` when the request named one that can be quoted.
-    func appendElement(host: ArraySlice<UInt8>?, to output: inout [UInt8]) {
+    func appendElement(host: UnsafeRawBufferPointer?, to output: inout [UInt8]) {
         output.append(contentsOf: self.forwardedElement)
         if let host, host.allSatisfy({ $0 >= 32 && $0 < 127 && $0 != 34 && $0 != 92 }) {
             output.append(contentsOf: ";host=\"".utf8)
@@ -426,47 +556,43 @@ public struct ForwardingFields: Equatable, Sendable {
     }
 }
 
-/// A response head as the server sent it.
+/// A response head as the server sent it. Like `RequestHead`, it holds no bytes.
 public struct ResponseHead: Equatable, Sendable {
-    public var lines: HeadLines
     public var version: HTTPVersionNumber
     public var status: Int
     /// How the body is framed, given the request it answers.
     public var body: HTTPFraming.BodyFraming
     /// The server keeps the connection open after this response.
     public var keepAlive: Bool
-    let connectionTokens: [String]
+    let summary: HeadSummary
 
-    /// Parses a whole head answering a request with `requestMethod`.
-    public init(_ bytes: [UInt8], requestMethod: String) throws(HTTPFraming.Refusal) {
-        let lines = try HeadLines(bytes)
-        self.lines = lines
+    /// Reads a whole head answering a request with `requestMethod`.
+    public init(_ bytes: UnsafeRawBufferPointer, requestMethod: String) throws(HTTPFraming.Refusal) {
+        let summary = try HeadSummary(bytes, refusing: 502)
+        self.summary = summary
         // HTTP-version SP status-code SP [reason-phrase] (some servers leave out the last space)
-        let line = lines.startLine
-        let parts = lines.startLineParts() ?? {
-            let space = bytes[line].firstIndex(of: 32) ?? line.upperBound
+        let line = summary.startLine
+        let parts = summary.startLineParts(in: bytes) ?? {
+            let space = bytes.firstIndex(of: 32, in: line) ?? line.upperBound
             return (line.lowerBound..<space, min(space + 1, line.upperBound)..<line.upperBound, line.upperBound..<line.upperBound)
         }()
-        let code = bytes[parts.1]
-        guard let version = HTTPVersionNumber(bytes[parts.0]), version.major == 1, code.count == 3,
-            code.allSatisfy({ $0 >= 48 && $0 <= 57 })
+        let code = parts.1
+        guard let version = HTTPVersionNumber(bytes.slice(parts.0)), version.major == 1, code.count == 3,
+            code.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 })
         else { throw HTTPFraming.Refusal(status: 502, reason: "malformed status line") }
-        let status = code.reduce(0) { $0 * 10 + Int($1 - 48) }
+        let status = code.reduce(0) { $0 * 10 + Int(bytes[$1] - 48) }
         self.version = version
         self.status = status
-        let summary = try lines.summary(refusing: 502)
-        let tokens = summary.connectionTokens
-        self.connectionTokens = tokens
-        self.keepAlive = version >= .http1_1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+        let connection = summary.connection
+        self.keepAlive = version >= .http1_1 ? !connection.close : connection.keepAlive
 
         // RFC 9112 §6.3, in its order.
-        let transferCodings = summary.transferCodings
         if requestMethod == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 {
             self.body = .none
         } else if requestMethod == "CONNECT" && (200..<300).contains(status) {
             self.body = .untilClose
-        } else if !transferCodings.isEmpty {
-            self.body = transferCodings.last == "chunked" ? .chunked : .untilClose
+        } else if summary.transferCodings > 0 {
+            self.body = summary.lastCodingIsChunked ? .chunked : .untilClose
         } else if let length = summary.contentLength {
             self.body = length == 0 ? .none : .length(length)
         } else {
@@ -475,26 +601,51 @@ public struct ResponseHead: Equatable, Sendable {
         if self.body == .untilClose { self.keepAlive = false }
     }
 
+    public init(_ bytes: [UInt8], requestMethod: String) throws(HTTPFraming.Refusal) {
+        self = try bytes.withUnsafeBytes { raw in
+            Result { () throws(HTTPFraming.Refusal) in try ResponseHead(raw, requestMethod: requestMethod) }
+        }.get()
+    }
+
     /// 1xx other than 101: an interim answer, the final one follows on the same connection.
     public var isInterim: Bool { (100..<200).contains(self.status) && self.status != 101 }
 
-    /// The head to send the client: the server's bytes without the connection's own fields, then
-    /// `Connection: close` when the client's connection ends after it (or `Connection: keep-alive`
-    /// for an HTTP/1.0 client that stays). With `dechunking`, `Transfer-Encoding` goes too (the
-    /// body is sent de-chunked to an HTTP/1.0 client).
-    public func forwarded(clientKeepsConnection: Bool, clientVersion: HTTPVersionNumber, dechunking: Bool) -> [UInt8] {
+    /// Whether the head reaches the client exactly as the server sent it: it has none of the
+    /// connection's own fields, and the client's connection needs no word (an HTTP/1.1 client
+    /// that keeps it). The usual answer does, and goes on without being copied.
+    public func passesUnchanged(clientKeepsConnection: Bool, clientVersion: HTTPVersionNumber, dechunking: Bool) -> Bool {
+        if self.status == 101 { return true }
+        guard self.summary.connectionFields == 0, !self.summary.bareLineFeeds, !dechunking else { return false }
+        return self.isInterim || (clientKeepsConnection && clientVersion >= .http1_1)
+    }
+
+    /// The head to send the client, written to `output` (emptied first): the server's bytes
+    /// without the connection's own fields, then `Connection: close` when the client's connection
+    /// ends after it (or `Connection: keep-alive` for an HTTP/1.0 client that stays). With
+    /// `dechunking`, `Transfer-Encoding` goes too (the body is sent de-chunked to an HTTP/1.0 client).
+    public func forwarded(
+        from bytes: UnsafeRawBufferPointer, clientKeepsConnection: Bool, clientVersion: HTTPVersionNumber, dechunking: Bool,
+        into output: inout [UInt8]
+    ) {
+        output.removeAll(keepingCapacity: true)
         // A 101 is the server's agreement to switch: its Connection and Upgrade fields go as they are.
-        if self.status == 101 { return self.lines.bytes }
-        var output: [UInt8] = []
-        output.reserveCapacity(self.lines.bytes.count + 32)
-        let bytes = self.lines.bytes
-        output.append(contentsOf: bytes[self.lines.startLine])
-        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
-        for field in self.lines.fields {
-            if self.lines.isHopByHop(field, connectionTokens: self.connectionTokens) { continue }
-            if dechunking && self.lines.name(of: field, is: "transfer-encoding") { continue }
-            output.append(contentsOf: bytes[field.line])
-            output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        if self.status == 101 {
+            output.append(contentsOf: bytes)
+            return
+        }
+        let summary = self.summary
+        output.reserveCapacity(bytes.count + 32)
+        if summary.connectionFields == 0, !summary.bareLineFeeds, !dechunking {
+            output.append(contentsOf: bytes.slice(0..<summary.fieldsEnd))
+        } else {
+            let namedByConnection = summary.fieldsNamedByConnection(in: bytes)
+            summary.appendStartLine(from: bytes, to: &output)
+            bytes.forEachField(from: summary.fieldsStart, to: summary.fieldsEnd) { field in
+                if summary.isHopByHop(field, in: bytes, namedByConnection: namedByConnection) { return }
+                if dechunking && bytes.equalsIgnoringCase(field.name, "transfer-encoding") { return }
+                output.append(contentsOf: bytes.slice(field.line))
+                output.append(contentsOf: HTTPFraming.crlf)
+            }
         }
         if self.isInterim {
             // Nothing to say about the connection in an interim answer.
@@ -503,7 +654,16 @@ public struct ResponseHead: Equatable, Sendable {
         } else if clientVersion < .http1_1 {
             output.append(contentsOf: "Connection: keep-alive\r\n".utf8)
         }
-        output.append(contentsOf: [HTTPFraming.cr, HTTPFraming.lf])
+        output.append(contentsOf: HTTPFraming.crlf)
+    }
+
+    public func forwarded(from bytes: [UInt8], clientKeepsConnection: Bool, clientVersion: HTTPVersionNumber, dechunking: Bool) -> [UInt8] {
+        var output: [UInt8] = []
+        bytes.withUnsafeBytes {
+            self.forwarded(
+                from: $0, clientKeepsConnection: clientKeepsConnection, clientVersion: clientVersion, dechunking: dechunking,
+                into: &output)
+        }
         return output
     }
 }

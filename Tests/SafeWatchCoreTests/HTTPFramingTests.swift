@@ -68,13 +68,14 @@ struct RequestHeadTests {
     }
 
     @Test func http10NeedsNoHostAndKeepsAliveOnlyWhenAsked() throws {
-        let plain = try RequestHead(bytes("GET / HTTP/1.0\r\n\r\n"))
-        #expect(plain.version == .http1_0 && !plain.keepAlive && plain.host == nil)
+        let plainHead = bytes("GET / HTTP/1.0\r\n\r\n")
+        let plain = try RequestHead(plainHead)
+        #expect(plain.version == .http1_0 && !plain.keepAlive && plain.hostRange == nil)
         #expect(try RequestHead(bytes("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")).keepAlive)
         #expect(try RequestHead(bytes("GET / HTTP/1.1\r\nHost: a\r\n\r\n")).keepAlive)
         #expect(try !RequestHead(bytes("GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n")).keepAlive)
         // As received, HTTP/1.0 and without Host.
-        #expect(plain.forwarded(nil) == bytes("GET / HTTP/1.0\r\n\r\n"))
+        #expect(plain.forwarded(from: plainHead, nil) == plainHead)
     }
 
     @Test func forwardsTheBytesReceivedWithoutTheConnectionsOwnFields() throws {
@@ -86,27 +87,52 @@ struct RequestHeadTests {
         var expected = bytes("GET /caf\u{e9}?x=1 HTTP/1.1\r\nHost: example.test:8080\r\n")
         expected += [88, 45, 76, 97, 116, 105, 110, 58, 32, 0xE9, 116, 0xE9, 13, 10]
         expected += bytes("Set-Thing: a\r\nset-thing: b\r\nExpect: 100-continue\r\n\r\n")
-        #expect(request.forwarded(nil) == expected)
+        #expect(request.forwarded(from: head, nil) == expected)
     }
 
     @Test func addsTheForwardingFieldsAfterEarlierHops() throws {
-        let request = try RequestHead(bytes("GET / HTTP/1.1\r\nHost: h:1\r\nX-Forwarded-For: 1.2.3.4\r\nForwarded: for=1.2.3.4\r\n\r\n"))
-        let text = String(decoding: request.forwarded(ForwardingFields(clientAddress: "127.0.0.1")), as: UTF8.self)
+        let head = bytes("GET / HTTP/1.1\r\nHost: h:1\r\nX-Forwarded-For: 1.2.3.4\r\nForwarded: for=1.2.3.4\r\n\r\n")
+        let request = try RequestHead(head)
+        let text = String(decoding: request.forwarded(from: head, ForwardingFields(clientAddress: "127.0.0.1")), as: UTF8.self)
         #expect(text.contains("X-Forwarded-For: 1.2.3.4, 127.0.0.1\r\n"))
         #expect(text.contains("X-Forwarded-Proto: http\r\n"))
         #expect(text.contains("Forwarded: for=1.2.3.4, for=127.0.0.1;proto=http;host=\"h:1\"\r\n"))
         #expect(!text.contains("X-Forwarded-For: 1.2.3.4\r\n"), "the earlier field is merged, not repeated")
 
-        let behindTLS = try RequestHead(bytes("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n"))
-        let six = String(decoding: behindTLS.forwarded(ForwardingFields(clientAddress: "::1")), as: UTF8.self)
+        let tlsHead = bytes("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n")
+        let behindTLS = try RequestHead(tlsHead)
+        let six = String(decoding: behindTLS.forwarded(from: tlsHead, ForwardingFields(clientAddress: "::1")), as: UTF8.self)
         #expect(six.contains("X-Forwarded-Proto: https\r\n") && !six.contains("X-Forwarded-Proto: http\r\n"))
         #expect(six.contains("Forwarded: for=\"[::1]\";proto=http;host=\"h\"\r\n"))
     }
 
     @Test func anUpgradeKeepsItsUpgradeFields() throws {
-        let request = try RequestHead(bytes("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n"))
+        let head = bytes("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n")
+        let request = try RequestHead(head)
         #expect(request.isUpgrade)
-        #expect(request.forwarded(nil) == bytes("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nConnection: upgrade\r\n\r\n"))
+        #expect(request.forwarded(from: head, nil) == bytes("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nConnection: upgrade\r\n\r\n"))
+    }
+
+    @Test func aHeadWithNothingToTakeOutIsCopiedWholeAndBareLineFeedsBecomeCRLF() throws {
+        let head = bytes("GET /a?b HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Forwarded-Proto: https\r\n\r\n")
+        let forwarded = try RequestHead(head).forwarded(from: head, ForwardingFields(clientAddress: "10.0.0.2"))
+        #expect(forwarded == Array(head.dropLast(2)) + bytes("X-Forwarded-For: 10.0.0.2\r\nForwarded: for=10.0.0.2;proto=http;host=\"h\"\r\n\r\n"))
+
+        let bare = bytes("GET / HTTP/1.1\nHost: a\r\nAccept: */*\n\n")
+        #expect(try RequestHead(bare).forwarded(from: bare, nil) == bytes("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n"))
+        // An Upgrade field without `Connection: upgrade` asks for nothing: it does not travel.
+        let lone = bytes("GET / HTTP/1.1\r\nUpgrade: h2c\r\nHost: a\r\n\r\n")
+        #expect(try RequestHead(lone).forwarded(from: lone, nil) == bytes("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+    }
+
+    @Test func connectionTokensAreReadWhateverTheirCaseAndSpacing() throws {
+        let head = bytes("GET / HTTP/1.1\r\nHost: a\r\nconnection: ,Keep-Alive ,  X-Hop,\r\nCONNECTION:close\r\nx-hop: 1\r\nX-Other: 2\r\n\r\n")
+        let request = try RequestHead(head)
+        #expect(!request.keepAlive)
+        #expect(request.forwarded(from: head, nil) == bytes("GET / HTTP/1.1\r\nHost: a\r\nX-Other: 2\r\n\r\n"))
+        #expect(try RequestHead(bytes("GET / HTTP/1.0\r\nConnection: x, KEEP-ALIVE\r\n\r\n")).keepAlive)
+        #expect(try RequestHead(bytes("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\r\nTransfer-Encoding: CHUNKED \r\n\r\n")).body == .chunked)
+        #expect(refusal { _ = try RequestHead(bytes("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")) }?.status == 400)
     }
 }
 
@@ -126,16 +152,43 @@ struct ResponseHeadTests {
     }
 
     @Test func theClientHearsWhatHappensToItsConnection() throws {
-        let response = try ResponseHead(bytes("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nX-Name: \u{e9}\r\n\r\n"), requestMethod: "GET")
-        #expect(response.forwarded(clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false)
+        let head = bytes("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nX-Name: \u{e9}\r\n\r\n")
+        let response = try ResponseHead(head, requestMethod: "GET")
+        #expect(!response.passesUnchanged(clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false))
+        #expect(response.forwarded(from: head, clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false)
             == bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Name: \u{e9}\r\n\r\n"))
-        #expect(response.forwarded(clientKeepsConnection: false, clientVersion: .http1_0, dechunking: true)
+        #expect(response.forwarded(from: head, clientKeepsConnection: false, clientVersion: .http1_0, dechunking: true)
             == bytes("HTTP/1.1 200 OK\r\nX-Name: \u{e9}\r\nConnection: close\r\n\r\n"))
-        let sized = try ResponseHead(bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"), requestMethod: "GET")
-        #expect(sized.forwarded(clientKeepsConnection: true, clientVersion: .http1_0, dechunking: false)
+        let sizedHead = bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        let sized = try ResponseHead(sizedHead, requestMethod: "GET")
+        #expect(sized.forwarded(from: sizedHead, clientKeepsConnection: true, clientVersion: .http1_0, dechunking: false)
             == bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"))
         let switching = bytes("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        #expect(try ResponseHead(switching, requestMethod: "GET").forwarded(clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false) == switching)
+        #expect(try ResponseHead(switching, requestMethod: "GET").forwarded(from: switching, clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false) == switching)
+    }
+
+    @Test func theUsualAnswerPassesUnchangedAndNothingElseDoes() throws {
+        let usual = bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Name: \u{e9}\r\n\r\n")
+        let response = try ResponseHead(usual, requestMethod: "GET")
+        #expect(response.passesUnchanged(clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false))
+        #expect(response.forwarded(from: usual, clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false) == usual)
+        #expect(!response.passesUnchanged(clientKeepsConnection: false, clientVersion: .http1_1, dechunking: false))
+        #expect(!response.passesUnchanged(clientKeepsConnection: true, clientVersion: .http1_0, dechunking: false))
+
+        let interim = bytes("HTTP/1.1 100 Continue\r\n\r\n")
+        #expect(try ResponseHead(interim, requestMethod: "POST").passesUnchanged(clientKeepsConnection: false, clientVersion: .http1_1, dechunking: false))
+
+        let keepAlive = bytes("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n")
+        let withHopField = try ResponseHead(keepAlive, requestMethod: "GET")
+        #expect(!withHopField.passesUnchanged(clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false))
+        #expect(withHopField.forwarded(from: keepAlive, clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false)
+            == bytes("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+
+        let bare = bytes("HTTP/1.1 204 No Content\nX: 1\n\n")
+        let bareResponse = try ResponseHead(bare, requestMethod: "GET")
+        #expect(!bareResponse.passesUnchanged(clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false))
+        #expect(bareResponse.forwarded(from: bare, clientKeepsConnection: true, clientVersion: .http1_1, dechunking: false)
+            == bytes("HTTP/1.1 204 No Content\r\nX: 1\r\n\r\n"))
     }
 }
 
