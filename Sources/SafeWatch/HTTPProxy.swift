@@ -218,6 +218,8 @@ final class ProxyConnection: ChannelDuplexHandler {
     /// The forwarded request heads, one at a time: the storage is written again for the next
     /// request once the server has answered (the exchange let go of it), so no allocation.
     private var forwardedHeads = ByteBuffer()
+    /// Bytes were written to the client since its last flush.
+    private var clientUnflushed = false
 
     /// What one connection may hold in memory: one read of at most 32 KiB, and at most 32 KiB
     /// queued for writing before the other side stops being read (NIO's defaults are twice
@@ -603,7 +605,7 @@ final class ProxyConnection: ChannelDuplexHandler {
     fileprivate func upstreamRead(_ bytes: ByteBuffer, from channel: any Channel) {
         guard let context = self.context, let upstream = self.upstream, upstream.channel === channel else { return }
         if case .tunnel = self.phase {
-            context.write(self.wrapOutboundOut(bytes), promise: nil)
+            self.writeToClient(bytes, context)
             return
         }
         guard case .exchanging = self.phase, let exchange = self.exchange else {
@@ -648,7 +650,7 @@ final class ProxyConnection: ChannelDuplexHandler {
                         let head = self.forwardedResponseHead(
                             response, length: length, from: &bytes, clientKeeps: true, clientVersion: exchange.request.version,
                             dechunking: false, allocator: context.channel.allocator)
-                        context.write(self.wrapOutboundOut(head), promise: nil)
+                        self.writeToClient(head, context)
                         continue
                     }
                     if response.status == 101 && exchange.request.isUpgrade, let head = bytes.readSlice(length: length) {
@@ -681,7 +683,7 @@ final class ProxyConnection: ChannelDuplexHandler {
                         if var body = bytes.readSlice(length: bodyWithHead) { rewritten.writeBuffer(&body) }
                         head = rewritten
                     }
-                    context.write(self.wrapOutboundOut(head), promise: nil)
+                    self.writeToClient(head, context)
                     if case .body(.done, _) = exchange.response {
                         self.finishResponse(extraBytes: bytes.readableBytes > 0)
                         return
@@ -693,7 +695,7 @@ final class ProxyConnection: ChannelDuplexHandler {
                     break
                 case .length(let left):
                     let take = Int(min(UInt64(bytes.readableBytes), left))
-                    if let slice = bytes.readSlice(length: take) { context.write(self.wrapOutboundOut(slice), promise: nil) }
+                    if let slice = bytes.readSlice(length: take) { self.writeToClient(slice, context) }
                     exchange.response = .body(left == UInt64(take) ? .done : .length(left - UInt64(take)), keepAlive: keepAlive)
                 case .chunked(var scanner):
                     do {
@@ -705,13 +707,13 @@ final class ProxyConnection: ChannelDuplexHandler {
                             }
                             for range in dataRanges {
                                 if let slice = bytes.getSlice(at: start + range.lowerBound, length: range.count) {
-                                    context.write(self.wrapOutboundOut(slice), promise: nil)
+                                    self.writeToClient(slice, context)
                                 }
                             }
                             bytes.moveReaderIndex(forwardBy: taken)
                         } else {
                             let taken = try bytes.withUnsafeReadableBytes { raw throws(HTTPFraming.Refusal) in try scanner.scan(raw) }
-                            if let slice = bytes.readSlice(length: taken) { context.write(self.wrapOutboundOut(slice), promise: nil) }
+                            if let slice = bytes.readSlice(length: taken) { self.writeToClient(slice, context) }
                         }
                         exchange.response = .body(scanner.isDone ? .done : .chunked(scanner), keepAlive: keepAlive)
                     } catch {
@@ -720,7 +722,7 @@ final class ProxyConnection: ChannelDuplexHandler {
                         return
                     }
                 case .untilClose:
-                    context.write(self.wrapOutboundOut(bytes), promise: nil)
+                    self.writeToClient(bytes, context)
                     bytes.moveReaderIndex(to: bytes.writerIndex)
                 }
                 if case .body(.done, _) = exchange.response {
@@ -733,7 +735,7 @@ final class ProxyConnection: ChannelDuplexHandler {
 
     fileprivate func upstreamReadComplete(from channel: any Channel) {
         guard self.upstream?.channel === channel else { return }
-        self.context?.flush()
+        self.flushClient()
     }
 
     fileprivate func upstreamClosed(_ channel: any Channel) {
@@ -777,7 +779,7 @@ final class ProxyConnection: ChannelDuplexHandler {
     /// so a swap drains a download in flight: with backpressure the answer's end arrives only once
     /// the client has taken nearly all of it.
     private func finishResponse(extraBytes: Bool) {
-        guard let context = self.context, let exchange = self.exchange else { return }
+        guard self.context != nil, let exchange = self.exchange else { return }
         var requestDone = false
         if case .done = exchange.requestBody { requestDone = true }
         if case .body(_, let serverKeeps) = exchange.response, serverKeeps, requestDone, !extraBytes {
@@ -788,7 +790,7 @@ final class ProxyConnection: ChannelDuplexHandler {
         // The server has done its part: what is left of the answer (at most a read and the write
         // buffer, backpressure saw to that) goes from here, so the generation may be stopped.
         self.releaseCount()
-        context.flush()
+        self.flushClient()
         self.exchange = nil
         // The server answered before the body was all sent: the rest of it would be taken for
         // the next request.
@@ -850,6 +852,7 @@ final class ProxyConnection: ChannelDuplexHandler {
         if !keeps { head += "connection: close\r\n" }
         head += "\r\n"
         context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(string: head + message)), promise: nil)
+        self.clientUnflushed = false
     }
 
     /// Shuts the write side once the last answer is out, then discards what the client still
@@ -864,6 +867,7 @@ final class ProxyConnection: ChannelDuplexHandler {
         let channel = context.channel
         // After the writes before it: a client that shut its side already is closed outright,
         // which would drop writes still queued.
+        self.clientUnflushed = false
         context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
         }
@@ -878,9 +882,9 @@ final class ProxyConnection: ChannelDuplexHandler {
     private func beginTunnel(head: ByteBuffer, rest: ByteBuffer, context: ChannelHandlerContext) {
         self.phase = .tunnel
         self.exchange?.forwardedHead = nil
-        context.write(self.wrapOutboundOut(head), promise: nil)
-        if rest.readableBytes > 0 { context.write(self.wrapOutboundOut(rest), promise: nil) }
-        context.flush()
+        self.writeToClient(head, context)
+        if rest.readableBytes > 0 { self.writeToClient(rest, context) }
+        self.flushClient()
         if let received = self.received, received.readableBytes > 0, let upstream = self.upstream {
             upstream.handler.write(received)
             upstream.handler.flush()
@@ -912,6 +916,20 @@ final class ProxyConnection: ChannelDuplexHandler {
     }
 
     // MARK: Helpers
+
+    /// Queues bytes for the client; `flushClient` sends them.
+    private func writeToClient(_ bytes: ByteBuffer, _ context: ChannelHandlerContext) {
+        context.write(self.wrapOutboundOut(bytes), promise: nil)
+        self.clientUnflushed = true
+    }
+
+    /// Sends what is queued for the client, if anything is: a response flushed as it ends is not
+    /// flushed again when the server's read completes (each flush is a trip down the pipeline).
+    private func flushClient() {
+        guard self.clientUnflushed, let context = self.context else { return }
+        self.clientUnflushed = false
+        context.flush()
+    }
 
     /// The response head at the start of `bytes` (`length` bytes), rewritten for the client, in a
     /// new buffer; `bytes` moves past it.
@@ -969,6 +987,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     weak var pool: UpstreamPool?
     private var context: ChannelHandlerContext?
     private var readPending = false
+    private var unflushed = false
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -980,9 +999,14 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     func write(_ bytes: ByteBuffer) {
         self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
+        self.unflushed = true
     }
 
+    /// Sends what was written since the last flush, if anything was (a request is flushed as its
+    /// head goes, and the client's read completing would flush it again).
     func flush() {
+        guard self.unflushed else { return }
+        self.unflushed = false
         self.context?.flush()
     }
 

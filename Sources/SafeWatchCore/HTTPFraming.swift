@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The little of HTTP/1.x the proxy needs to read: where a head ends, how the body after it is
 /// framed, and which header lines are the connection's own (hop-by-hop). Everything else passes
 /// through as the bytes received, so no header value is ever decoded, re-encoded or reordered.
@@ -22,14 +28,15 @@ public enum HTTPFraming {
     /// Finds the blank line that ends a head. `searchedBefore` bytes were already searched on an
     /// earlier call (the search resumes a little before them, since CRLFCRLF can straddle reads).
     public static func headEnd(in bytes: UnsafeRawBufferPointer, searchedBefore: Int = 0) -> HeadEnd {
-        var index = max(0, searchedBefore - 3)
         let count = bytes.count
-        while index < count {
-            if bytes[index] == lf {
-                // LF LF (a bare-LF client) or LF CR LF ends the head.
-                if index + 1 < count, bytes[index + 1] == lf { return checked(index + 2) }
-                if index + 2 < count, bytes[index + 1] == cr, bytes[index + 2] == lf { return checked(index + 3) }
-            }
+        guard let base = bytes.baseAddress else { return .incomplete }
+        var index = max(0, searchedBefore - 3)
+        // From line feed to line feed (memchr: a head is mostly long lines).
+        while index < count, let found = memchr(base + index, Int32(lf), count - index) {
+            index = base.distance(to: UnsafeRawPointer(found))
+            // LF LF (a bare-LF client) or LF CR LF ends the head.
+            if index + 1 < count, bytes[index + 1] == lf { return checked(index + 2) }
+            if index + 2 < count, bytes[index + 1] == cr, bytes[index + 2] == lf { return checked(index + 3) }
             index += 1
         }
         return count > maxHeadLength ? .tooLarge : .incomplete
@@ -386,7 +393,8 @@ public struct HTTPVersionNumber: Equatable, Sendable, Comparable {
 
     /// Parses `HTTP/1.1`.
     init?(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count == 8, bytes.starts(with: "HTTP/".utf8) else { return nil }
+        // "HTTP/", byte by byte: a generic `starts(with:)` costs more than the rest of a head.
+        guard bytes.count == 8, bytes[0] == 72, bytes[1] == 84, bytes[2] == 84, bytes[3] == 80, bytes[4] == 47 else { return nil }
         let major = bytes[5]
         let dot = bytes[6]
         let minor = bytes[7]
@@ -498,7 +506,12 @@ public struct RequestHead: Equatable, Sendable {
             }
         }
         if self.isUpgrade { output.append(contentsOf: "Connection: upgrade\r\n".utf8) }
-        if let forwarding {
+        if let forwarding, forwardedFor.isEmpty, forwardedElements.isEmpty, !summary.hasForwardedProto {
+            // The usual request: the proxy's fields as made for the connection, then the host.
+            output.append(contentsOf: forwarding.fieldsBeforeHost)
+            forwarding.appendHost(summary.host.map { bytes.slice($0) }, to: &output)
+            output.append(contentsOf: HTTPFraming.crlf)
+        } else if let forwarding {
             // X-Forwarded-For: the earlier hops' addresses, then the client's.
             output.append(contentsOf: "X-Forwarded-For: ".utf8)
             for value in forwardedFor where !value.isEmpty {
@@ -537,17 +550,27 @@ public struct ForwardingFields: Equatable, Sendable {
     /// `for=192.0.2.1;proto=http` (an IPv6 address quoted and bracketed, as RFC 7239 §6 requires).
     let forwardedElement: [UInt8]
 
+    /// All three fields for a request that brought none of its own, up to where the host goes.
+    let fieldsBeforeHost: [UInt8]
+
     public init(clientAddress: String, proto: String = "http") {
         self.clientAddress = clientAddress
         self.proto = proto
         self.protoField = Array("X-Forwarded-Proto: \(proto)\r\n".utf8)
         let node = clientAddress.utf8.contains(UInt8(ascii: ":")) ? "\"[\(clientAddress)]\"" : clientAddress
         self.forwardedElement = Array("for=\(node);proto=\(proto)".utf8)
+        self.fieldsBeforeHost = Array("X-Forwarded-For: \(clientAddress)\r\n".utf8) + self.protoField + Array("Forwarded: ".utf8)
+            + self.forwardedElement
     }
 
     /// One `Forwarded` element, with `host` when the request named one that can be quoted.
     func appendElement(host: UnsafeRawBufferPointer?, to output: inout [UInt8]) {
         output.append(contentsOf: self.forwardedElement)
+        self.appendHost(host, to: &output)
+    }
+
+    /// `;host="…"` when the request named a host that can be quoted.
+    func appendHost(_ host: UnsafeRawBufferPointer?, to output: inout [UInt8]) {
         if let host, host.allSatisfy({ $0 >= 32 && $0 < 127 && $0 != 34 && $0 != 92 }) {
             output.append(contentsOf: ";host=\"".utf8)
             output.append(contentsOf: host)

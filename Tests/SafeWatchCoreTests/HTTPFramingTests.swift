@@ -118,6 +118,10 @@ struct RequestHeadTests {
         let forwarded = try RequestHead(head).forwarded(from: head, ForwardingFields(clientAddress: "10.0.0.2"))
         #expect(forwarded == Array(head.dropLast(2)) + bytes("X-Forwarded-For: 10.0.0.2\r\nForwarded: for=10.0.0.2;proto=http;host=\"h\"\r\n\r\n"))
 
+        let usual = bytes("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(try RequestHead(usual).forwarded(from: usual, ForwardingFields(clientAddress: "::1")) == bytes(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: ::1\r\nX-Forwarded-Proto: http\r\nForwarded: for=\"[::1]\";proto=http;host=\"h\"\r\n\r\n"))
+
         let bare = bytes("GET / HTTP/1.1\nHost: a\r\nAccept: */*\n\n")
         #expect(try RequestHead(bare).forwarded(from: bare, nil) == bytes("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n"))
         // An Upgrade field without `Connection: upgrade` asks for nothing: it does not travel.
