@@ -1,4 +1,5 @@
 import SafeWatchCore
+import SafeWatchProcesses
 import Testing
 
 @Suite("Backoff")

@@ -1,7 +1,6 @@
 import CSafeWatchShims
 import Dispatch
 import Glibc
-import SafeWatchCore
 import Synchronization
 
 /// What to start: a program with its arguments, environment and descriptors.

@@ -1,6 +1,5 @@
 import Foundation
 import Glibc
-import SafeWatchCore
 
 /// What /proc says about processes, for the supervisor's clean-up duties.
 public enum ProcessTable {
@@ -29,19 +28,6 @@ public enum ProcessTable {
     private static func pids() -> [pid_t] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
     }
-}
-
-/// A directory entry's name.
-func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
-    withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-}
-
-/// A watched path relative to the project: no leading "./", no trailing "/", "." for the root.
-func normalizedWatchPath(_ path: String) -> String {
-    var path = path
-    while path.hasPrefix("./") { path.removeFirst(2) }
-    while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
-    return path.isEmpty ? "." : path
 }
 
 /// A /proc file read to its end. /proc files report size 0, and Foundation's
