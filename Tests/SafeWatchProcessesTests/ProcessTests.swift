@@ -105,6 +105,22 @@ import Testing
         #expect(await closed.wait(until: { $0 == [true] }))
     }
 
+    @Test func theProcessTableFindsAChildByItsExecutableAndParent() async throws {
+        let directory = NSTemporaryDirectory() + "process-table-\(getpid())-\(Int.random(in: 0..<1_000_000))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.copyItem(atPath: "/bin/sleep", toPath: directory + "/server")
+        // argv[0] does not name the directory: only the executable (/proc/PID/exe) can.
+        let pid = try await Spawner.shared.spawn(
+            SpawnRequest(executable: directory + "/server", arguments: ["server", "30"], environment: [:]))
+        #expect(ProcessTable.running(under: directory) == [pid])
+        #expect(ProcessTable.children(of: getpid()).contains(pid))
+        kill(pid, SIGKILL)
+        #expect(await Reaper.shared.wait(for: pid) == .signalled(SIGKILL))
+        #expect(ProcessTable.running(under: directory).isEmpty)
+        #expect(!ProcessTable.children(of: getpid()).contains(pid))
+    }
+
     func waitUntilGone(_ pid: pid_t) async -> Bool {
         for _ in 0..<500 {
             if kill(pid, 0) != 0 && errno == ESRCH { return true }
