@@ -101,10 +101,10 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Waiting on readiness in tests: shared by the system and integration tests.
+        // Waiting on readiness in tests: shared by the process, system and integration tests.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "SafeWatchProcessesTests", dependencies: ["SafeWatchProcesses", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore", "SafeWatchProcesses"], swiftSettings: strict),
+        .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore"], swiftSettings: strict),
         .testTarget(name: "SafeWatchMigrationsTests", dependencies: ["SafeWatchMigrations"], swiftSettings: strict),
         .testTarget(
             name: "MigrationsDatabaseTests",

@@ -1,4 +1,5 @@
-/// How a process ended.
+/// How a process ended: what the `Reaper` reports, and what the `Supervisor` state machine (in
+/// SafeWatchCore) decides on.
 public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
     case exited(Int32)
     case signalled(Int32)
