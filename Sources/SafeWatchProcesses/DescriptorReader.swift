@@ -39,8 +39,8 @@ public final class DescriptorReader: Sendable {
     }
 
     /// Starts the reading thread. `onData` gets each chunk read; `onEnd` runs once, with nil at
-    /// end of file or after `stop()`, with the error when a read failed (the rest of what the
-    /// descriptor would have delivered is lost; the caller says so).
+    /// end of file or after `stop()`, with the error when a read failed or no thread could be
+    /// started (the rest of what the descriptor would have delivered is lost; the caller says so).
     public func start(
         name: String, onData: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
         onEnd: @escaping @Sendable (SystemError?) -> Void = { _ in }
