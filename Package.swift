@@ -21,11 +21,20 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
+        // Processes and system calls: spawn, reap, signal, tear down, find in /proc; `Syscall`,
+        // `Errno`, `FileDescriptor`, output pipes. Only the C shims and swift-log below it, so the
+        // migrations runner uses it without the configuration (TOMLKit) or NIO.
+        .target(
+            name: "SafeWatchProcesses",
+            dependencies: ["CSafeWatchShims", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // Pure decisions: config model, the Supervisor state machine, change classification,
-        // debounce, diagnostics, health policy. No I/O, no clocks, no processes.
+        // debounce, diagnostics, health policy. No I/O, no clocks, no processes. From
+        // SafeWatchProcesses it imports only values (`ExitStatus`, signal names), by scoped imports.
         .target(
             name: "SafeWatchCore",
-            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            dependencies: ["SafeWatchProcesses", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strict
         ),
         // Pure: migration files, sqlx checksums, the sum file, rules and verdicts.
@@ -39,8 +48,7 @@ let package = Package(
             name: "SafeWatchMigrationsDatabase",
             dependencies: [
                 "SafeWatchMigrations",
-                "SafeWatchCore",
-                "SafeWatchSystem",
+                "SafeWatchProcesses",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ],
@@ -54,11 +62,14 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
-        // Linux adapters: inotify, spawn/reap/signals, systemd. Logging: for what an adapter can
-        // only report as it happens (a reader that stopped short).
+        // Linux adapters: inotify, polling, sockets, systemd, privileges, the hard stop. Logging: for
+        // what an adapter can only report as it happens (a watcher that lost events).
         .target(
             name: "SafeWatchSystem",
-            dependencies: ["SafeWatchCore", "CSafeWatchShims", "CSystemd", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SafeWatchCore", "SafeWatchProcesses", "CSafeWatchShims", "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // The runtime: supervisor actor, builder, launcher, prober, HTTP proxy, log handler.
@@ -66,6 +77,7 @@ let package = Package(
             name: "SafeWatch",
             dependencies: [
                 "SafeWatchCore",
+                "SafeWatchProcesses",
                 "SafeWatchSystem",
                 "SafeWatchMigrations",
                 "SafeWatchMigrationsDatabase",
@@ -82,14 +94,16 @@ let package = Package(
             dependencies: [
                 "SafeWatch",
                 "SafeWatchCore",
+                "SafeWatchProcesses",
                 "SafeWatchSystem",
                 "SafeWatchMigrations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
-        // Waiting on readiness in tests: shared by the system and integration tests.
+        // Waiting on readiness in tests: shared by the process, system and integration tests.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "SafeWatchProcessesTests", dependencies: ["SafeWatchProcesses", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SafeWatchCoreTests", dependencies: ["SafeWatchCore"], swiftSettings: strict),
         .testTarget(name: "SafeWatchMigrationsTests", dependencies: ["SafeWatchMigrations"], swiftSettings: strict),
         .testTarget(
@@ -102,7 +116,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "safe-watch", "SafeWatchCore", "SafeWatchSystem", "TestSupport",
+                "safe-watch", "SafeWatchCore", "SafeWatchProcesses", "SafeWatchSystem", "TestSupport",
                 // SHA-256 of the bodies the proxy conformance tests send and receive.
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

@@ -1,5 +1,6 @@
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 import Synchronization
 

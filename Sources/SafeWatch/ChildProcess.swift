@@ -1,5 +1,6 @@
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 /// How safe-watch starts its children: through its own hidden `__exec-child` mode when it knows

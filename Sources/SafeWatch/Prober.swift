@@ -2,6 +2,7 @@ import Glibc
 import NIOCore
 import NIOPosix
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 /// Probes a candidate until `HealthTracker` reaches a verdict.

@@ -1,5 +1,6 @@
 import Foundation
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 import Synchronization
 

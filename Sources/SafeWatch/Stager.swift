@@ -1,5 +1,6 @@
 import Foundation
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 /// Copies each successful build into `.safe-watch/generations/N/`: the running server

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 /// The thin runtime: feeds events to the `Supervisor` state machine and carries out its actions

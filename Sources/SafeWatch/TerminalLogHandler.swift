@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import SafeWatchProcesses
 import SafeWatchSystem
 import Synchronization
 

@@ -1,3 +1,4 @@
+import func SafeWatchProcesses.parseSignal
 import TOMLKit
 
 /// A configuration problem, located: "safe-watch.toml:12: [health] interval: …".

@@ -1,3 +1,5 @@
+import enum SafeWatchProcesses.ExitStatus
+
 /// One compiler message worth showing: `file:line: message`.
 public struct Diagnostic: Equatable, Sendable, CustomStringConvertible {
     public enum Severity: String, Sendable { case error, warning }

@@ -1,3 +1,5 @@
+import func SafeWatchProcesses.signalName
+
 /// When a stop that hangs is cut short. A stop signal starts the clock the moment it arrives, on
 /// the thread that receives signals, not in the supervisor's event loop: a wedged loop would never
 /// get to it. Past the limit safe-watch kills its servers' process groups and exits (status 70).

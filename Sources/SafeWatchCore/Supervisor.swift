@@ -1,3 +1,5 @@
+import enum SafeWatchProcesses.ExitStatus
+
 /// A generation is one successful build, staged under `.safe-watch/generations/N/`.
 public typealias Generation = Int
 
@@ -150,19 +152,6 @@ public enum BuildCancelCause: Equatable, Sendable {
     case stopping
     /// Something newer asked for a build (the queued build's reason).
     case superseded(by: BuildReason)
-}
-
-/// How a process ended.
-public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
-    case exited(Int32)
-    case signalled(Int32)
-
-    public var description: String {
-        switch self {
-        case .exited(let code): return "exit status \(code)"
-        case .signalled(let signal): return "signal \(signalName(signal))"
-        }
-    }
 }
 
 /// The timings and mode the state machine decides with; all from the configuration.

@@ -1,6 +1,5 @@
 import Glibc
-import SafeWatchCore
-import SafeWatchSystem
+import SafeWatchProcesses
 import Synchronization
 
 /// Runs pg_dump, pg_restore and the test-cluster script through the project's `Spawner` and

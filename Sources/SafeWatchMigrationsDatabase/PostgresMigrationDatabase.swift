@@ -1,7 +1,7 @@
 import Glibc
 import PostgresNIO
 import SafeWatchMigrations
-import SafeWatchSystem
+import SafeWatchProcesses
 
 /// `_sqlx_migrations` in PostgreSQL, kept exactly as sqlx keeps it (`sqlx-postgres/src/migrate.rs`).
 ///

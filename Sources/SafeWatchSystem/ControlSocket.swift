@@ -1,5 +1,6 @@
 import CSafeWatchShims
 import Glibc
+import SafeWatchProcesses
 
 /// The control socket's file: `.safe-watch/control.sock`, a Unix stream socket only its owner can
 /// connect to.

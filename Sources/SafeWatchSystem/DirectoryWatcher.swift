@@ -2,6 +2,7 @@ import Dispatch
 import Glibc
 import Logging
 import SafeWatchCore
+import SafeWatchProcesses
 import Synchronization
 
 /// A path the watcher saw change, relative to the project root.

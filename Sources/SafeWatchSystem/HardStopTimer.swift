@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 import Synchronization
 
 /// The deadline of a stop (`HardStop`), kept on a thread of its own: armed by the signal thread the

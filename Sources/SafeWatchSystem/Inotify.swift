@@ -1,4 +1,5 @@
 import Glibc
+import SafeWatchProcesses
 
 /// The inotify calls, as Glibc imports them (no shim needed; `IN_ALL_EVENTS` and the flexible
 /// `name` member are not imported, so events are decoded by hand).

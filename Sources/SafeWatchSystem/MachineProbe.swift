@@ -2,6 +2,7 @@ import CSystemd
 import Foundation
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 
 extension IgnoreRules {
     /// What the watcher ignores in a project: `[watch] ignore` and the project's `.gitignore` (the

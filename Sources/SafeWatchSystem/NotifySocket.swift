@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import Logging
+import SafeWatchProcesses
 
 /// A datagram socket in the `NOTIFY_SOCKET` protocol (sd_notify): a child sends `READY=1`,
 /// `STATUS=…` lines; the handler gets each datagram's assignments.

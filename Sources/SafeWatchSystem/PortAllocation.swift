@@ -1,4 +1,5 @@
 import Glibc
+import SafeWatchProcesses
 
 /// Asks the kernel for a free loopback port for a generation's private listener.
 ///

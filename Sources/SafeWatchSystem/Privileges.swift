@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SafeWatchProcesses
 
 /// Changing who this process is (OwnerSwitch decides when).
 public enum Privileges {

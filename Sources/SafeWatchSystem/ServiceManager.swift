@@ -2,6 +2,7 @@ import CSystemd
 import Foundation
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 
 /// safe-watch's side of systemd's notify protocol, through libsystemd (`sd_notify`,
 /// `sd_pid_notify_with_fds`). Does nothing when no manager listens (`NOTIFY_SOCKET` unset).

@@ -2,6 +2,7 @@ import CSafeWatchShims
 import Foundation
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 import Synchronization
 
 /// The file system a path lives on (`statfs`), nil when it cannot be read.

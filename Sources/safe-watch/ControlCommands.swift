@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SafeWatch
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 /// `status`, `rebuild`, `rollback`, `stop` and `events`: clients of a running safe-watch's control

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SafeWatch
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 extension SafeWatchCommand {

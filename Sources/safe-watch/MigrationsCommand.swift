@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import SafeWatch
+import SafeWatchProcesses
 import SafeWatchSystem
 
 extension SafeWatchCommand {

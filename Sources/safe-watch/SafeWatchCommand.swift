@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import SafeWatch
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 struct SafeWatchCommand: AsyncParsableCommand {

@@ -1,4 +1,5 @@
 import Glibc
+import SafeWatchProcesses
 import SafeWatchSystem
 
 // The hidden exec-child trampoline must run before anything else: it is on every server's and

@@ -1,12 +1,13 @@
 import Foundation
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 import Synchronization
 import TestSupport
 
 /// Swift Testing has an `ExitStatus` of its own (exit tests).
-typealias ExitStatus = SafeWatchCore.ExitStatus
+typealias ExitStatus = SafeWatchProcesses.ExitStatus
 
 /// Where the package and its built products are.
 enum Paths {

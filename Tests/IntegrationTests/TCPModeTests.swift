@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 import Synchronization
 import TestSupport

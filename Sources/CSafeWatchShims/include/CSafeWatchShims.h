@@ -22,6 +22,10 @@ int sw_set_child_subreaper(void);
 /// prctl(PR_SET_PDEATHSIG, sig): `sig` is delivered when the thread that spawned us exits.
 int sw_set_parent_death_signal(int sig);
 
+/// prctl(PR_SET_NAME, name): the calling thread's name, cut to its first 15 bytes (what
+/// pthread_setname_np refuses with ERANGE instead; it also needs _GNU_SOURCE).
+int sw_set_thread_name(const char *name);
+
 /// The errno of the calling thread (Swift cannot read the `errno` macro portably). Swift code reads
 /// it through `Errno.current`, right after the call that failed.
 int sw_errno(void);

@@ -1,6 +1,4 @@
-import Foundation
 import Glibc
-import SafeWatchCore
 
 /// What /proc says about processes, for the supervisor's clean-up duties.
 public enum ProcessTable {
@@ -20,28 +18,34 @@ public enum ProcessTable {
     public static func running(under directory: String) -> [pid_t] {
         pids().filter { pid in
             guard pid != getpid() else { return false }
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
+            let executable = readLink("/proc/\(pid)/exe") ?? ""
             let arguments = readProcFile("/proc/\(pid)/cmdline")?.split(separator: "\0").prefix(2).map(String.init) ?? []
             return ([executable] + arguments).contains { $0.hasPrefix(directory) }
         }
     }
 
     private static func pids() -> [pid_t] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+        guard let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        var pids: [pid_t] = []
+        while let entry = readdir(directory) {
+            if let pid = pid_t(entryName(entry)) { pids.append(pid) }
+        }
+        return pids
+    }
+
+    /// Where a symbolic link points; nil if it cannot be read (the process is gone, or not ours).
+    private static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        let count = readlink(path, &buffer, buffer.count)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
-/// A directory entry's name.
-func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+/// A directory entry's name (of /proc here, and of the watched trees in SafeWatchSystem).
+package func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
     withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-}
-
-/// A watched path relative to the project: no leading "./", no trailing "/", "." for the root.
-func normalizedWatchPath(_ path: String) -> String {
-    var path = path
-    while path.hasPrefix("./") { path.removeFirst(2) }
-    while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
-    return path.isEmpty ? "." : path
 }
 
 /// A /proc file read to its end. /proc files report size 0, and Foundation's

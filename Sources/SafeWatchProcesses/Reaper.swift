@@ -1,6 +1,5 @@
 import Dispatch
 import Glibc
-import SafeWatchCore
 import Synchronization
 
 /// The one place that calls `waitpid`: SIGCHLD drives a `waitpid(-1, WNOHANG)` loop that hands each

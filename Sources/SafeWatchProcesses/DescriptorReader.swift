@@ -1,4 +1,4 @@
-import Foundation
+import Dispatch
 import Glibc
 import Synchronization
 
@@ -39,8 +39,8 @@ public final class DescriptorReader: Sendable {
     }
 
     /// Starts the reading thread. `onData` gets each chunk read; `onEnd` runs once, with nil at
-    /// end of file or after `stop()`, with the error when a read failed (the rest of what the
-    /// descriptor would have delivered is lost; the caller says so).
+    /// end of file or after `stop()`, with the error when a read failed or no thread could be
+    /// started (the rest of what the descriptor would have delivered is lost; the caller says so).
     public func start(
         name: String, onData: @escaping @Sendable (UnsafeRawBufferPointer) -> Void,
         onEnd: @escaping @Sendable (SystemError?) -> Void = { _ in }
@@ -54,13 +54,17 @@ public final class DescriptorReader: Sendable {
             onEnd(nil)  // stopped before it started
             return
         }
-        let thread = Thread { [self] in
-            let failure = self.loop(onData: onData)
+        do throws(SystemError) {
+            try startDetachedThread(named: name) { [self] in
+                let failure = self.loop(onData: onData)
+                self.closeDescriptors()
+                onEnd(failure)
+            }
+        } catch {
+            // No thread (the process or user is at its thread limit): nothing will be read.
             self.closeDescriptors()
-            onEnd(failure)
+            onEnd(error)
         }
-        thread.name = name
-        thread.start()
     }
 
     /// Ends the reading thread (it closes the descriptor); closes it at once when reading never

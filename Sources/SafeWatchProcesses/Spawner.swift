@@ -1,7 +1,6 @@
 import CSafeWatchShims
 import Dispatch
 import Glibc
-import SafeWatchCore
 import Synchronization
 
 /// What to start: a program with its arguments, environment and descriptors.
@@ -52,17 +51,11 @@ public final class Spawner: Sendable {
     private let wakeUp = DispatchSemaphore(value: 0)
 
     private init() {
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self)
-        let created = pthread_create(&thread, nil, { context in
-            guard let context else { return nil }
-            Unmanaged<Spawner>.fromOpaque(context).takeRetainedValue().loop()
-        }, box.toOpaque())
-        if created != 0 {
-            box.release()
-            preconditionFailure("cannot create the spawning thread: \(Errno(rawValue: created))")
+        do throws(SystemError) {
+            try startDetachedThread(named: "safe-watch.spawn") { [self] in self.loop() }
+        } catch {
+            preconditionFailure("cannot create the spawning thread: \(error)")
         }
-        pthread_detach(thread)
     }
 
     /// Starts the program in a new session (its own process group) and returns its pid. Register

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import SafeWatchSystem
+import SafeWatchProcesses
 import Synchronization
 import TestSupport
 import Testing
@@ -176,19 +176,26 @@ private struct LoopbackConnection {
     let server: FileDescriptor
 
     init() throws {
-        let listener = try ListeningSockets.bind(host: "127.0.0.1", port: 0)
-        defer { close(listener) }
-        let port = try #require(ListeningSockets.localAddress(listener)?.port)
-        let client = try FileDescriptor.socket(AF_INET, SOCK_STREAM)
+        // A listener on a free port of 127.0.0.1; the connect below learns the port from it.
+        let listener = try FileDescriptor.socket(AF_INET, SOCK_STREAM)
+        defer { listener.close() }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener.rawValue, $0, length) == 0 && listen(listener.rawValue, 1) == 0
+                    && getsockname(listener.rawValue, $0, &length) == 0
+            }
+        }
+        guard listening else { throw Errno.current }
+        let client = try FileDescriptor.socket(AF_INET, SOCK_STREAM)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client.rawValue, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw Errno.current }
-        let server = accept(listener, nil, nil)
+        let server = accept(listener.rawValue, nil, nil)
         guard server >= 0 else { throw Errno.current }
         _ = fcntl(server, F_SETFD, FD_CLOEXEC)
         self.client = client

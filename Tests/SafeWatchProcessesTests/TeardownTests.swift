@@ -1,7 +1,6 @@
 import Foundation
 import Glibc
-import SafeWatchCore
-import SafeWatchSystem
+import SafeWatchProcesses
 import TestSupport
 import Testing
 

@@ -1,6 +1,5 @@
 import CSafeWatchShims
 import Glibc
-import SafeWatchCore
 import Synchronization
 
 /// One step of stopping processes.
