@@ -58,11 +58,6 @@ struct OwnedTasks {
         self.running[key] != nil
     }
 
-    /// Lets go of the task under `key` without cancelling it: what it was for is done.
-    mutating func forget(_ key: TaskKey) {
-        self.running[key] = nil
-    }
-
     mutating func cancel(_ key: TaskKey) {
         self.running.removeValue(forKey: key)?.task.cancel()
     }

@@ -1,7 +1,5 @@
 import Foundation
-import Logging
 import NIOCore
-import NIOPosix
 import SafeWatchCore
 import SafeWatchSystem
 
@@ -212,11 +210,10 @@ public actor SupervisorRuntime {
             if intake.configurationChanged { self.perform(self.machine.signalReceived(.reload, at: now)) }
             if let quietAt = intake.quietAt { self.scheduleDebounceCheck(at: quietAt) }
         case .debounceElapsed:
-            self.tasks.forget(.debounceCheck)
             // What the running build writes is its own output, not an edit.
             let burst = self.watch.release(at: now, ignoring: self.machine.isBuilding ? self.buildWrittenFiles : [])
             guard let burst else {
-                if let next = self.watch.nextCheck { self.scheduleDebounceCheck(at: next) }
+                if let next = self.watch.nextCheck { self.scheduleDebounceCheck(at: next, again: true) }
                 return
             }
             if burst.touchedMigrations { self.reportMigrationsVerdict() }
@@ -247,9 +244,10 @@ public actor SupervisorRuntime {
     }
 
     /// One timer for the whole burst (not one per batch of events): when it fires before the tree
-    /// is quiet, it is set again for the end of the new quiet period.
-    private func scheduleDebounceCheck(at deadline: Moment) {
-        guard !self.tasks.contains(.debounceCheck) else { return }
+    /// is quiet, it is set `again` for the end of the new quiet period (replacing one that changes
+    /// set meanwhile).
+    private func scheduleDebounceCheck(at deadline: Moment, again: Bool = false) {
+        guard again || !self.tasks.contains(.debounceCheck) else { return }
         let post = self.post
         let delay = deadline - self.now
         self.own(.debounceCheck) {
