@@ -18,7 +18,8 @@ public struct Prober: Sendable {
     }
 
     /// Probes every `interval` until healthy or unhealthy. `ready` is the notify-check's source:
-    /// it returns true once the candidate has sent READY=1.
+    /// it returns true once the candidate has sent READY=1. Cancelling the task ends it at once,
+    /// a probe under way included (the candidate was superseded, stopped or exited).
     public func verdict(
         check: HealthCheck, port: Int?, startedAt: Moment, now: @Sendable () -> Moment,
         ready: @Sendable () -> Bool
@@ -29,6 +30,8 @@ public struct Prober: Sendable {
         var pause = min(Duration.milliseconds(5), check.interval)
         while !Task.isCancelled {
             let result = await self.probe(check, port: port, ready: ready)
+            // A probe cut short by the cancellation says nothing about the server.
+            if Task.isCancelled { break }
             let verdict = tracker.record(result, at: now())
             if verdict != .pending { return verdict }
             try? await Task.sleep(for: pause)
@@ -96,7 +99,11 @@ public struct Prober: Sendable {
             channel.close(promise: nil)
         }
         do {
-            let code = try await status.futureResult.get()
+            let code = try await withTaskCancellationHandler {
+                try await status.futureResult.get()
+            } onCancel: {
+                status.fail(CancellationError())
+            }
             if (200...399).contains(code) { return .success }
             return .failure("GET \(path) answered \(code); health.path must answer 200–399")
         } catch is ProbeTimeout {

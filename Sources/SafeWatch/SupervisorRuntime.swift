@@ -1,16 +1,18 @@
 import Foundation
-import Logging
 import NIOCore
-import NIOPosix
 import SafeWatchCore
 import SafeWatchProcesses
 import SafeWatchSystem
 
-/// The thin runtime: feeds events to the `Supervisor` state machine and carries out its actions
-/// with real processes, sockets and files. The state machine decides what happens to builds and
-/// generations, what a control request answers and how a stopped server drains; three decisions
-/// are still made here and belong in it next: arming the hard stop on a signal, which reloaded
-/// settings wait for a restart, and holding requests when the active server exits.
+/// The event loop: feeds events to the `Supervisor` state machine and carries out its actions
+/// with real processes, sockets and files. Every decision is the core's: the state machine's
+/// (builds, generations, what a control request answers, arming the hard stop, holding traffic
+/// when the server it goes to exits), `StopDrain`'s (how a stopped server drains) and
+/// `ConfigurationReload`'s (which reloaded settings apply). What is left here is carrying out.
+///
+/// Every task it starts is kept in `tasks` until it ends, cancelled when it is superseded or moot
+/// (a candidate's probing when it is superseded, stopped or exits), and at the latest when `run`
+/// returns.
 public actor SupervisorRuntime {
 
     /// Everything that happens to the runtime, in the order it is handled.
@@ -42,15 +44,12 @@ public actor SupervisorRuntime {
     private let launcher: ChildLauncher
     private let builder: Builder
     private let stager: Stager
-    private let prober: Prober
+    private let serverLauncher: ServerLauncher
     private let router: TrafficRouter
     private let watch: WatchPipeline
-    private var debounceCheckScheduled = false
     private var servers: [pid_t: ServerProcess] = [:]
-    private var probes: [Generation: Task<Void, Never>] = [:]
+    private var tasks = OwnedTasks()
     private var exitCode: Int32?
-    /// Socket mode: the listening sockets every generation gets as fds 3….
-    private let sharedSockets: [PublicSockets.Socket]
     private let serviceManager: ServiceManager
     private var serviceStatus: ServiceStatus
     /// What `safe-watch status` shows.
@@ -73,12 +72,11 @@ public actor SupervisorRuntime {
         publicAddresses: [String] = []
     ) {
         self.publicAddresses = publicAddresses
-        self.sharedSockets = sharedSockets
         self.serviceManager = serviceManager
         self.serviceStatus = ServiceStatus(
             buildTimeout: project.configuration.build.timeout, startupTimeout: project.configuration.health.startupTimeout)
         self.project = project
-        let policy = Self.policy(project)
+        let policy = Self.policy(project, runsAsService: serviceManager.isPresent)
         self.machine = Supervisor(policy: policy)
         self.board = StatusBoard(gatesMigrations: policy.gatesMigrations)
         self.reporter = reporter
@@ -86,7 +84,10 @@ public actor SupervisorRuntime {
         self.launcher = ChildLauncher(selfExecutable: selfExecutable)
         self.builder = Builder(launcher: self.launcher)
         self.stager = Stager(stateDirectory: project.stateDirectory)
-        self.prober = Prober(group: group, launcher: self.launcher, projectDirectory: project.directory)
+        self.serverLauncher = ServerLauncher(
+            launcher: self.launcher, prober: Prober(group: group, launcher: self.launcher, projectDirectory: project.directory),
+            stager: self.stager, reporter: reporter, projectDirectory: project.directory, stateDirectory: project.stateDirectory,
+            sharedSockets: sharedSockets, publicAddresses: publicAddresses)
         self.router = router
         self.watch = WatchPipeline(project: project, reporter: reporter)
     }
@@ -98,31 +99,41 @@ public actor SupervisorRuntime {
         let post = self.post
         try self.watch.start { post.yield(.filesChanged($0)) }
         self.watch.seedLedger()
-        let signalTask = Task {
+        defer { self.tasks.cancelAll() }
+        self.own(.signals) {
             for await signal in signals { post.yield(.signal(signal)) }
         }
-        defer { signalTask.cancel() }
-        let watchdogTask = self.startWatchdog()
-        defer { watchdogTask?.cancel() }
+        self.startWatchdog()
         self.stateDirectoryIdentity = FileIdentity(path: self.project.stateDirectory)
-        let stateCheckTask = Task {
+        self.own(.stateDirectoryCheck) {
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.stateDirectoryCheckInterval)
                 post.yield(.stateDirectoryCheck)
             }
         }
-        defer { stateCheckTask.cancel() }
         self.perform(self.machine.started(at: self.now))
         for await event in self.events {
             TestHooks.stallWhileAsked()
             self.handle(event)
             if let exitCode = self.exitCode {
                 self.watch.stop()
+                self.tasks.cancelAll()
                 await Self.stopOrphans(within: self.project.configuration.run.stopTimeout)
                 return exitCode
             }
         }
         return 0
+    }
+
+    /// Runs `work` in a task kept under `key` until it ends; a task it supersedes is cancelled.
+    private func own(_ key: TaskKey, _ work: @escaping @Sendable () async -> Void) {
+        let id = self.tasks.nextID()
+        self.tasks.keep(
+            key, id: id,
+            Task {
+                await work()
+                self.tasks.ended(key, id: id)
+            })
     }
 
     private var now: Moment { ContinuousClock.now - self.start }
@@ -163,15 +174,15 @@ public actor SupervisorRuntime {
     /// WATCHDOG=1 at half of WATCHDOG_USEC. The tick goes through the event loop like every other
     /// event, so a wedged supervisor stops answering and systemd restarts it; a long build or
     /// probe does not (they run in their own tasks).
-    private func startWatchdog() -> Task<Void, Never>? {
+    private func startWatchdog() {
         let setting = WatchdogSetting(
             usec: ProcessInfo.processInfo.environment["WATCHDOG_USEC"], pid: ProcessInfo.processInfo.environment["WATCHDOG_PID"],
             ownPID: getpid())
         if let warning = setting.warning { self.reporter.warning(warning) }
-        guard let period = setting.period, self.serviceManager.isPresent else { return nil }
+        guard let period = setting.period, self.serviceManager.isPresent else { return }
         self.serviceManager.send("WATCHDOG=1")
         let post = self.post
-        return Task {
+        self.own(.watchdog) {
             while !Task.isCancelled {
                 try? await Task.sleep(for: period)
                 post.yield(.watchdogTick)
@@ -181,8 +192,9 @@ public actor SupervisorRuntime {
 
     /// The configuration's policy; generations pass the migrations gate when the project has a
     /// migrations directory.
-    static func policy(_ project: Project) -> SupervisorPolicy {
+    static func policy(_ project: Project, runsAsService: Bool) -> SupervisorPolicy {
         var policy = project.configuration.policy
+        policy.runsAsService = runsAsService
         var isDirectory: ObjCBool = false
         policy.gatesMigrations = FileManager.default.fileExists(
             atPath: project.migrationsDirectory, isDirectory: &isDirectory) && isDirectory.boolValue
@@ -199,11 +211,10 @@ public actor SupervisorRuntime {
             if intake.configurationChanged { self.perform(self.machine.signalReceived(.reload, at: now)) }
             if let quietAt = intake.quietAt { self.scheduleDebounceCheck(at: quietAt) }
         case .debounceElapsed:
-            self.debounceCheckScheduled = false
             // What the running build writes is its own output, not an edit.
             let burst = self.watch.release(at: now, ignoring: self.machine.isBuilding ? self.buildWrittenFiles : [])
             guard let burst else {
-                if let next = self.watch.nextCheck { self.scheduleDebounceCheck(at: next) }
+                if let next = self.watch.nextCheck { self.scheduleDebounceCheck(at: next, again: true) }
                 return
             }
             if burst.touchedMigrations { self.reportMigrationsVerdict() }
@@ -217,10 +228,7 @@ public actor SupervisorRuntime {
             self.perform(self.machine.candidateUnhealthy(generation, reason: reason, at: now))
         case .processExited(let generation, let pid, let status):
             let server = self.servers.removeValue(forKey: pid)
-            self.probes.removeValue(forKey: generation)?.cancel()
-            if self.router.active?.generation == generation, !self.servers.values.contains(where: { $0.generation == generation }) {
-                self.router.setActive(nil)  // hold new requests until a server is healthy again
-            }
+            self.tasks.cancel(.probe(pid))
             let diagnosis = server.flatMap { $0.handoff.diagnoseExit(output: $0.output.lines) }
             self.perform(self.machine.processExited(generation, status, at: now, diagnosis: diagnosis))
         case .timerFired(let timer):
@@ -232,26 +240,18 @@ public actor SupervisorRuntime {
         case .stateDirectoryCheck:
             self.checkStateDirectory()
         case .signal(let number):
-            let signal: SupervisorSignal = number == SIGHUP ? .reload : .terminate
-            if signal == .terminate, self.exitCode == nil, !self.router.isShuttingDown {
-                self.scheduleHardStop()
-                // Under systemd the listening socket outlives safe-watch (socket unit, fd store):
-                // idle keep-alive clients get a moment to send one last request, then reconnect to
-                // the next safe-watch. In a terminal, stopping is stopping.
-                self.router.beginShuttingDown(idleGrace: self.serviceManager.isPresent ? .seconds(1) : .zero)
-            }
-            self.perform(self.machine.signalReceived(signal, at: now))
+            self.perform(self.machine.signalReceived(number == SIGHUP ? .reload : .terminate, at: now))
         }
     }
 
     /// One timer for the whole burst (not one per batch of events): when it fires before the tree
-    /// is quiet, it is set again for the end of the new quiet period.
-    private func scheduleDebounceCheck(at deadline: Moment) {
-        guard !self.debounceCheckScheduled else { return }
-        self.debounceCheckScheduled = true
+    /// is quiet, it is set `again` for the end of the new quiet period (replacing one that changes
+    /// set meanwhile).
+    private func scheduleDebounceCheck(at deadline: Moment, again: Bool = false) {
+        guard again || !self.tasks.contains(.debounceCheck) else { return }
         let post = self.post
         let delay = deadline - self.now
-        Task {
+        self.own(.debounceCheck) {
             try? await Task.sleep(for: delay)
             post.yield(.debounceElapsed)
         }
@@ -275,7 +275,7 @@ public actor SupervisorRuntime {
                 return
             }
             let builder = self.builder
-            Task {
+            self.own(.build(id)) {
                 let outcome = await builder.build(id, settings: settings, changedFiles: changed)
                 post.yield(.buildFinished(id, outcome))
             }
@@ -296,7 +296,7 @@ public actor SupervisorRuntime {
             self.launch(generation)
         case .checkMigrations(let generation):
             let gate = self.migrationsGate
-            Task {
+            self.own(.migrationsCheck(generation)) {
                 let reason = await gate.check()
                 post.yield(.migrationsChecked(generation, blockedBecause: reason))
             }
@@ -306,13 +306,20 @@ public actor SupervisorRuntime {
             {
                 self.router.setActive(TrafficRouter.Target(generation: generation, port: port))
             }
+        case .holdTraffic(let generation):
+            // Held until a server is healthy again, unless another process of it still serves.
+            if self.router.active?.generation == generation, !self.servers.values.contains(where: { $0.generation == generation }) {
+                self.router.setActive(nil)
+            }
         case .stop(let generation, let signal, let timeout):
-            self.probes.removeValue(forKey: generation)?.cancel()
+            // Still spawning: it is stopped as soon as it has a pid (`started`).
+            self.tasks.cancel(.launch(generation))
             for server in self.servers.values where server.generation == generation {
+                self.tasks.cancel(.probe(server.pid))
                 self.stop(server, signal: signal, timeout: timeout)
             }
         case .schedule(let timer, let delay):
-            Task {
+            self.own(.timer(timer)) {
                 try? await Task.sleep(for: delay)
                 post.yield(.timerFired(timer))
             }
@@ -321,6 +328,10 @@ public actor SupervisorRuntime {
         case .reloadConfig:
             self.serviceManager.send(self.serviceStatus.reloadStarted(monotonicMicroseconds: ServiceManager.monotonicMicroseconds()))
             self.reloadConfiguration()
+        case .armHardStop:
+            HardStopTimer.shared.arm(signal: SIGTERM)
+        case .stopAcceptingTraffic(let idleGrace):
+            self.router.beginShuttingDown(idleGrace: idleGrace)
         case .report(let report):
             self.reporter.report(report)
             self.board.record(report, at: Date())
@@ -379,161 +390,57 @@ public actor SupervisorRuntime {
             waitsOutSameSecond: command.contains("swift build"))
     }
 
+    /// Starts `generation`: its spawn, then (`started`) its exit watch and its probing, each in
+    /// a task of its own.
     private func launch(_ generation: Generation) {
-        let configuration = self.project.configuration
         let post = self.post
-        guard let binary = configuration.binaryPath else { return }
-        let executable = self.stager.executable(of: generation, binaryName: (binary as NSString).lastPathComponent)
-        let port: Int?
-        switch configuration.serve.mode {
-        case .proxy, .tcp, .socket:
-            // Proxy and tcp mode: the port traffic goes to. Socket mode: a private health port, only when
-            // the check needs one (never the shared socket, which the old server answers too).
-            if configuration.serve.mode == .socket, !configuration.health.needsPort {
-                port = nil
-                break
-            }
-            do {
-                port = try freeLoopbackPort()
+        let plan: ServerLauncher.Plan
+        do {
+            guard let planned = try self.serverLauncher.plan(generation, configuration: self.project.configuration, at: self.now) else { return }
+            plan = planned
+        } catch {
+            post.yield(.candidateUnhealthy(generation, error.reason))
+            return
+        }
+        let serverLauncher = self.serverLauncher
+        self.own(.launch(generation)) {
+            let started: ServerLauncher.Started
+            do throws(ServerLauncher.Failure) {
+                started = try await serverLauncher.start(plan)
             } catch {
-                post.yield(.candidateUnhealthy(generation, "no free port for it: \(error)"))
+                post.yield(.candidateUnhealthy(generation, error.reason))
                 return
             }
-        case .restart:
-            port = configuration.serve.listen.port
+            await self.started(started)
         }
-        var environment = inheritedEnvironment()
-        environment.merge(configuration.run.env) { $1 }
-        if !configuration.run.portEnv.isEmpty, let port {
-            environment[configuration.run.portEnv] = String(port)
+    }
+
+    /// A server was spawned. Called from its launch task, whose cancellation means it was told to
+    /// stop while it was being spawned: the stop found no process then, so it is carried out now,
+    /// or it would never exit.
+    private func started(_ started: ServerLauncher.Started) {
+        let server = started.server
+        let pid = server.pid
+        let post = self.post
+        let serverLauncher = self.serverLauncher
+        self.servers[pid] = server
+        self.own(.exitWatch(pid)) {
+            let status = await serverLauncher.waitForExit(started)
+            post.yield(.processExited(server.generation, pid, status))
         }
-        let sharedSockets = self.sharedSockets
-        if !sharedSockets.isEmpty {
-            // LISTEN_PID is set to the server's own pid by the exec-child trampoline.
-            environment["LISTEN_FDS"] = String(sharedSockets.count)
-            environment["LISTEN_FDNAMES"] = sharedSockets.map(\.name).joined(separator: ":")
+        if Task.isCancelled {
+            let run = self.project.configuration.run
+            self.stop(server, signal: run.stopSignal, timeout: run.stopTimeout)
+            return
         }
-        let notifySocket: NotifySocket?
-        if configuration.health.kind == .notify {
-            let path = self.notifySocketPath(generation)
-            do {
-                notifySocket = try NotifySocket(path: path)
-                environment["NOTIFY_SOCKET"] = path
-            } catch {
-                post.yield(.candidateUnhealthy(generation, "cannot create its notify socket: \(error)"))
-                return
-            }
-        } else {
-            notifySocket = nil
-        }
-        let arguments = configuration.run.args.map { argument in
-            port.map { argument.replacing("{port}", with: String($0)) } ?? argument
-        }
-        let reporter = self.reporter
-        let launcher = self.launcher
-        let directory = self.project.directory
-        let check = configuration.health
-        let prober = self.prober
-        let startedAt = self.now
         let start = self.start
-        let (outputEnded, finishOutput) = AsyncStream<Void>.makeStream()
-        let tail = OutputTail(notable: PortHandoff.isNotable)
-        let handoff = PortHandoff(
-            port: port, mode: configuration.serve.mode, args: configuration.run.args, portEnv: configuration.run.portEnv,
-            publicAddress: configuration.serve.mode == .restart
-                ? nil : self.publicAddresses.first.map { address in address.range(of: "://").map { String(address[$0.upperBound...]) } ?? address })
-        // Kept so that the candidate's probing ends with it: when it exits or is stopped, the task
-        // is cancelled (a superseded or dead candidate must not be probed on and on).
-        self.probes[generation] = Task {
-            let output: OutputPipe
-            let process: ProcessHandle
-            do {
-                output = try OutputPipe(label: "safe-watch.gen\(generation)")
-                output.start(
-                    onLine: { line in
-                        reporter.serverOutput(generation, line)
-                        tail.append(line)
-                    }, onClose: { finishOutput.finish() })
-                process = try await launcher.start(
-                    executable: executable, arguments: arguments, environment: environment,
-                    workingDirectory: directory, output: output, deathSignal: SIGTERM,
-                    passedDescriptors: sharedSockets.map(\.fd))
-            } catch {
-                notifySocket?.close()
-                post.yield(.candidateUnhealthy(generation, "cannot start \(executable): \(error)"))
-                return
-            }
-            let pid = process.pid
-            let server = ServerProcess(generation: generation, process: process, port: port, output: tail, handoff: handoff)
-            notifySocket?.start { lines in
-                if lines.contains("READY=1") { server.markReady() }
-            }
-            self.register(server)
-            if Task.isCancelled {
-                // Told to stop while it was being spawned (a stop right after the launch): the
-                // stop found no process then, so it is carried out now, or it would never exit.
-                let run = self.project.configuration.run
-                self.stop(server, signal: run.stopSignal, timeout: run.stopTimeout)
-            }
-            Task {
-                let status = await Reaper.shared.wait(for: pid)
-                // Its last lines before the line that says it stopped; a grandchild that keeps the
-                // pipe open does not hold that up for long.
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask { for await _ in outputEnded {} }
-                    group.addTask { try? await Task.sleep(for: .milliseconds(250)) }
-                    await group.next()
-                    group.cancelAll()
-                }
-                server.exited(status)
-                notifySocket?.close()
-                post.yield(.processExited(generation, pid, status))
-            }
-            let verdict = await prober.verdict(
-                check: check, port: port, startedAt: startedAt, now: { ContinuousClock.now - start },
-                ready: { server.isReady })
-            guard !server.hasExited, !Task.isCancelled else { return }
-            switch verdict {
-            case .healthy:
-                if let ownListeners = Self.listenersBesideSharedSockets(pid: pid, shared: sharedSockets, healthPort: port) {
-                    post.yield(.candidateUnhealthy(generation, ownListeners))
-                    return
-                }
-                // A check that does not touch the port (exec, notify, none) passes a server that
-                // listens elsewhere; traffic would go to a port nobody answers.
-                if !check.needsPort, let elsewhere = Self.listeningElsewhere(pid: pid, handoff: handoff) {
-                    post.yield(.candidateUnhealthy(generation, elsewhere))
-                    return
-                }
-                post.yield(.candidateHealthy(generation))
-            case .unhealthy(let reason):
-                let elsewhere = Self.listeningElsewhere(pid: pid, handoff: handoff).map { "; \($0)" } ?? ""
-                post.yield(.candidateUnhealthy(generation, reason + elsewhere))
-            case .pending: break
+        self.own(.probe(pid)) {
+            switch await serverLauncher.verdict(started, now: { ContinuousClock.now - start }) {
+            case .healthy: post.yield(.candidateHealthy(server.generation))
+            case .unhealthy(let reason): post.yield(.candidateUnhealthy(server.generation, reason))
+            case nil: break
             }
         }
-    }
-
-    /// Socket mode: a server that binds its own port instead of serving on fd 3 would be healthy
-    /// but never get the shared socket's traffic. Names what it listens on, or nil when all is well.
-    nonisolated private static func listenersBesideSharedSockets(
-        pid: pid_t, shared: [PublicSockets.Socket], healthPort: Int?
-    ) -> String? {
-        guard !shared.isEmpty else { return nil }
-        let own = listenersOutsideSocketMode(
-            serverSocketInodes: ListeningSockets.socketInodes(of: pid), listening: ListeningSockets.listeningTCP(),
-            sharedInodes: Set(shared.compactMap { ListeningSockets.inode($0.fd) }), healthPort: healthPort)
-        guard !own.isEmpty else { return nil }
-        let addresses = own.map { "\($0.address):\($0.port)" }.joined(separator: ", ")
-        return "it listens on \(addresses) itself instead of serving on the socket passed as fd 3 (LISTEN_FDS); "
-            + "in socket mode the server must take its socket with sd_listen_fds, or use mode = \"proxy\" for servers that bind a port"
-    }
-
-    /// What a live candidate listens on, when that is not the port it was given (`PortHandoff`).
-    nonisolated private static func listeningElsewhere(pid: pid_t, handoff: PortHandoff) -> String? {
-        let own = ListeningSockets.socketInodes(of: pid)
-        guard !own.isEmpty else { return nil }
-        return handoff.diagnoseListening(ListeningSockets.listeningTCP().filter { own.contains($0.inode) })
     }
 
     private var migrationsGate: MigrationsGate {
@@ -547,17 +454,7 @@ public actor SupervisorRuntime {
     /// A migration file changed: say at once what a server starting now would make of it.
     private func reportMigrationsVerdict() {
         let gate = self.migrationsGate
-        Task { await gate.reportVerdict() }
-    }
-
-    private func register(_ server: ServerProcess) {
-        self.servers[server.pid] = server
-    }
-
-    private func notifySocketPath(_ generation: Generation) -> String {
-        let path = "\(self.project.stateDirectory)/notify-\(generation).sock"
-        // sun_path holds 108 bytes; deep project paths fall back to /tmp.
-        return path.utf8.count < 100 ? path : "/tmp/safe-watch-\(getpid())-\(generation).sock"
+        self.own(.migrationsVerdict(self.tasks.nextID())) { await gate.reportVerdict() }
     }
 
     /// Drains then stops one server: in proxy mode it first finishes the requests routed to it (in
@@ -569,7 +466,7 @@ public actor SupervisorRuntime {
         let drain = StopDrain(
             forwardsTraffic: self.project.configuration.serve.mode.forwardsToPrivatePort, signal: signal, timeout: timeout,
             shuttingDown: router.isShuttingDown, isRouted: router.active?.generation == server.generation)
-        Task {
+        self.own(.stop(server.pid, signal: signal)) {
             let begun = ContinuousClock.now
             switch drain {
             case .none: break
@@ -579,12 +476,6 @@ public actor SupervisorRuntime {
             let left = StopDrain.signalTimeout(timeout, drained: ContinuousClock.now - begun)
             await Teardown.group(signal, grace: left).run(on: server.process)
         }
-    }
-
-    /// If stopping takes much longer than stop_timeout, exit anyway (children get SIGKILL). A
-    /// signal armed this as it arrived; `safe-watch stop` comes as an event and arms it here.
-    private func scheduleHardStop() {
-        HardStopTimer.shared.arm(signal: SIGTERM)
     }
 
     /// Sets what takes the lock and the control socket again once a deleted state directory has
@@ -604,7 +495,7 @@ public actor SupervisorRuntime {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.stateDirectoryIdentity = FileIdentity(path: directory)
         let restore = self.restoreState
-        Task { await restore() }
+        self.own(.stateRestore(self.tasks.nextID())) { await restore() }
         self.perform(self.machine.stateDirectoryLost(at: self.now))
     }
 
@@ -624,21 +515,13 @@ public actor SupervisorRuntime {
             return
         }
         self.project.overrides(&configuration)
-        let old = self.project.configuration
-        if configuration.product == nil { configuration.product = old.product }
-        if configuration.serve.listen != old.serve.listen || configuration.serve.mode != old.serve.mode
-            || configuration.serve.forwardedHeaders != old.serve.forwardedHeaders
-        {
-            self.reporter.warning("serve.listen, serve.mode and serve.forwarded_headers changes take effect when safe-watch restarts")
-            configuration.serve = old.serve
-        }
-        configuration.settleModeDefaults()
-        let rebuild = configuration.build != old.build || configuration.run != old.run || configuration.product != old.product
-            || configuration.health != old.health
-        self.project.configuration = configuration
-        HardStopTimer.shared.configure(stopTimeout: configuration.run.stopTimeout)
+        let reload = ConfigurationReload(reloaded: configuration, current: self.project.configuration)
+        if let warning = reload.warning { self.reporter.warning(warning) }
+        self.project.configuration = reload.configuration
+        HardStopTimer.shared.configure(stopTimeout: reload.configuration.run.stopTimeout)
         let post = self.post
         self.watch.reconfigure(self.project) { post.yield(.filesChanged($0)) }
-        self.perform(self.machine.configReloaded(Self.policy(self.project), rebuild: rebuild, at: self.now))
+        let policy = Self.policy(self.project, runsAsService: self.serviceManager.isPresent)
+        self.perform(self.machine.configReloaded(policy, rebuild: reload.rebuild, at: self.now))
     }
 }

@@ -72,6 +72,11 @@ public enum SupervisorAction: Equatable, Sendable {
     case launchCandidate(Generation, LaunchPurpose)
     /// Route new requests (tcp mode: new connections) to `Generation`.
     case switchTraffic(to: Generation)
+    /// A process of the generation traffic was last switched to exited: new requests (tcp mode:
+    /// connections) wait for the next healthy generation, up to `hold_timeout`, instead of going
+    /// to a port nobody answers. Nothing changes while another process of it still serves, or
+    /// when traffic goes elsewhere already.
+    case holdTraffic(Generation)
     /// Send `signal` to the generation's process group, SIGKILL it after `timeout`. In proxy and
     /// tcp mode the runtime first lets the generation's in-flight requests (tcp mode: its open
     /// connections) finish, within the same timeout.
@@ -81,6 +86,12 @@ public enum SupervisorAction: Equatable, Sendable {
     case discardGenerations([Generation])
     /// Read the configuration again and answer `configReloaded` or `configRejected`.
     case reloadConfig
+    /// safe-watch stops: start the clock that cuts a stop that hangs short (`HardStop`). A stop
+    /// signal armed it as it arrived; this arms it for `safe-watch stop`, which comes as an event.
+    case armHardStop
+    /// safe-watch stops: take no new connections. Idle keep-alive clients get `idleGrace` to send
+    /// one last request first.
+    case stopAcceptingTraffic(idleGrace: Duration)
     case report(Report)
     case exit(code: Int32)
 }
@@ -168,6 +179,8 @@ public struct SupervisorPolicy: Equatable, Sendable {
     public var keepGenerations: Int
     /// Whether a new generation must pass the migrations gate before it starts.
     public var gatesMigrations: Bool
+    /// Whether safe-watch runs as a systemd service: its listening socket outlives it then.
+    public var runsAsService: Bool
 
     public init(
         mode: ServeMode = .proxy,
@@ -177,7 +190,8 @@ public struct SupervisorPolicy: Equatable, Sendable {
         restartBackoff: Backoff = Backoff(),
         stableAfter: Duration = .seconds(10),
         keepGenerations: Int = 3,
-        gatesMigrations: Bool = false
+        gatesMigrations: Bool = false,
+        runsAsService: Bool = false
     ) {
         self.mode = mode
         self.stopSignal = stopSignal
@@ -187,6 +201,7 @@ public struct SupervisorPolicy: Equatable, Sendable {
         self.stableAfter = stableAfter
         self.keepGenerations = max(2, keepGenerations)
         self.gatesMigrations = gatesMigrations
+        self.runsAsService = runsAsService
     }
 }
 
@@ -302,6 +317,9 @@ public struct Supervisor: Sendable {
     private var crashes = 0
     /// A staged generation waiting for the migrations gate.
     private var gated: Generation?
+    /// The generation the last `switchTraffic` went to (proxy and tcp mode): when a process of it
+    /// exits, traffic is held.
+    private var routed: Generation?
 
     public init(policy: SupervisorPolicy) {
         self.policy = policy
@@ -437,6 +455,7 @@ extension Supervisor {
         }
         let previous = serving.active
         var actions: [SupervisorAction] = [.switchTraffic(to: generation)]
+        if self.policy.mode.forwardsToPrivatePort { self.routed = generation }
         if let previous, previous.generation != generation {
             actions.append(self.stopAction(previous.generation))
         }
@@ -461,6 +480,12 @@ extension Supervisor {
     public mutating func processExited(
         _ generation: Generation, _ status: ExitStatus, at now: Moment, diagnosis: String? = nil
     ) -> [SupervisorAction] {
+        // First, before any launch: requests must not go to its port in the meantime.
+        let hold: [SupervisorAction] = self.routed == generation ? [.holdTraffic(generation)] : []
+        return hold + self.exited(generation, status, at: now, diagnosis: diagnosis)
+    }
+
+    private mutating func exited(_ generation: Generation, _ status: ExitStatus, at now: Moment, diagnosis: String?) -> [SupervisorAction] {
         if self.exiting.remove(generation) != nil {
             var actions: [SupervisorAction] = [.report(.serverStopped(generation, status: status))]
             switch self.life {
@@ -529,7 +554,11 @@ extension Supervisor {
             return []
         case (.terminate, .running(let serving)):
             self.life = .shuttingDown
-            var actions: [SupervisorAction] = [.report(.stopping)]
+            // Under systemd the listening socket outlives safe-watch (socket unit, fd store): idle
+            // keep-alive clients get a moment to send one last request, then reconnect to the next
+            // safe-watch. In a terminal, stopping is stopping.
+            let idleGrace: Duration = self.policy.runsAsService ? .seconds(1) : .zero
+            var actions: [SupervisorAction] = [.armHardStop, .stopAcceptingTraffic(idleGrace: idleGrace), .report(.stopping)]
             // In order: the build, the candidate, the server.
             switch self.build {
             case .idle:

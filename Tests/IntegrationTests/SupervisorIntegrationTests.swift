@@ -377,4 +377,56 @@ extension SupervisorIntegrationTests {
         }
         #expect(left.isEmpty, "the server outlived safe-watch")
     }
+
+    /// A candidate that never becomes healthy is superseded by a newer build: its probing ends
+    /// with it (it used to go on until its startup_timeout, probing a server that was gone). The
+    /// health command counts every probe by the port it was given, in a file outside the project.
+    @Test func aSupersededCandidateIsNoLongerProbed() async throws {
+        let directory = makeTemporaryDirectory("sw-superseded") + "/project"
+        try createAccountDirectory(directory)
+        let probeLog = makeTemporaryDirectory("sw-probes") + "/probes"
+        try "".save(to: probeLog, atomically: false)
+        try "v1\n".save(to: directory + "/version.txt", atomically: false)
+        try "#!/bin/sh\necho \"port $PORT\"\nexec sleep 1000\n".save(to: directory + "/server.sh", atomically: false)
+        chmod(directory + "/server.sh", 0o755)
+        try """
+            [build]
+            command = "true"
+            binary = "server.sh"
+            [watch]
+            extensions = ["txt"]
+            debounce = "50ms"
+            [health]
+            type = "exec"
+            command = "echo $PORT >> \(probeLog); exit 1"
+            interval = "50ms"
+            startup_timeout = "120s"
+            [run]
+            stop_timeout = "1s"
+            """.save(to: directory + "/safe-watch.toml")
+        let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+        @Sendable func probes(of port: Int) -> Int {
+            ((try? String(contentsOfFile: probeLog, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0 == "\(port)" }.count
+        }
+        func port(of generation: Int) async -> Int? {
+            await safeWatch.log.waitForLine(containing: "[gen \(generation)] port ", limit: .seconds(60))
+                .flatMap { $0.split(separator: " ").last.flatMap { Int($0) } }
+        }
+        let first = try #require(await port(of: 1), "\(safeWatch.output)")
+        #expect(await waitUntil { probes(of: first) >= 3 }, "gen 1 is not probed:\n\(safeWatch.output)")
+
+        try "v2\n".save(to: directory + "/version.txt")
+        let discarded = await safeWatch.log.waitForLine(containing: "gen 1 discarded", limit: .seconds(60))
+        #expect(discarded?.contains("superseded by generation 2") == true, "\(safeWatch.output)")
+        let second = try #require(await port(of: 2), "\(safeWatch.output)")
+        try #require(second != first, "both generations got port \(first)")
+        // Gen 2 is probed all along; gen 1, whose probe may have been under way at the discard,
+        // not once more from then on.
+        #expect(await waitUntil { probes(of: second) >= 5 }, "gen 2 is not probed:\n\(safeWatch.output)")
+        let afterDiscard = probes(of: first)
+        let probedSince = probes(of: second)
+        #expect(await waitUntil { probes(of: second) >= probedSince + 10 }, "gen 2 is not probed:\n\(safeWatch.output)")
+        #expect(probes(of: first) == afterDiscard, "gen 1 is still probed after it was superseded:\n\(safeWatch.output)")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
 }

@@ -3,7 +3,8 @@ import Testing
 
 /// What the state machine decides besides the swap itself, told as stories with exact times: the
 /// control socket's answers, the migrations gate, a staging failure, a crash restart racing newer
-/// builds, and how a stopped server is drained.
+/// builds, what stopping arms and closes, when traffic is held, which reloaded settings apply, and
+/// how a stopped server is drained.
 @Suite struct SupervisorDecisionTests {
     let term: Int32 = 15
 
@@ -127,9 +128,9 @@ import Testing
         _ = machine.filesChanged(["a.swift"], at: .seconds(30))
         _ = machine.buildFinished(2, .succeeded, at: .seconds(32))
         _ = machine.staged(2, at: .seconds(32))
-        #expect(commands(machine.signalReceived(.terminate, at: .seconds(33))) == [.stop(1, signal: term, timeout: .seconds(5))])
+        #expect(commands(machine.signalReceived(.terminate, at: .seconds(33))).last == .stop(1, signal: term, timeout: .seconds(5)))
         #expect(machine.migrationsChecked(2, blockedBecause: nil, at: .seconds(34)) == [])
-        #expect(commands(machine.processExited(1, .exited(0), at: .seconds(35))) == [.exit(code: 0)])
+        #expect(commands(machine.processExited(1, .exited(0), at: .seconds(35))).last == .exit(code: 0))
     }
 
     @Test func theGatedGenerationIsNotDiscardedByTheKeptWindow() {
@@ -218,6 +219,133 @@ import Testing
         // SIGKILL (asked to stop twice) and restart mode (no traffic through safe-watch) drain nothing.
         #expect(StopDrain(forwardsTraffic: true, signal: 9, timeout: timeout, shuttingDown: true, isRouted: true) == StopDrain.none)
         #expect(StopDrain(forwardsTraffic: false, signal: term, timeout: timeout, shuttingDown: false, isRouted: false) == StopDrain.none)
+    }
+
+    // MARK: Stopping: the hard stop and the listener
+
+    @Test func theFirstStopArmsTheHardStopAndClosesTheListenerBeforeAnyServerIsStopped() {
+        var machine = self.serving()
+        _ = machine.filesChanged(["a.swift"], at: .seconds(30))
+        // In order: the clock that cuts a hung stop short, no new connections (in a terminal at
+        // once), then the build and the server.
+        #expect(commands(machine.signalReceived(.terminate, at: .seconds(31))) == [
+            .armHardStop, .stopAcceptingTraffic(idleGrace: .zero), .cancelBuild(2), .stop(1, signal: term, timeout: .seconds(5)),
+        ])
+        // Asked again: everything still draining is killed, and nothing is armed or closed twice.
+        #expect(machine.signalReceived(.terminate, at: .seconds(32)) == [.stop(1, signal: 9, timeout: .zero)])
+        #expect(machine.signalReceived(.reload, at: .seconds(32.5)) == [])
+        _ = machine.buildFinished(2, .cancelled, at: .seconds(33))
+        _ = machine.processExited(1, .signalled(9), at: .seconds(33.1))
+        // Stopped: a late signal does nothing at all.
+        #expect(machine.signalReceived(.terminate, at: .seconds(34)) == [])
+    }
+
+    @Test func underSystemdIdleClientsGetASecondForOneLastRequest() {
+        var machine = self.serving(SupervisorPolicy(runsAsService: true))
+        #expect(commands(machine.signalReceived(.terminate, at: .seconds(30))).prefix(2) == [
+            .armHardStop, .stopAcceptingTraffic(idleGrace: .seconds(1)),
+        ])
+        // A reload arms nothing.
+        var running = self.serving(SupervisorPolicy(runsAsService: true))
+        #expect(running.signalReceived(.reload, at: .seconds(30)) == [.reloadConfig])
+    }
+
+    // MARK: Holding traffic when the server it goes to exits
+
+    @Test func aCrashOfTheServerTrafficGoesToHoldsRequestsUntilTheRestartIsHealthy() {
+        var machine = self.serving(SupervisorPolicy(mode: .tcp))
+        // Held first, before the restart is even scheduled.
+        #expect(commands(machine.processExited(1, .exited(1), at: .seconds(60)))
+            == [.holdTraffic(1), .schedule(.restart(1), after: .milliseconds(100))])
+        _ = machine.timerFired(.restart(1), at: .seconds(60.1))
+        #expect(commands(machine.candidateHealthy(1, at: .seconds(60.3))) == [.switchTraffic(to: 1)])
+    }
+
+    @Test func anExitOfAServerTrafficNoLongerGoesToHoldsNothing() {
+        var machine = self.serving(generations: 2)
+        // Gen 2 is swapped out for gen 3: its exit is the end of its drain.
+        _ = machine.filesChanged(["a.swift"], at: .seconds(30))
+        _ = machine.buildFinished(3, .succeeded, at: .seconds(31))
+        _ = machine.staged(3, at: .seconds(31))
+        _ = machine.candidateHealthy(3, at: .seconds(32))
+        #expect(commands(machine.processExited(2, .signalled(15), at: .seconds(33))) == [])
+        // A candidate never had traffic.
+        _ = machine.filesChanged(["a.swift"], at: .seconds(40))
+        _ = machine.buildFinished(4, .succeeded, at: .seconds(41))
+        _ = machine.staged(4, at: .seconds(41))
+        #expect(commands(machine.processExited(4, .exited(1), at: .seconds(41.5))) == [])
+        #expect(machine.servingGeneration == 3)
+    }
+
+    @Test func theLastServerToExitWhileStoppingHoldsTheRequestsStillArriving() {
+        var machine = self.serving()
+        _ = machine.signalReceived(.terminate, at: .seconds(30))
+        #expect(commands(machine.processExited(1, .signalled(15), at: .seconds(31))) == [.holdTraffic(1), .exit(code: 0)])
+    }
+
+    @Test func modesWithoutAProxyHoldNothing() {
+        // Restart mode serves on the server's own port, socket mode on the shared socket: nothing
+        // of safe-watch's stands between the clients and the server to hold them.
+        for mode in [ServeMode.restart, .socket] {
+            var machine = self.serving(SupervisorPolicy(mode: mode))
+            #expect(commands(machine.processExited(1, .exited(1), at: .seconds(60))) == [.schedule(.restart(1), after: .milliseconds(100))])
+        }
+    }
+
+    // MARK: Reloading the configuration
+
+    @Test func theServeTableWaitsForARestartAndTheRestAppliesAtOnce() {
+        var current = Configuration()
+        current.product = "App"  // found with `swift package describe`, not in the file
+        var file = Configuration()
+        file.serve.listen = ListenAddress(host: "127.0.0.1", port: 9090)
+        file.watch.debounce = .milliseconds(300)
+        let reload = ConfigurationReload(reloaded: file, current: current)
+        #expect(reload.warning == "serve.listen, serve.mode and serve.forwarded_headers changes take effect when safe-watch restarts")
+        #expect(reload.configuration.serve == current.serve)
+        #expect(reload.configuration.watch.debounce == .milliseconds(300))
+        #expect(reload.configuration.product == "App")
+        // Nothing a generation is made with changed: no rebuild.
+        #expect(!reload.rebuild)
+    }
+
+    @Test func aModeChangeThatWaitsDoesNotChangeTheHealthCheckThatFollowsTheMode() {
+        var current = Configuration()
+        current.serve.mode = .tcp
+        current.settleModeDefaults()
+        var file = Configuration()  // mode = "proxy", no [health] type
+        file.settleModeDefaults()
+        let reload = ConfigurationReload(reloaded: file, current: current)
+        // The mode stays tcp until a restart, so the check stays tcp's: no new generation for it.
+        #expect(reload.configuration.serve.mode == .tcp)
+        #expect(reload.configuration.health.kind == .tcp)
+        #expect(!reload.rebuild)
+        #expect(reload.warning != nil)
+    }
+
+    @Test func whatAGenerationIsMadeWithRebuildsAndTheRebuildWaitsForTheRunningBuild() {
+        let current = Configuration()
+        var file = current
+        file.run.args = ["--port", "{port}"]
+        let reload = ConfigurationReload(reloaded: file, current: current)
+        #expect(reload.rebuild)
+        #expect(reload.warning == nil)
+        for change in [{ (c: inout Configuration) in c.build.command = "make" }, { $0.health.interval = .seconds(1) }, { $0.product = "Other" }] {
+            var changed = current
+            change(&changed)
+            #expect(ConfigurationReload(reloaded: changed, current: current).rebuild)
+        }
+        // The story: a reload that rebuilds while a build runs cancels it, and its build names why.
+        var machine = self.serving()
+        _ = machine.filesChanged(["a.swift"], at: .seconds(30))
+        #expect(machine.signalReceived(.reload, at: .seconds(30.5)) == [.reloadConfig])
+        #expect(commands(machine.configReloaded(reload.configuration.policy, rebuild: reload.rebuild, at: .seconds(30.6))) == [.cancelBuild(2)])
+        let after = machine.buildFinished(2, .cancelled, at: .seconds(31))
+        #expect(reports(after) == [
+            .buildCancelled(2, because: .superseded(by: .configChanged)), .buildStarted(3, reason: .configChanged),
+        ])
+        // A reload that changes nothing a generation is made with builds nothing.
+        #expect(commands(machine.configReloaded(SupervisorPolicy(), rebuild: false, at: .seconds(40))) == [])
     }
 
     @Test func aLongDrainStillLeavesHalfTheTimeoutAfterTheSignal() {

@@ -51,7 +51,7 @@ import Testing
         // Gen 1 crashes before the build is done: its binary is gone, so it is not restarted
         // (that would run a missing file in a backoff loop) and nothing is rolled back to.
         let crash = machine.processExited(1, .exited(1), at: .seconds(21))
-        #expect(commands(crash) == [])
+        #expect(commands(crash) == [.holdTraffic(1)])
         #expect(reports(crash) == [.serverCrashed(1, status: .exited(1))])
         // The build brings a generation that can be launched and restarted again.
         #expect(commands(machine.buildFinished(2, .succeeded, at: .seconds(25))) == [.stage(2, 2)])
@@ -158,7 +158,8 @@ import Testing
         var machine = serving()
         // Gen 1 has run for a minute (well past the rollback window) and crashes.
         var actions = machine.processExited(1, .signalled(11), at: .seconds(60))
-        #expect(commands(actions) == [.schedule(.restart(1), after: .milliseconds(100))])
+        // New requests wait for the restart rather than go to a port nobody answers.
+        #expect(commands(actions) == [.holdTraffic(1), .schedule(.restart(1), after: .milliseconds(100))])
         #expect(reports(actions).first == .serverCrashed(1, status: .signalled(11)))
         #expect(machine.servingGeneration == nil)
         #expect(commands(machine.timerFired(.restart(1), at: .seconds(60.1))) == [.launchCandidate(1, .restart)])
@@ -195,7 +196,7 @@ import Testing
         _ = machine.processExited(1, .exited(0), at: .seconds(13.5))
         // Gen 2 dies 2 s after its swap.
         let actions = machine.processExited(2, .exited(1), at: .seconds(15))
-        #expect(commands(actions) == [.launchCandidate(1, .rollback)])
+        #expect(commands(actions) == [.holdTraffic(2), .launchCandidate(1, .rollback)])
         #expect(reports(actions).contains(.rollingBack(from: 2, to: 1, because: .crashedAfterSwap)))
         #expect(commands(machine.candidateHealthy(1, at: .seconds(15.5))) == [.switchTraffic(to: 1)])
         #expect(machine.servingGeneration == 1)
@@ -229,6 +230,7 @@ import Testing
         let actions = machine.signalReceived(.terminate, at: .seconds(13))
         #expect(
             commands(actions) == [
+                .armHardStop, .stopAcceptingTraffic(idleGrace: .zero),
                 .cancelBuild(3), .stop(2, signal: term, timeout: .seconds(5)), .stop(1, signal: term, timeout: .seconds(5)),
             ])
         // Changes and a late healthy report are ignored while stopping.
@@ -237,7 +239,7 @@ import Testing
         #expect(commands(machine.buildFinished(3, .cancelled, at: .seconds(13.3))) == [])
         #expect(commands(machine.processExited(2, .signalled(15), at: .seconds(13.4))) == [])
         // The last process gone: exit 0.
-        #expect(commands(machine.processExited(1, .exited(0), at: .seconds(14))) == [.exit(code: 0)])
+        #expect(commands(machine.processExited(1, .exited(0), at: .seconds(14))) == [.holdTraffic(1), .exit(code: 0)])
     }
 
     @Test func secondTerminateKillsWhatIsStillDraining() {

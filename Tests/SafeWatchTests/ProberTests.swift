@@ -1,6 +1,8 @@
+import Glibc
 import NIOPosix
 import SafeWatchCore
 import SafeWatchSystem
+import TestSupport
 import Testing
 
 @testable import SafeWatch
@@ -44,6 +46,37 @@ import Testing
         for await _ in firstProbe { break }
         task.cancel()
         let verdict = await task.value
+        #expect(verdict == .unhealthy("probing cancelled"))
+        #expect(ContinuousClock.now - start < .seconds(30))
+    }
+
+    /// An HTTP probe under way when the probing is cancelled does not wait out health.timeout: a
+    /// candidate that accepts and never answers is let go at once.
+    @Test func cancellingEndsAnHTTPProbeUnderWay() async throws {
+        let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(selfExecutable: nil), projectDirectory: "/")
+        // Listening, never accepting: the kernel completes the connection and nobody answers.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try #require(withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && listen(listener, 8) == 0 && getsockname(listener, $0, &length) == 0
+            }
+        })
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let check = HealthCheck(kind: .http(path: "/health"), interval: .milliseconds(10), timeout: .seconds(60), startupTimeout: .seconds(120))
+        let start = ContinuousClock.now
+        let task = Task {
+            await prober.verdict(check: check, port: port, startedAt: .zero, now: { ContinuousClock.now - start }, ready: { false })
+        }
+        // The probe's connection is waiting in the backlog: its GET is under way.
+        var pending = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        #expect(await waitUntil { poll(&pending, 1, 0) > 0 })
+        task.cancel()
+        let verdict = await result(within: .seconds(30)) { await task.value }
         #expect(verdict == .unhealthy("probing cancelled"))
         #expect(ContinuousClock.now - start < .seconds(30))
     }
