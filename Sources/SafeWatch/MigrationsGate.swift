@@ -15,10 +15,11 @@ struct MigrationsGate: Sendable {
 
     /// nil when the generation may start; otherwise why not.
     func check() async -> String? {
-        // safe-watch creates a missing SQLite database when it is the one applying migrations.
+        // safe-watch creates a missing SQLite database when it is the one applying migrations, and
+        // then holds sqlx's migration lock from reading the table to the last apply.
         let checked: Checked
         do {
-            checked = try await self.validate(createDatabase: self.settings.apply == .safeWatch)
+            checked = try await self.validate(createDatabase: self.settings.apply == .safeWatch, lock: self.settings.apply == .safeWatch)
         } catch {
             return "could not be checked: \(error)"
         }
@@ -50,7 +51,7 @@ struct MigrationsGate: Sendable {
     /// Prints the verdict right after a migration file changed (before any build).
     func reportVerdict() async {
         do {
-            try await self.validate(createDatabase: false).close()
+            try await self.validate(createDatabase: false, lock: false).close()
         } catch {
             self.reporter.warning("migrations could not be checked: \(error)")
         }
@@ -63,17 +64,29 @@ struct MigrationsGate: Sendable {
         var database: (any MigrationDatabase)?
 
         func close() {
-            if let database { Task { await database.close() } }
+            if let database {
+                Task {
+                    try? await database.unlock()
+                    await database.close()
+                }
+            }
         }
     }
 
     /// Validates (live when a database is configured and reachable) and announces the verdict.
-    private func validate(createDatabase: Bool) async throws -> Checked {
+    private func validate(createDatabase: Bool, lock: Bool) async throws -> Checked {
         let started = ContinuousClock.now
         let (database, databaseProblem) = await self.openDatabase(create: createDatabase)
         do {
+            if lock, let database {
+                let reporter = self.reporter
+                try await database.lock(whileWaiting: {
+                    reporter.info("migrations: waiting for sqlx's migration lock (another process is migrating the database)")
+                })
+            }
             let applied = try await database?.appliedMigrations()
-            let (directory, report) = try await self.workspace.validate(strict: false, applied: applied)
+            let (directory, report) = try await self.workspace.validate(
+                strict: false, ignoreMissing: self.settings.ignoreMissing, applied: applied)
             self.announce(report, databaseProblem: databaseProblem, took: ContinuousClock.now - started)
             return Checked(directory: directory, report: report, database: database)
         } catch {
@@ -85,7 +98,8 @@ struct MigrationsGate: Sendable {
     private func openDatabase(create: Bool) async -> ((any MigrationDatabase)?, String?) {
         guard let url = self.databaseURL else { return (nil, nil) }
         do {
-            return (try await MigrationDatabases.open(url: url, connectTimeout: .seconds(3), createIfMissing: create), nil)
+            let table = try self.workspace.sqlxConfiguration().tableName
+            return (try await MigrationDatabases.open(url: url, connectTimeout: .seconds(3), createIfMissing: create, tableName: table), nil)
         } catch {
             return (nil, "\(error)")
         }

@@ -18,13 +18,20 @@ public struct MigrationsTool: Sendable {
         self.print = print
     }
 
-    /// 0 for SAFE and SAFE_AFTER_APPLY, 1 for BLOCK.
-    public func validate(strict: Bool, json: Bool) async -> Int32 {
+    /// 0 for SAFE and SAFE_AFTER_APPLY, 1 for BLOCK. `ignoreMissing`: sqlx's `--ignore-missing`.
+    public func validate(strict: Bool, json: Bool, ignoreMissing: Bool = false) async -> Int32 {
+        let sqlx: SQLxConfiguration
+        do {
+            sqlx = try self.workspace.sqlxConfiguration()
+        } catch {
+            self.print("safe-watch: \(error)")
+            return 78
+        }
         var applied: [AppliedMigration]?
         var databaseProblem: String?
         if let url = self.databaseURL {
             do {
-                let database = try await MigrationDatabases.open(url: url, connectTimeout: self.connectTimeout)
+                let database = try await MigrationDatabases.open(url: url, connectTimeout: self.connectTimeout, tableName: sqlx.tableName)
                 applied = try await database.appliedMigrations()
                 await database.close()
             } catch {
@@ -33,10 +40,15 @@ public struct MigrationsTool: Sendable {
         }
         let report: ValidationReport
         do {
-            (_, report) = try await self.workspace.validate(strict: strict, applied: applied)
+            (_, report) = try await self.workspace.validate(strict: strict, ignoreMissing: ignoreMissing, applied: applied)
         } catch {
             self.print("safe-watch: \(error)")
             return 66
+        }
+        if let sqlxDirectory = sqlx.migrationsDir, !json,
+            ProjectLoader.absolute(sqlxDirectory, relativeTo: self.workspace.projectDirectory) != self.workspace.directory
+        {
+            self.print("warning: sqlx.toml's [migrate] migrations-dir is \(sqlxDirectory), but safe-watch checks \(self.workspace.directory) (set --dir or [migrations] dir to the same)")
         }
         if json {
             self.print(Self.json(report, databaseProblem: databaseProblem))
@@ -79,45 +91,47 @@ public struct MigrationsTool: Sendable {
         return 0
     }
 
-    public enum VersionStyle: Sendable { case timestamp, sequential, inferred }
-
-    /// Creates the next migration the way `sqlx migrate add` does.
-    public func add(name: String, reversible: Bool?, style: VersionStyle, now: Date = Date()) -> Int32 {
+    /// Creates the next migration the way `sqlx migrate add` (sqlx-cli main) does: the version
+    /// and shape from the flags, else sqlx.toml's `[migrate.defaults]`, else inferred from the
+    /// directory; sqlx-cli's templates as the bodies.
+    public func add(
+        name: String, shape: NewMigration.Shape, versioning: NewMigration.Versioning, now: Date = Date()
+    ) -> Int32 {
+        let sqlx: SQLxConfiguration
+        do {
+            sqlx = try self.workspace.sqlxConfiguration()
+        } catch {
+            self.print("safe-watch: \(error)")
+            return 78
+        }
         let directory = (try? self.workspace.read()) ?? MigrationDirectory(entries: [])
-        let versions = Array(Set(directory.files.map(\.version))).sorted()
-        let sequential: Bool
-        switch style {
-        case .timestamp: sequential = false
-        case .sequential: sequential = true
-        case .inferred:
-            // sqlx: sequential when the last two versions differ by one.
-            sequential = versions.count >= 2 && versions[versions.count - 1] - versions[versions.count - 2] == 1
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyyMMddHHmmss"
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        let new: NewMigration
+        do {
+            new = try NewMigration(
+                description: name, in: directory,
+                versioning: versioning == .inferred ? NewMigration.Versioning(rawValue: sqlx.defaultVersioning.rawValue) ?? .inferred : versioning,
+                shape: shape == .inferred ? NewMigration.Shape(rawValue: sqlx.defaultMigrationType.rawValue) ?? .inferred : shape,
+                now: formatter.string(from: now))
+        } catch {
+            self.print("safe-watch: \(error)")
+            return 64
         }
-        let version: String
-        if sequential {
-            let next = (versions.last ?? 0) + 1
-            let width = directory.files.last.map { $0.name.prefix { $0.isNumber }.count } ?? 4
-            version = String(repeating: "0", count: max(0, width - String(next).count)) + String(next)
-        } else {
-            let formatter = DateFormatter()
-            formatter.dateFormat = "yyyyMMddHHmmss"
-            formatter.timeZone = TimeZone(identifier: "UTC")
-            formatter.locale = Locale(identifier: "en_US_POSIX")
-            version = formatter.string(from: now)
-        }
-        let description = name.split(whereSeparator: { $0 == " " || $0 == "-" }).joined(separator: "_")
-        let isReversible = reversible ?? directory.files.contains { $0.kind == .up }
-        let names = isReversible
-            ? ["\(version)_\(description).up.sql", "\(version)_\(description).down.sql"] : ["\(version)_\(description).sql"]
         do {
             try FileManager.default.createDirectory(atPath: self.workspace.directory, withIntermediateDirectories: true)
-            for file in names {
-                let path = self.workspace.directory + "/" + file
+            for file in new.files {
+                let path = self.workspace.directory + "/" + file.name
                 guard !FileManager.default.fileExists(atPath: path) else {
                     self.print("safe-watch: \(path) already exists")
                     return 73
                 }
-                try MigrationDirectory.template.write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            for file in new.files {
+                let path = self.workspace.directory + "/" + file.name
+                try MigrationDirectory.template(for: file.kind).write(toFile: path, atomically: true, encoding: .utf8)
                 self.print("created \(path)")
             }
         } catch {
@@ -152,7 +166,8 @@ public struct MigrationsTool: Sendable {
             return nil
         }
         do {
-            return try await MigrationDatabases.open(url: url, connectTimeout: self.connectTimeout, createIfMissing: create)
+            let table = try self.workspace.sqlxConfiguration().tableName
+            return try await MigrationDatabases.open(url: url, connectTimeout: self.connectTimeout, createIfMissing: create, tableName: table)
         } catch {
             self.print("safe-watch: \(error)")
             return nil
@@ -160,15 +175,38 @@ public struct MigrationsTool: Sendable {
     }
 
     /// Applies the pending migrations like sqlx (after validating; optionally after a backup), and
-    /// records the applied files in the sum file.
-    public func run(backupDirectory: String?) async -> Int32 {
+    /// records the applied files in the sum file. sqlx's migration lock is held from reading the
+    /// table to the last apply, as sqlx's Migrator holds it, so a server or another runner
+    /// migrating at the same time cannot apply a migration between the check and the apply.
+    public func run(backupDirectory: String?, ignoreMissing: Bool = false) async -> Int32 {
         guard let database = await self.openDatabase(create: true) else { return 69 }
         defer { Task { await database.close() } }
+        guard await self.lock(database) else { return 69 }
+        let code = await self.runLocked(database, backupDirectory: backupDirectory, ignoreMissing: ignoreMissing)
+        try? await database.unlock()
+        return code
+    }
+
+    /// Takes sqlx's migration lock, saying so when another session holds it.
+    func lock(_ database: any MigrationDatabase) async -> Bool {
+        let print = self.print
+        do {
+            try await database.lock(whileWaiting: {
+                print("waiting for sqlx's migration lock: another process (a server starting, or sqlx migrate run) is migrating this database")
+            })
+            return true
+        } catch {
+            self.print("safe-watch: \(error)")
+            return false
+        }
+    }
+
+    private func runLocked(_ database: any MigrationDatabase, backupDirectory: String?, ignoreMissing: Bool) async -> Int32 {
         let directory: MigrationDirectory
         let report: ValidationReport
         do {
             let applied = try await database.appliedMigrations()
-            (directory, report) = try await self.workspace.validate(strict: false, applied: applied)
+            (directory, report) = try await self.workspace.validate(strict: false, ignoreMissing: ignoreMissing, applied: applied)
         } catch {
             self.print("safe-watch: \(error)")
             return 69
@@ -216,21 +254,47 @@ public struct MigrationsTool: Sendable {
         return nil
     }
 
-    /// Reverts the newest applied migration that has a down file.
-    public func revert() async -> Int32 {
+    /// Reverts the newest applied migration that has a down file, as `sqlx migrate revert` does:
+    /// applied simple migrations newer than it are skipped (they cannot be reverted and stay). Like
+    /// sqlx it refuses a partially applied row, and an applied version with no file unless
+    /// `ignoreMissing`; the migration lock is held throughout.
+    public func revert(ignoreMissing: Bool = false) async -> Int32 {
         guard let database = await self.openDatabase() else { return 69 }
         defer { Task { await database.close() } }
+        guard await self.lock(database) else { return 69 }
+        let code = await self.revertLocked(database, ignoreMissing: ignoreMissing)
+        try? await database.unlock()
+        return code
+    }
+
+    private func revertLocked(_ database: any MigrationDatabase, ignoreMissing: Bool) async -> Int32 {
         do {
             let directory = try self.workspace.read()
-            guard let newest = try await database.appliedMigrations().filter(\.success).max(by: { $0.version < $1.version }) else {
-                self.print("nothing to revert: no migration is applied")
-                return 0
-            }
-            guard let down = directory.downFile(for: newest.version), let sql = String(validating: down.bytes, as: UTF8.self) else {
-                self.print("safe-watch: migration \(newest.version) (\(newest.description)) has no .down.sql: it cannot be reverted")
+            let applied = try await database.appliedMigrations()
+            if let dirty = applied.first(where: { !$0.success }) {
+                self.print("safe-watch: migration \(dirty.version) (\(dirty.description)) is partially applied (success = false): clean it up by hand and delete its row first; nothing reverted")
                 return 1
             }
-            try await database.revert(RevertibleMigration(version: newest.version, downSQL: sql, noTransaction: down.noTransaction))
+            // sqlx counts every version a file names, a lone .down.sql too.
+            if !ignoreMissing, let missing = applied.first(where: { !directory.versions.contains($0.version) }) {
+                self.print("safe-watch: migration \(missing.version) (\(missing.description)) was applied but has no file in this checkout (another branch?); nothing reverted. --ignore-missing skips such versions, as sqlx's does")
+                return 1
+            }
+            let appliedVersions = Set(applied.map(\.version))
+            let downs = directory.files.filter { $0.kind == .down && appliedVersions.contains($0.version) }
+            guard let down = downs.max(by: { $0.version < $1.version }) else {
+                self.print("nothing to revert: no applied migration has a .down.sql")
+                return 0
+            }
+            guard let sql = String(validating: down.bytes, as: UTF8.self) else {
+                self.print("safe-watch: \(down.name) is not valid UTF-8; nothing reverted")
+                return 1
+            }
+            let skipped = appliedVersions.filter { $0 > down.version }.sorted()
+            if !skipped.isEmpty {
+                self.print("skipping \(skipped.map(String.init).joined(separator: ", ")): applied without a .down.sql, so they stay (as with sqlx migrate revert)")
+            }
+            try await database.revert(RevertibleMigration(version: down.version, downSQL: sql, noTransaction: down.noTransaction))
             self.print("reverted \(down.name)")
             return 0
         } catch {

@@ -1,4 +1,5 @@
 import Foundation
+import SafeWatchCore
 import SafeWatchMigrations
 import SafeWatchSystem
 
@@ -38,8 +39,20 @@ public struct MigrationsWorkspace: Sendable {
         }
     }
 
+    /// The project's sqlx.toml (where sqlx-cli reads it): its `[migrate]` settings change the table
+    /// and the checksums, so they apply here too. Defaults when there is none.
+    public func sqlxConfiguration() throws -> SQLxConfiguration {
+        let path = self.projectDirectory + "/" + SQLxConfiguration.fileName
+        guard let data = FileManager.default.contents(atPath: path) else { return SQLxConfiguration() }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(file: path, message: "not UTF-8")
+        }
+        return try SQLxConfiguration(parsing: text, fileName: path)
+    }
+
     /// Reads the directory's top level (sqlx ignores subdirectories).
     public func read() throws -> MigrationDirectory {
+        let ignored = try self.sqlxConfiguration().ignoredCharacters
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: self.directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw MissingDirectory(path: self.directory)
@@ -52,7 +65,7 @@ public struct MigrationsWorkspace: Sendable {
             if isDirectory.boolValue { return DirectoryEntry(name: name, isDirectory: true, bytes: nil) }
             return DirectoryEntry(name: name, bytes: FileManager.default.contents(atPath: path).map { Array($0) })
         }
-        return MigrationDirectory(entries: entries, now: Self.utcNow())
+        return MigrationDirectory(entries: entries, now: Self.utcNow(), ignoredCharacters: ignored)
     }
 
     /// Now as `YYYYMMDDHHMMSS` in UTC, sqlx's timestamp version format.
@@ -91,10 +104,12 @@ public struct MigrationsWorkspace: Sendable {
     }
 
     /// Validates, looking up the previous bytes of modified files in the snapshot and git history.
-    public func validate(strict: Bool, applied: [AppliedMigration]?) async throws -> (MigrationDirectory, ValidationReport) {
+    public func validate(
+        strict: Bool, ignoreMissing: Bool = false, applied: [AppliedMigration]?
+    ) async throws -> (MigrationDirectory, ValidationReport) {
         let directory = try self.read()
         let sum = self.readSumFile()
-        let first = Validator(strict: strict).validate(directory, sumFile: sum, applied: applied)
+        let first = Validator(strict: strict, ignoreMissing: ignoreMissing).validate(directory, sumFile: sum, applied: applied)
         let modified = first.findings.filter { $0.rule == .modified && $0.modification == .unknown }
         guard !modified.isEmpty else { return (directory, first) }
         var previous: [String: [UInt8]] = [:]
@@ -103,19 +118,19 @@ public struct MigrationsWorkspace: Sendable {
             let recorded = applied?.first { $0.version == finding.version }?.checksum
                 ?? (try? sum?.get())?.checksum(of: name)
             guard let recorded else { continue }
-            if let bytes = await self.previousBytes(name: name, checksum: recorded) {
+            if let bytes = await self.previousBytes(name: name, checksum: recorded, ignoring: directory.ignoredCharacters) {
                 previous[name + hex(recorded)] = bytes
             }
         }
         let found = previous
-        let report = Validator(strict: strict, previousBytes: { name, checksum in found[name + hex(checksum)] })
+        let report = Validator(strict: strict, ignoreMissing: ignoreMissing, previousBytes: { name, checksum in found[name + hex(checksum)] })
             .validate(directory, sumFile: sum, applied: applied)
         return (directory, report)
     }
 
     /// The bytes `name` had when its checksum was `checksum`: from the snapshot, else from the
     /// file's git history (newest first, at most 50 revisions).
-    func previousBytes(name: String, checksum: [UInt8]) async -> [UInt8]? {
+    func previousBytes(name: String, checksum: [UInt8], ignoring: Set<Unicode.Scalar>) async -> [UInt8]? {
         if let data = FileManager.default.contents(atPath: self.snapshotDirectory + "/" + hex(checksum)) {
             return Array(data)
         }
@@ -130,7 +145,7 @@ public struct MigrationsWorkspace: Sendable {
             let (shown, bytes) = await runCapturingBytes(
                 launcher: self.launcher, executable: git, arguments: ["show", "\(revision):\(relative)"],
                 directory: self.projectDirectory)
-            if shown == .exited(0), sqlxChecksum(bytes) == checksum { return bytes }
+            if shown == .exited(0), sqlxChecksum(bytes, ignoring: ignoring) == checksum { return bytes }
         }
         return nil
     }

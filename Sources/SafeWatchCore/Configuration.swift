@@ -30,6 +30,9 @@ public struct Configuration: Equatable, Sendable {
         public var backup = false
         /// Where backups go, relative to the project.
         public var backupDir = ".safe-watch/backups"
+        /// sqlx's `ignore_missing`: versions applied in the database with no file in this checkout
+        /// (another branch's) do not block.
+        public var ignoreMissing = false
     }
 
     public struct Build: Equatable, Sendable {

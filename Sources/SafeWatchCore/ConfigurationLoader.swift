@@ -35,7 +35,7 @@ public struct ConfigurationLoader: Sendable {
     /// The keys each table accepts; anything else is an error (a typo must not pass silently).
     static let knownKeys: [String: Set<String>] = [
         "": ["product", "build", "run", "watch", "serve", "health", "migrations"],
-        "migrations": ["dir", "database_url", "apply", "backup", "backup_dir"],
+        "migrations": ["dir", "database_url", "apply", "backup", "backup_dir", "ignore_missing"],
         "build": ["command", "binary", "timeout"],
         "run": ["args", "env", "port_env", "stop_signal", "stop_timeout", "keep_generations", "rollback_window"],
         "watch": ["paths", "ignore", "extensions", "debounce", "poll"],
@@ -140,6 +140,7 @@ public struct ConfigurationLoader: Sendable {
                 config.migrations.backup = backup
             }
             config.migrations.backupDir = try reader.nonEmptyString(migrations, "migrations", "backup_dir") ?? config.migrations.backupDir
+            config.migrations.ignoreMissing = try reader.bool(migrations, "migrations", "ignore_missing") ?? config.migrations.ignoreMissing
         }
         config.settleModeDefaults()
         return config
@@ -147,7 +148,7 @@ public struct ConfigurationLoader: Sendable {
 }
 
 /// Typed, located access to the TOML tables.
-private struct TableReader {
+struct TableReader {
     let loader: ConfigurationLoader
     let text: String
 

@@ -112,6 +112,7 @@ public struct StarterConfiguration: Equatable, Sendable {
             # apply = "server"            # or "safe-watch": applied before the new server starts
             # backup = false
             # backup_dir = ".safe-watch/backups"
+            # ignore_missing = false      # true: versions applied from another branch do not block (sqlx's ignore_missing)
 
             """
     }

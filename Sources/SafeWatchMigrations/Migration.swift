@@ -20,17 +20,19 @@ public struct MigrationFile: Equatable, Sendable {
     public var kind: Kind
     /// The file's exact bytes.
     public let bytes: [UInt8]
-    /// sqlx's checksum: SHA-384 of the exact bytes (BOM, CRLF and comments all count). Computed
-    /// once: the validator compares it many times.
+    /// sqlx's checksum: SHA-384 of the exact bytes (BOM, CRLF and comments all count), or of the
+    /// text without sqlx.toml's `ignored-chars`. Computed once: the validator compares it many times.
     public let checksum: [UInt8]
 
-    public init(name: String, version: Int64, description: String, kind: Kind, bytes: [UInt8]) {
+    public init(
+        name: String, version: Int64, description: String, kind: Kind, bytes: [UInt8], ignoredCharacters: Set<Unicode.Scalar> = []
+    ) {
         self.name = name
         self.version = version
         self.description = description
         self.kind = kind
         self.bytes = bytes
-        self.checksum = sqlxChecksum(bytes)
+        self.checksum = sqlxChecksum(bytes, ignoring: ignoredCharacters)
     }
 
     /// sqlx runs a migration outside a transaction only when these are its very first bytes.
@@ -40,6 +42,16 @@ public struct MigrationFile: Equatable, Sendable {
 /// SHA-384 of `bytes`, as sqlx stores it in `_sqlx_migrations.checksum`.
 public func sqlxChecksum(_ bytes: [UInt8]) -> [UInt8] {
     Array(SHA384.hash(data: bytes))
+}
+
+/// sqlx's checksum when sqlx.toml's `[migrate] ignored-chars` is set: SHA-384 of the UTF-8 text with
+/// those characters left out (sqlx hashes the pieces between them). Bytes that are not UTF-8 are
+/// hashed as they are: sqlx refuses such a file before it hashes anything (SW006).
+public func sqlxChecksum(_ bytes: [UInt8], ignoring ignored: Set<Unicode.Scalar>) -> [UInt8] {
+    guard !ignored.isEmpty, let text = String(validating: bytes, as: UTF8.self) else { return sqlxChecksum(bytes) }
+    var kept = String.UnicodeScalarView()
+    for scalar in text.unicodeScalars where !ignored.contains(scalar) { kept.append(scalar) }
+    return sqlxChecksum(Array(String(kept).utf8))
 }
 
 /// Lower-case hex, how checksums are shown and written to the sum file.
@@ -102,8 +114,19 @@ public struct RevertibleMigration: Equatable, Sendable {
     }
 }
 
+/// sqlx's bookkeeping table, unless sqlx.toml's `[migrate] table-name` names another.
+public let defaultMigrationsTable = "_sqlx_migrations"
+
 /// A database that keeps sqlx's `_sqlx_migrations` table: PostgreSQL or SQLite.
 public protocol MigrationDatabase: Sendable {
+    /// The bookkeeping table's name as written in SQL.
+    var tableName: String { get }
+    /// Holds sqlx's migration lock until `unlock()`, across reading the table, checking and
+    /// applying, as sqlx's Migrator does for a whole run, so a concurrent runner cannot slip in
+    /// between. `waiting` is called once if another session holds it. (SQLite: no lock, as in sqlx;
+    /// each apply is its own transaction.)
+    func lock(whileWaiting waiting: @Sendable () -> Void) async throws
+    func unlock() async throws
     /// The rows of `_sqlx_migrations` ordered by version; empty when the table does not exist.
     func appliedMigrations() async throws -> [AppliedMigration]
     /// Runs the SQL and records the row exactly as sqlx does (one transaction unless

@@ -16,17 +16,34 @@ public struct DirectoryEntry: Equatable, Sendable {
 public struct MigrationDirectory: Equatable, Sendable {
     /// The sum file's name inside the migrations directory.
     public static let sumFileName = "safe-watch.sum"
-    /// What `sqlx migrate add` (and `safe-watch migrations add`) writes into a new file.
+    /// What `sqlx migrate add` (and `safe-watch migrations add`) writes into a new simple file.
     public static let template = "-- Add migration script here\n"
+    /// … into the `.up.sql` of a new reversible pair.
+    public static let upTemplate = "-- Add up migration script here\n"
+    /// … into the `.down.sql` of a new reversible pair.
+    public static let downTemplate = "-- Add down migration script here\n"
+
+    /// The body `migrations add` writes into a new file of this kind, as sqlx-cli does.
+    public static func template(for kind: MigrationFile.Kind) -> String {
+        switch kind {
+        case .simple: return Self.template
+        case .up: return Self.upTemplate
+        case .down: return Self.downTemplate
+        }
+    }
 
     public var files: [MigrationFile]
     public var findings: [Finding]
+    /// sqlx.toml's `[migrate] ignored-chars`: left out of every checksum.
+    public var ignoredCharacters: Set<Unicode.Scalar>
 
     /// Resolves `entries` the way sqlx does: top level only; `<VERSION>_<desc>.sql`,
     /// `.up.sql`/`.down.sql` pairs; files without `_` or a lower-case `.sql` suffix are ignored.
-    /// - Parameter now: the current UTC time as `YYYYMMDDHHMMSS`, to flag timestamp versions in the
-    ///   future (nil: not checked).
-    public init(entries: [DirectoryEntry], now: Int64? = nil) {
+    /// - Parameters:
+    ///   - now: the current UTC time as `YYYYMMDDHHMMSS`, to flag timestamp versions in the future
+    ///     (nil: not checked).
+    ///   - ignoredCharacters: sqlx.toml's `ignored-chars`, left out when checksums are computed.
+    public init(entries: [DirectoryEntry], now: Int64? = nil, ignoredCharacters: Set<Unicode.Scalar> = []) {
         var files: [MigrationFile] = []
         var findings: [Finding] = []
         for entry in entries.sorted(by: { $0.name < $1.name }) where entry.name != Self.sumFileName {
@@ -54,7 +71,9 @@ public struct MigrationDirectory: Equatable, Sendable {
                 continue
             }
             let prefix = name[..<underscore]
-            guard !prefix.isEmpty, prefix.allSatisfy({ $0.isASCII && $0.isNumber }), let version = Int64(prefix) else {
+            // sqlx parses the prefix as Rust's i64 does: ASCII digits after an optional + or -
+            // (`+5_x.sql` is version 5, `-1_x.sql` version -1); so does Int64(_:).
+            guard let version = Int64(prefix) else {
                 let dropping = name.hasPrefix(".#") || name.hasPrefix("._") || name.hasPrefix("#")
                 findings.append(Finding(.versionNotInteger, .block, file: name, version: nil,
                     message: "\(name): the version prefix \"\(prefix)\" is not an integer, which breaks sqlx's whole migrations directory",
@@ -80,9 +99,12 @@ public struct MigrationDirectory: Equatable, Sendable {
                     message: "\(name) cannot be read", evidence: .files, recovery: "check its permissions (chmod u+r '\(name)')"))
                 continue
             }
-            files.append(MigrationFile(name: name, version: version, description: rest.replacing("_", with: " "), kind: kind, bytes: bytes))
+            files.append(MigrationFile(
+                name: name, version: version, description: rest.replacing("_", with: " "), kind: kind, bytes: bytes,
+                ignoredCharacters: ignoredCharacters))
         }
         self.files = files
+        self.ignoredCharacters = ignoredCharacters
         self.findings = findings + Self.structuralFindings(files) + Self.versionFindings(files, now: now)
     }
 
@@ -91,7 +113,13 @@ public struct MigrationDirectory: Equatable, Sendable {
     private static func versionFindings(_ files: [MigrationFile], now: Int64?) -> [Finding] {
         var findings: [Finding] = []
         let forward = files.filter { $0.kind != .down }
-        let prefixes = forward.map { ($0, String($0.name.prefix { $0.isNumber })) }
+        let prefixes = forward.map { ($0, String($0.name.prefix { $0 != "_" })) }
+        for (file, prefix) in prefixes where prefix.first == "+" || prefix.first == "-" {
+            findings.append(Finding(.versionNotCanonical, .warn, file: file.name, version: file.version,
+                message: "\(file.name): sqlx reads the version \(prefix) as \(file.version), but a sign in a version is surely a typo"
+                    + (file.version < 0 ? " (a negative version sorts before every other migration)" : ""),
+                evidence: .files, recovery: "rename it without the sign, before it is applied"))
+        }
         for (file, prefix) in prefixes where prefix.count == 14 {
             let digits = prefix.compactMap { Int(String($0)) }
             func number(_ range: Range<Int>) -> Int { digits[range].reduce(0) { $0 * 10 + $1 } }
@@ -106,7 +134,7 @@ public struct MigrationDirectory: Equatable, Sendable {
                     evidence: .files, recovery: "rename it with the current UTC time"))
             }
         }
-        let sequential = prefixes.filter { $0.1.count < 14 }
+        let sequential = prefixes.filter { $0.1.count < 14 && $0.1.allSatisfy(\.isNumber) }
         let widths = Dictionary(grouping: sequential, by: { $0.1.count })
         if widths.count > 1, let usual = widths.max(by: { $0.value.count < $1.value.count })?.key {
             for (file, prefix) in sequential where prefix.count != usual {
@@ -120,6 +148,9 @@ public struct MigrationDirectory: Equatable, Sendable {
 
     /// Simple and up files: what sqlx applies and checks.
     public var appliable: [MigrationFile] { self.files.filter { $0.kind != .down } }
+
+    /// Every version a file names, down files included: what sqlx's missing-migration check counts.
+    public var versions: Set<Int64> { Set(self.files.map(\.version)) }
 
     public func downFile(for version: Int64) -> MigrationFile? {
         self.files.first { $0.kind == .down && $0.version == version }
@@ -139,15 +170,21 @@ public struct MigrationDirectory: Equatable, Sendable {
             }
             let ups = group.filter { $0.kind == .up }
             let downs = group.filter { $0.kind == .down }
+            // sqlx has no pairing rule (an unpaired .up.sql is applied like a simple file, an unpaired
+            // .down.sql is never applied), so a sqlx project with one still runs: a warning, which
+            // `--strict` turns into a block.
             if let up = ups.first, downs.isEmpty {
-                findings.append(Finding(.pairIncomplete, .block, file: up.name, version: version,
-                    message: "\(up.name) has no \(up.name.replacing(".up.sql", with: ".down.sql")): a reversible migration needs both",
+                findings.append(Finding(.pairIncomplete, .warn, file: up.name, version: version,
+                    message: "\(up.name) has no \(up.name.replacing(".up.sql", with: ".down.sql")): sqlx applies it, but `revert` skips it",
                     evidence: .files, recovery: "add the down file, or rename it to a simple .sql migration"))
             }
             if let down = downs.first, ups.isEmpty {
-                findings.append(Finding(.pairIncomplete, .block, file: down.name, version: version,
-                    message: "\(down.name) has no matching .up.sql",
-                    evidence: .files, recovery: "add the up file, or delete the orphaned down file"))
+                findings.append(Finding(.pairIncomplete, .warn, file: down.name, version: version,
+                    message: forward.isEmpty
+                        ? "\(down.name) has no matching .up.sql: sqlx never applies it, yet counts version \(version) as known"
+                        : "\(down.name) belongs to a simple migration (\(forward[0].name)): `revert` would run it",
+                    evidence: .files, recovery: forward.isEmpty ? "add the up file, or delete the orphaned down file"
+                        : "rename \(forward[0].name) to .up.sql, or delete the down file"))
             }
         }
         for file in files {
@@ -171,10 +208,16 @@ public struct MigrationDirectory: Equatable, Sendable {
                     message: "\(file.name) uses CONCURRENTLY inside a transaction, which PostgreSQL refuses",
                     evidence: .files, recovery: "put `-- no-transaction` on the first line, and only that statement in the file"))
             }
-            if file.kind != .down, text.trimmingWhitespace() == template.trimmingWhitespace() {
+            let body = text.trimmingWhitespace()
+            if file.kind != .down, body == template.trimmingWhitespace() || body == upTemplate.trimmingWhitespace() {
                 findings.append(Finding(.emptyTemplate, .block, file: file.name, version: file.version,
                     message: "\(file.name) is still the empty template: applied as is, it is recorded and can never be edited",
                     evidence: .files, recovery: "write the migration before saving, or delete the file"))
+            }
+            if file.kind == .down, body == downTemplate.trimmingWhitespace() {
+                findings.append(Finding(.emptyTemplate, .warn, file: file.name, version: file.version,
+                    message: "\(file.name) is still the empty template: `revert` would delete the row of version \(file.version) and undo nothing",
+                    evidence: .files, recovery: "write the statements that undo its .up.sql"))
             }
         }
         return findings

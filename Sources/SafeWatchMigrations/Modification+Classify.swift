@@ -3,8 +3,11 @@ extension Modification {
     ///
     /// Line-ending and BOM edits are proven from the checksum alone (the variants are hashed);
     /// the other classes need the previous bytes (`previous`, from git or safe-watch's snapshot).
-    public static func classify(current: [UInt8], recorded: [UInt8], previous: [UInt8]?) -> Modification {
-        for variant in lineEndingVariants(of: current) where sqlxChecksum(variant) == recorded {
+    /// `ignoring`: sqlx.toml's ignored-chars, part of how `recorded` was computed.
+    public static func classify(
+        current: [UInt8], recorded: [UInt8], previous: [UInt8]?, ignoring: Set<Unicode.Scalar> = []
+    ) -> Modification {
+        for variant in lineEndingVariants(of: current) where sqlxChecksum(variant, ignoring: ignoring) == recorded {
             return .lineEndingsOrBOM
         }
         guard let previous, let old = String(validating: previous, as: UTF8.self),

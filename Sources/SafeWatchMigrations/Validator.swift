@@ -24,11 +24,18 @@ public struct ValidationReport: Equatable, Sendable, Codable {
 public struct Validator: Sendable {
     /// Warnings count as blocking (for CI).
     public var strict: Bool
+    /// sqlx's `ignore_missing`: applied versions with no file here (another branch's) are not
+    /// findings.
+    public var ignoreMissing: Bool
     /// Looks up the bytes a file had when its checksum was `checksum` (git history, snapshot).
     public var previousBytes: @Sendable (_ file: String, _ checksum: [UInt8]) -> [UInt8]?
 
-    public init(strict: Bool = false, previousBytes: @escaping @Sendable (String, [UInt8]) -> [UInt8]? = { _, _ in nil }) {
+    public init(
+        strict: Bool = false, ignoreMissing: Bool = false,
+        previousBytes: @escaping @Sendable (String, [UInt8]) -> [UInt8]? = { _, _ in nil }
+    ) {
         self.strict = strict
+        self.ignoreMissing = ignoreMissing
         self.previousBytes = previousBytes
     }
 
@@ -90,8 +97,11 @@ public struct Validator: Sendable {
                     if self.strict { finding.severity = .block }
                     return finding
                 }
-                // A file not yet applied with a BOM or CR gets a different checksum on another checkout.
-                if file.bytes.starts(with: [0xEF, 0xBB, 0xBF]) || file.bytes.contains(13) {
+                // A file not yet applied with a BOM or CR gets a different checksum on another checkout
+                // (unless sqlx.toml's ignored-chars leaves them out of the checksum).
+                let bom = file.bytes.starts(with: [0xEF, 0xBB, 0xBF]) && !directory.ignoredCharacters.contains("\u{FEFF}")
+                let cr = file.bytes.contains(13) && !directory.ignoredCharacters.contains("\r")
+                if bom || cr {
                     findings.append(Finding(.encoding, self.strict ? .block : .warn, file: file.name, version: file.version,
                         message: "\(file.name) has a byte-order mark or CR line endings: its checksum depends on each checkout's settings",
                         evidence: .files, recovery: "save it with LF endings and no BOM before it is applied"))
@@ -125,9 +135,9 @@ public struct Validator: Sendable {
                         evidence: .sumFile, recovery: "make sure it still reverts \(file.name.replacing(".down.sql", with: ".up.sql")), then `safe-watch migrations hash --force`"))
                     continue
                 }
-                findings.append(self.modified(file, recorded: entry.checksum, evidence: .sumFile))
+                findings.append(self.modified(file, recorded: entry.checksum, evidence: .sumFile, ignoring: directory.ignoredCharacters))
             } else if let moved = directory.files.first(where: { $0.checksum == entry.checksum && sum.checksum(of: $0.name) == nil }) {
-                let oldVersion = Int64(entry.name.prefix { $0.isNumber }) ?? -1
+                let oldVersion = Int64(entry.name.prefix { $0 != "_" }) ?? -1
                 let versionChanged = moved.version != oldVersion
                 findings.append(Finding(.renamed, versionChanged ? .block : .warn, file: moved.name, version: moved.version,
                     message: versionChanged
@@ -136,7 +146,7 @@ public struct Validator: Sendable {
                     evidence: .sumFile,
                     recovery: versionChanged ? "rename it back: `git mv 'migrations/\(moved.name)' 'migrations/\(entry.name)'`" : "`safe-watch migrations hash --force` to record the new name"))
             } else {
-                let version = Int64(entry.name.prefix { $0.isNumber })
+                let version = Int64(entry.name.prefix { $0 != "_" })
                 findings.append(Finding(.deleted, entry.name.hasSuffix(".down.sql") ? .warn : .block, file: entry.name, version: version,
                     message: "\(entry.name) was recorded but is gone: databases that applied it refuse to start (\"previously applied but is missing\")",
                     evidence: .sumFile, recovery: "restore it: `git checkout -- migrations/\(entry.name)` (or `git log --diff-filter=D -- migrations/\(entry.name)` to find it)"))
@@ -159,11 +169,19 @@ public struct Validator: Sendable {
         }
         for row in applied where row.success {
             guard let file = byVersion[row.version]?.first else {
-                if let moved = forward.first(where: { $0.checksum == row.checksum }) {
+                if let down = directory.downFile(for: row.version) {
+                    // sqlx's missing check counts every resolved version, a lone .down.sql too, and
+                    // never hashes down files: it starts. The up file is gone all the same.
+                    findings.append(Finding(.deleted, .warn, file: down.name, version: row.version,
+                        message: "migration \(row.version) (\(row.description)) was applied and only its \(down.name) is left: sqlx accepts that, but this checkout cannot re-create the schema",
+                        evidence: .database, recovery: "restore its .up.sql from git (`git log --diff-filter=D --name-only -- migrations/`)"))
+                } else if let moved = forward.first(where: { $0.checksum == row.checksum }) {
                     findings.append(Finding(.renamed, .block, file: moved.name, version: moved.version,
                         message: "migration \(row.version) (\(row.description)) was applied, and its file is now \(moved.name) with version \(moved.version)",
                         evidence: .database, recovery: "rename it back to version \(row.version): `git mv 'migrations/\(moved.name)' 'migrations/\(row.version)_\(moved.name.drop { $0 != "_" }.dropFirst())'`"))
-                } else if !(recorded?.entries.contains(where: { Int64($0.name.prefix { $0.isNumber }) == row.version }) ?? false),
+                } else if self.ignoreMissing {
+                    // `--ignore-missing` / `ignore_missing = true`: what sqlx then skips silently.
+                } else if !(recorded?.entries.contains(where: { Int64($0.name.prefix { $0 != "_" }) == row.version }) ?? false),
                     newestFile.map({ row.version > $0 }) ?? true
                 {
                     findings.append(Finding(.unknownApplied, .block, file: nil, version: row.version,
@@ -178,14 +196,15 @@ public struct Validator: Sendable {
                 continue
             }
             if file.checksum != row.checksum {
-                findings.append(self.modified(file, recorded: row.checksum, evidence: .database))
+                findings.append(self.modified(file, recorded: row.checksum, evidence: .database, ignoring: directory.ignoredCharacters))
             }
         }
         return findings
     }
 
-    private func modified(_ file: MigrationFile, recorded: [UInt8], evidence: Evidence) -> Finding {
-        let kind = Modification.classify(current: file.bytes, recorded: recorded, previous: self.previousBytes(file.name, recorded))
+    private func modified(_ file: MigrationFile, recorded: [UInt8], evidence: Evidence, ignoring: Set<Unicode.Scalar>) -> Finding {
+        let kind = Modification.classify(
+            current: file.bytes, recorded: recorded, previous: self.previousBytes(file.name, recorded), ignoring: ignoring)
         return Finding(.modified, .block, file: file.name, version: file.version,
             message: "\(file.name) was modified after it was \(evidence == .database ? "applied" : "recorded") (\(kind.explanation)): sqlx refuses to start (\"previously applied but has been modified\")",
             evidence: evidence,

@@ -11,14 +11,17 @@ public enum MigrationDatabases {
     /// exist, or a SQLite file that does not exist — which is never created unless
     /// `createIfMissing` (or `mode=rwc` in the URL): reading must not leave an empty database behind.
     /// `createIfMissing` does not create PostgreSQL databases.
+    ///
+    /// `tableName`: the bookkeeping table (sqlx.toml's `[migrate] table-name`).
     public static func open(
-        url: String, connectTimeout: Duration = .seconds(3), createIfMissing: Bool = false
+        url: String, connectTimeout: Duration = .seconds(3), createIfMissing: Bool = false,
+        tableName: String = defaultMigrationsTable
     ) async throws -> any MigrationDatabase {
         switch try DatabaseURL.parse(url, environment: ExternalCommand.currentEnvironment()) {
         case .postgres(let postgres):
-            return try await PostgresMigrationDatabase.connect(postgres, connectTimeout: connectTimeout)
+            return try await PostgresMigrationDatabase.connect(postgres, connectTimeout: connectTimeout, tableName: tableName)
         case .sqlite(let sqlite):
-            return try await SQLiteMigrationDatabase.open(sqlite, createIfMissing: createIfMissing)
+            return try await SQLiteMigrationDatabase.open(sqlite, createIfMissing: createIfMissing, tableName: tableName)
         }
     }
 

@@ -7,7 +7,8 @@ import SafeWatchProcesses
 ///
 /// One connection; operations run one at a time. `apply` and `revert` hold sqlx's advisory lock
 /// (`SQLxAdvisoryLock.id(forDatabase: current_database())`), so they wait for — and block — a
-/// sqlx-based server migrating the same database.
+/// sqlx-based server migrating the same database; `lock()` holds it across several operations, as
+/// sqlx's Migrator does for a whole run (read the table, check, apply).
 ///
 /// Statements: PostgresNIO has no simple-query protocol, so a file is cut into statements
 /// (`StatementSplitter.postgres`) and each is sent on its own. In a transaction that is what sqlx's
@@ -24,16 +25,22 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
     public nonisolated let databaseName: String
     /// sqlx's advisory lock id for this database.
     public nonisolated let lockID: Int64
+    /// The bookkeeping table: `_sqlx_migrations`, or sqlx.toml's `[migrate] table-name`, used in SQL
+    /// verbatim as sqlx does (it may be schema-qualified or quoted).
+    public nonisolated let tableName: String
+    /// Whether `lock()` holds the advisory lock (then `apply` and `revert` do not take it again).
+    private var lockHeld = false
     private var busy = false
     private var waiting: [CheckedContinuation<Void, Never>] = []
     private var closed = false
 
-    private init(connection: PostgresConnection, url: PostgresURL, logger: Logger, databaseName: String) {
+    private init(connection: PostgresConnection, url: PostgresURL, logger: Logger, databaseName: String, tableName: String) {
         self.connection = connection
         self.url = url
         self.logger = logger
         self.databaseName = databaseName
         self.lockID = SQLxAdvisoryLock.id(forDatabase: databaseName)
+        self.tableName = tableName
     }
 
     deinit {
@@ -47,14 +54,18 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
 
     /// Connects to `url` (a sqlx `postgres://` URL), failing within `connectTimeout` with one
     /// sentence: unreachable, authentication, missing database.
-    public static func connect(url: String, connectTimeout: Duration = .seconds(3)) async throws -> PostgresMigrationDatabase {
+    public static func connect(
+        url: String, connectTimeout: Duration = .seconds(3), tableName: String = defaultMigrationsTable
+    ) async throws -> PostgresMigrationDatabase {
         guard case .postgres(let parsed) = try DatabaseURL.parse(url, environment: ExternalCommand.currentEnvironment()) else {
             throw MigrationDatabaseError(.badURL, "'\(url)' is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
         }
-        return try await self.connect(parsed, connectTimeout: connectTimeout)
+        return try await self.connect(parsed, connectTimeout: connectTimeout, tableName: tableName)
     }
 
-    package static func connect(_ url: PostgresURL, connectTimeout: Duration) async throws -> PostgresMigrationDatabase {
+    package static func connect(
+        _ url: PostgresURL, connectTimeout: Duration, tableName: String = defaultMigrationsTable
+    ) async throws -> PostgresMigrationDatabase {
         var logger = Logger(label: "safe-watch.migrations.postgres")
         logger.logLevel = .critical
         var configuration: PostgresConnection.Configuration
@@ -77,7 +88,7 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
         do {
             let rows = try await collect(connection.query("SELECT current_database()", logger: logger))
             let name = try rows.first?.decode(String.self) ?? url.databaseName
-            return PostgresMigrationDatabase(connection: connection, url: url, logger: logger, databaseName: name)
+            return PostgresMigrationDatabase(connection: connection, url: url, logger: logger, databaseName: name, tableName: tableName)
         } catch {
             try? await connection.close()
             throw MigrationDatabaseError(.connection, "PostgreSQL at \(url.endpoint) did not answer a first query: \(describe(error))")
@@ -90,8 +101,8 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
         try await self.exclusively {
             guard try await self.tableExists() else { return [] }
             let rows = try await self.rows(
-                "SELECT version, description, success, checksum, execution_time FROM _sqlx_migrations ORDER BY version",
-                what: "reading _sqlx_migrations")
+                "SELECT version, description, success, checksum, execution_time FROM \(unescaped: self.tableName) ORDER BY version",
+                what: "reading \(self.tableName)")
             return try rows.map { row in
                 do {
                     let (version, description, success, checksum, executionTime) = try row.decode(
@@ -102,7 +113,7 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
                 } catch {
                     throw MigrationDatabaseError(
                         .bookkeeping,
-                        "_sqlx_migrations in \(self.databaseName) at \(self.url.endpoint) does not have sqlx's columns: \(describe(error))")
+                        "\(self.tableName) in \(self.databaseName) at \(self.url.endpoint) does not have sqlx's columns: \(describe(error))")
                 }
             }
         }
@@ -113,7 +124,7 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
             try await self.withAdvisoryLock {
                 try await self.execute(
                     """
-                    CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+                    CREATE TABLE IF NOT EXISTS \(unescaped: self.tableName) (
                         version BIGINT PRIMARY KEY,
                         description TEXT NOT NULL,
                         installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -121,28 +132,28 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
                         checksum BYTEA NOT NULL,
                         execution_time BIGINT NOT NULL
                     )
-                    """, what: "creating _sqlx_migrations")
+                    """, what: "creating \(self.tableName)")
                 let statements = StatementSplitter.postgres(migration.sql)
                 let label = "migration \(migration.version) (\(migration.description))"
                 let record: PostgresQuery = """
-                    INSERT INTO _sqlx_migrations ( version, description, success, checksum, execution_time )
+                    INSERT INTO \(unescaped: self.tableName) ( version, description, success, checksum, execution_time )
                     VALUES ( \(migration.version), \(migration.description), TRUE, \(ByteBuffer(bytes: migration.checksum)), -1 )
                     """
                 let clock = ContinuousClock()
                 let start = clock.now
                 if migration.noTransaction {
                     try await self.runScript(statements, label: label, noTransaction: true)
-                    try await self.execute(record, what: "recording \(label) in _sqlx_migrations (its SQL has already run)")
+                    try await self.execute(record, what: "recording \(label) in \(self.tableName) (its SQL has already run)")
                 } else {
                     try await self.inTransaction(label: label) {
                         try await self.runScript(statements, label: label, noTransaction: false)
-                        try await self.execute(record, what: "recording \(label) in _sqlx_migrations")
+                        try await self.execute(record, what: "recording \(label) in \(self.tableName)")
                     }
                 }
                 let elapsed = start.duration(to: clock.now)
                 // sqlx updates the time after the commit: if this fails the row keeps -1.
                 try await self.execute(
-                    "UPDATE _sqlx_migrations SET execution_time = \(nanoseconds(elapsed)) WHERE version = \(migration.version)",
+                    "UPDATE \(unescaped: self.tableName) SET execution_time = \(nanoseconds(elapsed)) WHERE version = \(migration.version)",
                     what: "recording the execution time of \(label)")
                 return elapsed
             }
@@ -155,15 +166,15 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
                 let label = "reverting migration \(migration.version)"
                 guard try await self.tableExists(),
                     try await !self.rows(
-                        "SELECT 1 FROM _sqlx_migrations WHERE version = \(migration.version)", what: "reading _sqlx_migrations"
+                        "SELECT 1 FROM \(unescaped: self.tableName) WHERE version = \(migration.version)", what: "reading \(self.tableName)"
                     ).isEmpty
                 else {
                     throw MigrationDatabaseError(
                         .notApplied,
-                        "migration \(migration.version) is not recorded in _sqlx_migrations of \(self.databaseName): nothing reverted")
+                        "migration \(migration.version) is not recorded in \(self.tableName) of \(self.databaseName): nothing reverted")
                 }
                 let statements = StatementSplitter.postgres(migration.downSQL)
-                let delete: PostgresQuery = "DELETE FROM _sqlx_migrations WHERE version = \(migration.version)"
+                let delete: PostgresQuery = "DELETE FROM \(unescaped: self.tableName) WHERE version = \(migration.version)"
                 if migration.noTransaction {
                     try await self.runScript(statements, label: label, noTransaction: true)
                     try await self.execute(delete, what: "deleting the row of migration \(migration.version) (its down SQL has already run)")
@@ -177,12 +188,35 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
         }
     }
 
+    /// Takes sqlx's advisory lock until `unlock()`: it waits while a sqlx-based server (or another
+    /// safe-watch) migrates this database, calling `waiting` once first so the wait is not silent.
+    public func lock(whileWaiting waiting: @Sendable () -> Void) async throws {
+        try await self.exclusively {
+            guard !self.lockHeld else { return }
+            let taken = try await self.rows(
+                "SELECT pg_try_advisory_lock(\(self.lockID))", what: "taking sqlx's migration lock \(self.lockID)")
+            if try taken.first?.decode(Bool.self) != true {
+                waiting()
+                try await self.execute("SELECT pg_advisory_lock(\(self.lockID))", what: "taking sqlx's migration lock \(self.lockID)")
+            }
+            self.lockHeld = true
+        }
+    }
+
+    public func unlock() async throws {
+        try await self.exclusively {
+            guard self.lockHeld else { return }
+            self.lockHeld = false
+            try await self.execute("SELECT pg_advisory_unlock(\(self.lockID))", what: "releasing sqlx's migration lock \(self.lockID)")
+        }
+    }
+
     public func replaceChecksum(version: Int64, old: [UInt8], new: [UInt8]) async throws -> Bool {
         try await self.exclusively {
             guard try await self.tableExists() else { return false }
             let rows = try await self.rows(
                 """
-                UPDATE _sqlx_migrations SET checksum = \(ByteBuffer(bytes: new))
+                UPDATE \(unescaped: self.tableName) SET checksum = \(ByteBuffer(bytes: new))
                 WHERE version = \(version) AND checksum = \(ByteBuffer(bytes: old)) RETURNING version
                 """, what: "replacing the checksum of migration \(version)")
             return rows.count == 1
@@ -229,6 +263,7 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
     }
 
     private func withAdvisoryLock<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        if self.lockHeld { return try await body() }
         try await self.execute("SELECT pg_advisory_lock(\(self.lockID))", what: "taking sqlx's migration lock \(self.lockID)")
         let result: T
         do {
@@ -281,9 +316,9 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
                     } else {
                         text += " (rolled back unless the file commits itself, so statements before the failure may have been applied)"
                     }
-                    message = text + "; nothing was recorded in _sqlx_migrations"
+                    message = text + "; nothing was recorded in \(self.tableName)"
                 } else {
-                    message = "\(label) failed\(position): \(describe(error)); it ran outside a transaction (-- no-transaction), so statements before the failure may have been applied, and nothing was recorded in _sqlx_migrations"
+                    message = "\(label) failed\(position): \(describe(error)); it ran outside a transaction (-- no-transaction), so statements before the failure may have been applied, and nothing was recorded in \(self.tableName)"
                 }
                 throw MigrationDatabaseError(.migrationFailed, message)
             }
@@ -298,7 +333,7 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
     }
 
     private func tableExists() async throws -> Bool {
-        let rows = try await self.rows("SELECT to_regclass('_sqlx_migrations') IS NOT NULL", what: "looking for _sqlx_migrations")
+        let rows = try await self.rows("SELECT to_regclass(\(self.tableName)) IS NOT NULL", what: "looking for \(self.tableName)")
         return try rows.first?.decode(Bool.self) ?? false
     }
 

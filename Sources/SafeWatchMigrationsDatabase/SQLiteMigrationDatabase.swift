@@ -13,13 +13,16 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
     private let connection: SQLiteConnection
     /// The database file (absolute); nil for `sqlite::memory:`.
     public nonisolated let path: String?
+    /// `_sqlx_migrations`, or sqlx.toml's `[migrate] table-name`, used in SQL verbatim as sqlx does.
+    public nonisolated let tableName: String
     private var busy = false
     private var waiting: [CheckedContinuation<Void, Never>] = []
     private var closed = false
 
-    private init(connection: SQLiteConnection, path: String?) {
+    private init(connection: SQLiteConnection, path: String?, tableName: String) {
         self.connection = connection
         self.path = path
+        self.tableName = tableName
     }
 
     deinit {
@@ -28,17 +31,21 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
 
     /// Opens `url` (`sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`). A missing file is an error
     /// ("no database at PATH yet") unless `createIfMissing` or `?mode=rwc`.
-    public static func open(url: String, createIfMissing: Bool = false) async throws -> SQLiteMigrationDatabase {
+    public static func open(
+        url: String, createIfMissing: Bool = false, tableName: String = defaultMigrationsTable
+    ) async throws -> SQLiteMigrationDatabase {
         guard case .sqlite(let parsed) = try DatabaseURL.parse(url, environment: [:]) else {
             throw MigrationDatabaseError(.badURL, "'\(url)' is not a SQLite URL (sqlite://PATH, sqlite:PATH or sqlite::memory:)")
         }
-        return try await self.open(parsed, createIfMissing: createIfMissing)
+        return try await self.open(parsed, createIfMissing: createIfMissing, tableName: tableName)
     }
 
-    package static func open(_ url: SQLiteURL, createIfMissing: Bool) async throws -> SQLiteMigrationDatabase {
+    package static func open(
+        _ url: SQLiteURL, createIfMissing: Bool, tableName: String = defaultMigrationsTable
+    ) async throws -> SQLiteMigrationDatabase {
         guard let path = url.path else {
             let connection = try await openConnection(.memory, describing: ":memory:")
-            return SQLiteMigrationDatabase(connection: connection, path: nil)
+            return SQLiteMigrationDatabase(connection: connection, path: nil, tableName: tableName)
         }
         let file = absolutePath(path)
         let create = createIfMissing || url.mode == .readWriteCreate
@@ -50,7 +57,7 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
         }
         let mode = url.mode == .readOnly ? "ro" : create ? "rwc" : "rw"
         let connection = try await openConnection(.file(path: sqliteURI(file, mode: mode)), describing: file)
-        let database = SQLiteMigrationDatabase(connection: connection, path: file)
+        let database = SQLiteMigrationDatabase(connection: connection, path: file, tableName: tableName)
         do {
             // Reading the schema fails here, not later, when the file is not a database.
             _ = try await connection.query("SELECT count(*) FROM sqlite_master", [])
@@ -67,8 +74,8 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
         try await self.exclusively {
             guard try await self.tableExists() else { return [] }
             let rows = try await self.rows(
-                "SELECT version, description, success, checksum, execution_time FROM _sqlx_migrations ORDER BY version",
-                what: "reading _sqlx_migrations")
+                "SELECT version, description, success, checksum, execution_time FROM \(self.tableName) ORDER BY version",
+                what: "reading \(self.tableName)")
             return try rows.map { row in
                 guard let version = row.column("version")?.integer,
                     let description = row.column("description")?.string,
@@ -76,7 +83,7 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
                     let executionTime = row.column("execution_time")?.integer
                 else {
                     throw MigrationDatabaseError(
-                        .bookkeeping, "a row of _sqlx_migrations in \(self.name) does not have sqlx's columns: \(row)")
+                        .bookkeeping, "a row of \(self.tableName) in \(self.name) does not have sqlx's columns: \(row)")
                 }
                 let checksum = row.column("checksum")?.blob.map { Array($0.readableBytesView) } ?? []
                 return AppliedMigration(
@@ -90,7 +97,7 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
         try await self.exclusively {
             try await self.execute(
                 """
-                CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+                CREATE TABLE IF NOT EXISTS \(self.tableName) (
                     version BIGINT PRIMARY KEY,
                     description TEXT NOT NULL,
                     installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
@@ -98,11 +105,11 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
                     checksum BLOB NOT NULL,
                     execution_time BIGINT NOT NULL
                 )
-                """, what: "creating _sqlx_migrations")
+                """, what: "creating \(self.tableName)")
             let statements = StatementSplitter.sqlite(migration.sql)
             let label = "migration \(migration.version) (\(migration.description))"
             let insert = """
-                INSERT INTO _sqlx_migrations ( version, description, success, checksum, execution_time )
+                INSERT INTO \(self.tableName) ( version, description, success, checksum, execution_time )
                 VALUES ( ?1, ?2, TRUE, ?3, -1 )
                 """
             let binds: [SQLiteData] = [
@@ -113,17 +120,17 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
             let start = clock.now
             if migration.noTransaction {
                 try await self.runScript(statements, label: label, noTransaction: true)
-                try await self.execute(insert, binds, what: "recording \(label) in _sqlx_migrations (its SQL has already run)")
+                try await self.execute(insert, binds, what: "recording \(label) in \(self.tableName) (its SQL has already run)")
             } else {
                 try await self.inTransaction(label: label) {
                     try await self.runScript(statements, label: label, noTransaction: false)
-                    try await self.execute(insert, binds, what: "recording \(label) in _sqlx_migrations")
+                    try await self.execute(insert, binds, what: "recording \(label) in \(self.tableName)")
                 }
             }
             let elapsed = start.duration(to: clock.now)
             // sqlx updates the time after the commit: if this fails the row keeps -1.
             try await self.execute(
-                "UPDATE _sqlx_migrations SET execution_time = ?1 WHERE version = ?2",
+                "UPDATE \(self.tableName) SET execution_time = ?1 WHERE version = ?2",
                 [.integer(SQLiteInt64(nanoseconds(elapsed))), .integer(SQLiteInt64(migration.version))],
                 what: "recording the execution time of \(label)")
             return elapsed
@@ -135,15 +142,15 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
             let label = "reverting migration \(migration.version)"
             guard try await self.tableExists(),
                 try await !self.rows(
-                    "SELECT 1 FROM _sqlx_migrations WHERE version = ?1", [.integer(SQLiteInt64(migration.version))],
-                    what: "reading _sqlx_migrations"
+                    "SELECT 1 FROM \(self.tableName) WHERE version = ?1", [.integer(SQLiteInt64(migration.version))],
+                    what: "reading \(self.tableName)"
                 ).isEmpty
             else {
                 throw MigrationDatabaseError(
-                    .notApplied, "migration \(migration.version) is not recorded in _sqlx_migrations of \(self.name): nothing reverted")
+                    .notApplied, "migration \(migration.version) is not recorded in \(self.tableName) of \(self.name): nothing reverted")
             }
             let statements = StatementSplitter.sqlite(migration.downSQL)
-            let delete = "DELETE FROM _sqlx_migrations WHERE version = ?1"
+            let delete = "DELETE FROM \(self.tableName) WHERE version = ?1"
             let binds: [SQLiteData] = [.integer(SQLiteInt64(migration.version))]
             if migration.noTransaction {
                 try await self.runScript(statements, label: label, noTransaction: true)
@@ -157,11 +164,17 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
         }
     }
 
+    /// sqlx's SQLite migrator takes no lock either: each apply is one transaction, and the version's
+    /// primary key stops a second one.
+    public func lock(whileWaiting waiting: @Sendable () -> Void) async throws {}
+
+    public func unlock() async throws {}
+
     public func replaceChecksum(version: Int64, old: [UInt8], new: [UInt8]) async throws -> Bool {
         try await self.exclusively {
             guard try await self.tableExists() else { return false }
             let rows = try await self.rows(
-                "UPDATE _sqlx_migrations SET checksum = ?1 WHERE version = ?2 AND checksum = ?3 RETURNING version",
+                "UPDATE \(self.tableName) SET checksum = ?1 WHERE version = ?2 AND checksum = ?3 RETURNING version",
                 [.blob(ByteBuffer(bytes: new)), .integer(SQLiteInt64(version)), .blob(ByteBuffer(bytes: old))],
                 what: "replacing the checksum of migration \(version)")
             return rows.count == 1
@@ -279,17 +292,24 @@ public actor SQLiteMigrationDatabase: MigrationDatabase {
                 let position = statements.count > 1 ? " at statement \(index + 1) of \(statements.count) (\(excerpt(statement)))" : ""
                 let message =
                     noTransaction
-                    ? "\(label) failed\(position): \(describeSQLite(error)); it ran outside a transaction (-- no-transaction), so statements before the failure may have been applied, and nothing was recorded in _sqlx_migrations"
+                    ? "\(label) failed\(position): \(describeSQLite(error)); it ran outside a transaction (-- no-transaction), so statements before the failure may have been applied, and nothing was recorded in \(self.tableName)"
                     : "\(label) failed\(position) and was rolled back, nothing recorded: \(describeSQLite(error))"
                 throw MigrationDatabaseError(.migrationFailed, message)
             }
         }
     }
 
+    /// Whether the table exists. The name may be quoted or name an attached schema
+    /// (`"Migrations"`, `main.x`), so SQLite itself resolves it.
     private func tableExists() async throws -> Bool {
-        try await !self.rows(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'", what: "looking for _sqlx_migrations"
-        ).isEmpty
+        do {
+            _ = try await self.connection.query("SELECT 1 FROM \(self.tableName) LIMIT 0", [])
+            return true
+        } catch let error as SQLiteError where error.message.hasPrefix("no such table") {
+            return false
+        } catch {
+            throw MigrationDatabaseError(.bookkeeping, "looking for \(self.tableName) failed in \(self.name): \(describeSQLite(error))")
+        }
     }
 
     private func execute(_ sql: String, _ binds: [SQLiteData] = [], what: String) async throws {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import SafeWatch
+import SafeWatchMigrations
 import SafeWatchProcesses
 import SafeWatchSystem
 
@@ -47,10 +48,12 @@ extension SafeWatchCommand.Migrations {
         @OptionGroup var options: SafeWatchCommand.MigrationOptions
         @Flag(help: "Warnings block too (for CI).") var strict = false
         @Flag(help: "Print JSON.") var json = false
+        @Flag(help: "Applied versions with no file here (another branch's) do not block, as with sqlx's --ignore-missing.")
+        var ignoreMissing = false
         @Flag(help: "Also run the build command (build.command, or swift build).") var build = false
         func run() async throws {
             let tool = self.options.tool()
-            var code = await tool.validate(strict: self.strict, json: self.json)
+            var code = await tool.validate(strict: self.strict, json: self.json, ignoreMissing: self.ignoreMissing)
             if self.build {
                 let project = try? await ProjectLoader(
                     directory: tool.workspace.projectDirectory, configurationFile: nil, launcher: tool.workspace.launcher,
@@ -71,18 +74,28 @@ extension SafeWatchCommand.Migrations {
     }
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create the next migration file(s), named as sqlx does.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create the next migration file(s), named as sqlx-cli names them.",
+            discussion: """
+                Without flags (or sqlx.toml's [migrate.defaults]), the version is sequential (the newest + 1, \
+                4 digits) when the two newest versions differ by one or the only one is 0 or 1, else the UTC \
+                time; the migration is a .up.sql/.down.sql pair when the newest one is. Spaces in the \
+                description become _.
+                """)
         @OptionGroup var options: SafeWatchCommand.MigrationOptions
         @Argument(help: "What the migration does, e.g. create_users.") var name: String
-        @Flag(help: "Create .up.sql and .down.sql.") var reversible = false
-        @Flag(help: "Version YYYYMMDDHHMMSS (UTC).") var timestamp = false
-        @Flag(help: "Version = the last one + 1.") var sequential = false
+        @Flag(name: [.short, .long], help: "Create .up.sql and .down.sql.") var reversible = false
+        @Flag(help: "Create a single .sql file.") var simple = false
+        @Flag(name: [.short, .long], help: "Version YYYYMMDDHHMMSS (UTC).") var timestamp = false
+        @Flag(name: [.short, .long], help: "Version = the newest one + 1.") var sequential = false
         func validate() throws {
             if self.timestamp && self.sequential { throw ValidationError("--timestamp and --sequential exclude each other") }
+            if self.reversible && self.simple { throw ValidationError("--reversible and --simple exclude each other") }
         }
         func run() async throws {
-            let style: MigrationsTool.VersionStyle = self.timestamp ? .timestamp : (self.sequential ? .sequential : .inferred)
-            _exit(self.options.tool().add(name: self.name, reversible: self.reversible ? true : nil, style: style))
+            let versioning: NewMigration.Versioning = self.timestamp ? .timestamp : (self.sequential ? .sequential : .inferred)
+            let shape: NewMigration.Shape = self.reversible ? .reversible : (self.simple ? .simple : .inferred)
+            _exit(self.options.tool().add(name: self.name, shape: shape, versioning: versioning))
         }
     }
 
@@ -90,13 +103,18 @@ extension SafeWatchCommand.Migrations {
         static let configuration = CommandConfiguration(abstract: "Apply the pending migrations (sqlx-compatible).")
         @OptionGroup var options: SafeWatchCommand.MigrationOptions
         @Option(help: ArgumentHelp("Back the database up into this directory first.", valueName: "dir")) var backup: String?
-        func run() async throws { _exit(await self.options.tool().run(backupDirectory: self.backup)) }
+        @Flag(help: "Applied versions with no file here (another branch's) do not block, as with sqlx's --ignore-missing.")
+        var ignoreMissing = false
+        func run() async throws { _exit(await self.options.tool().run(backupDirectory: self.backup, ignoreMissing: self.ignoreMissing)) }
     }
 
     struct Revert: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revert the newest applied migration with its .down.sql.")
+        static let configuration = CommandConfiguration(
+            abstract: "Revert the newest applied migration that has a .down.sql (newer simple ones stay, as with sqlx).")
         @OptionGroup var options: SafeWatchCommand.MigrationOptions
-        func run() async throws { _exit(await self.options.tool().revert()) }
+        @Flag(help: "Applied versions with no file here (another branch's) do not block, as with sqlx's --ignore-missing.")
+        var ignoreMissing = false
+        func run() async throws { _exit(await self.options.tool().revert(ignoreMissing: self.ignoreMissing)) }
     }
 
     struct Info: AsyncParsableCommand {

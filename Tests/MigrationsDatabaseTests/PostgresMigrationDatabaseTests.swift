@@ -1,5 +1,6 @@
 import Glibc
 import SafeWatchMigrations
+import TestSupport
 import Testing
 
 @testable import SafeWatchMigrationsDatabase
@@ -201,6 +202,52 @@ struct PostgresMigrationDatabaseTests {
             let rows = try await database.appliedMigrations()
             #expect(rows.map(\.success) == [true, false])
             #expect(rows.last == AppliedMigration(version: 2, description: "half done", success: false, checksum: [0, 255], executionTime: -1))
+        }
+    }
+
+    /// sqlx.toml's `[migrate] table-name` may be schema-qualified and quoted: it is used verbatim,
+    /// as sqlx does, and `_sqlx_migrations` is neither created nor read.
+    @Test func anotherTableNameFromSqlxToml() async throws {
+        try await withDatabase("table_name") { admin, url in
+            _ = try await admin.queryText("CREATE SCHEMA audit")
+            let database = try await PostgresMigrationDatabase.connect(url: url, tableName: "audit.\"Migrations\"")
+            _ = try await database.apply(pending("1_create_t.sql", referenceSQL))
+            #expect(try await database.appliedMigrations().map(\.version) == [1])
+            #expect(try await admin.queryText("SELECT (to_regclass('audit.\"Migrations\"') IS NOT NULL)::text, (to_regclass('_sqlx_migrations') IS NULL)::text")
+                == [["true", "true"]])
+            #expect(try await admin.queryText("SELECT version::text, description FROM audit.\"Migrations\"") == [["1", "create t"]])
+            try await database.revert(revertible(1, "DROP TABLE t;"))
+            #expect(try await database.appliedMigrations().isEmpty)
+            await database.close()
+            // The default table does not exist: nothing read, nothing created.
+            #expect(try await admin.appliedMigrations().isEmpty)
+        }
+    }
+
+    /// `lock()` holds sqlx's lock across operations (the whole check-and-apply), and applies under
+    /// it do not take it again.
+    @Test func lockIsHeldAcrossOperationsUntilUnlock() async throws {
+        try await withDatabase("held_lock") { database, url in
+            let other = try await PostgresMigrationDatabase.connect(url: url)
+            let held = "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            try await database.lock(whileWaiting: {})
+            _ = try await database.appliedMigrations()
+            #expect(try await other.queryText(held) == [["1"]])
+            _ = try await database.apply(pending("1_create_t.sql", referenceSQL))
+            #expect(try await other.queryText(held) == [["1"]], "the lock must outlive the apply")
+            try await database.unlock()
+            #expect(try await other.queryText(held) == [["0"]])
+
+            // Held by another session: `waiting` is told, once, before the wait.
+            _ = try await other.queryText("SELECT pg_advisory_lock(\(database.lockID))::text")
+            let told = Recorder<String>()
+            let locking = Task { try await database.lock(whileWaiting: { told.append("waiting") }) }
+            #expect(await told.wait(limit: .seconds(20), until: { !$0.isEmpty }))
+            _ = try await other.queryText("SELECT pg_advisory_unlock(\(database.lockID))::text")
+            try await locking.value
+            #expect(told.all == ["waiting"])
+            try await database.unlock()
+            await other.close()
         }
     }
 

@@ -21,6 +21,21 @@ struct SQLiteMigrationDatabaseTests {
         }
     }
 
+    /// sqlx.toml's `[migrate] table-name`, used verbatim (here quoted): a table with sqlx's columns
+    /// under that name, `_sqlx_migrations` untouched.
+    @Test func anotherTableNameFromSqlxToml() async throws {
+        try await withDatabase { admin, path, _ in
+            let database = try await SQLiteMigrationDatabase.open(url: "sqlite://\(path)", tableName: "\"Schema History\"")
+            #expect(try await database.appliedMigrations().isEmpty)
+            _ = try await database.apply(pending("1_create_t.sql", referenceSQL))
+            #expect(try await database.appliedMigrations().map(\.description) == ["create t"])
+            let columns = try await admin.queryText("SELECT name FROM pragma_table_info('Schema History')")
+            #expect(columns.map { $0.first ?? nil } == ["version", "description", "installed_on", "success", "checksum", "execution_time"])
+            #expect(try await admin.queryText("SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'") == [["0"]])
+            await database.close()
+        }
+    }
+
     @Test func applyWritesSQLxsSchemaAndRow() async throws {
         try await withDatabase { database, _, _ in
             let migration = pending("1_create_t.sql", referenceSQL)

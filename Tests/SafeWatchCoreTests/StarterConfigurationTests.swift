@@ -44,7 +44,7 @@ struct StarterConfigurationTests {
         // Every section is there, and every key of each: the file documents them all.
         for key in ["timeout", "args", "env", "port_env", "stop_signal", "stop_timeout", "keep_generations", "rollback_window",
                     "paths", "ignore", "extensions", "debounce", "poll", "mode", "listen", "hold_timeout", "type", "path",
-                    "interval", "success_threshold", "failure_threshold", "startup_timeout", "dir", "apply", "backup", "backup_dir"]
+                    "interval", "success_threshold", "failure_threshold", "startup_timeout", "dir", "apply", "backup", "backup_dir", "ignore_missing"]
         {
             #expect(text.contains("\n\(key) = "), "\(key) is not written out with its default")
         }

@@ -68,8 +68,13 @@ import Testing
     }
 
     @Test func SW005PairIncomplete() {
-        #expect(rules([entry("0001_a.up.sql", "CREATE TABLE a (id int);")]) == ["SW005"])
+        // sqlx runs such a project: a warning, which --strict makes blocking.
+        let upOnly = [entry("0001_a.up.sql", "CREATE TABLE a (id int);")]
+        #expect(rules(upOnly) == ["SW005"])
+        #expect(Validator().validate(MigrationDirectory(entries: upOnly), sumFile: nil, applied: nil).verdict == .safeAfterApply)
+        #expect(Validator(strict: true).validate(MigrationDirectory(entries: upOnly), sumFile: nil, applied: nil).verdict == .block)
         #expect(rules([entry("0001_a.down.sql", "DROP TABLE a;")]) == ["SW005"])
+        #expect(rules([entry("0001_a.sql", "CREATE TABLE a (id int);"), entry("0001_a.down.sql", "DROP TABLE a;")]) == ["SW005"])
     }
 
     @Test func SW006Encoding() {
@@ -87,6 +92,74 @@ import Testing
 
     @Test func SW008EmptyTemplate() {
         #expect(rules(clean + [entry("0003_todo.sql", "-- Add migration script here\n")]).contains("SW008"))
+        // sqlx-cli's reversible templates: the up file blocks, the down file warns.
+        let pair = [entry("0003_todo.up.sql", "-- Add up migration script here\n"), entry("0003_todo.down.sql", "-- Add down migration script here\n")]
+        let report = Validator().validate(MigrationDirectory(entries: clean + pair), sumFile: nil, applied: nil)
+        #expect(report.findings.filter { $0.rule == .emptyTemplate }.map { "\($0.file ?? "") \($0.severity)" }.sorted()
+            == ["0003_todo.down.sql warn", "0003_todo.up.sql block"])
+        #expect(report.verdict == .block)
+    }
+
+    @Test func signedVersionsParseAsInSqlx() {
+        let directory = MigrationDirectory(entries: clean + [entry("+5_plus.sql", "SELECT 1;\n"), entry("-1_minus.sql", "SELECT 1;\n")])
+        #expect(directory.files.filter { $0.kind == .simple }.map(\.version).sorted() == [-1, 2, 5])
+        #expect(directory.findings.map(\.rule) == [.versionNotCanonical, .versionNotCanonical])
+        #expect(directory.findings.allSatisfy { $0.severity == .warn })
+    }
+
+    @Test func ignoredCharactersLeaveTheChecksumAsSqlxComputesIt() {
+        let lf = Array("CREATE TABLE t (id int);\n".utf8)
+        let crlfBOM = [0xEF, 0xBB, 0xBF] + Array("CREATE TABLE t (id int);\r\n".utf8)
+        #expect(sqlxChecksum(crlfBOM, ignoring: ["\r", "\u{FEFF}"]) == sqlxChecksum(lf))
+        #expect(sqlxChecksum(crlfBOM, ignoring: ["\r"]) != sqlxChecksum(lf))
+        // All whitespace, as sqlx's own test does it: the text without those characters.
+        #expect(sqlxChecksum(lf, ignoring: [" ", "\n"]) == sqlxChecksum(Array("CREATETABLEt(idint);".utf8)))
+        let directory = MigrationDirectory(entries: [entry("0001_t.sql", "CREATE TABLE t (id int);\r\n")], ignoredCharacters: ["\r"])
+        #expect(directory.files[0].checksum == sqlxChecksum(lf))
+        let rows = [AppliedMigration(version: 1, description: "t", success: true, checksum: sqlxChecksum(lf), executionTime: 1)]
+        #expect(Validator().validate(directory, sumFile: nil, applied: rows).verdict == .safe)
+    }
+
+    @Test func ignoreMissingAndLoneDownFilesInTheMissingCheck() {
+        var rows = applied(clean)
+        rows.append(AppliedMigration(version: 9, description: "from another branch", success: true, checksum: sqlxChecksum([1]), executionTime: 1))
+        #expect(Validator().validate(MigrationDirectory(entries: clean), sumFile: nil, applied: rows).verdict == .block)
+        let ignoring = Validator(ignoreMissing: true).validate(MigrationDirectory(entries: clean), sumFile: nil, applied: rows)
+        #expect(ignoring.verdict == .safe && ignoring.findings.isEmpty)
+        // Only its .down.sql is left: sqlx counts the version as known.
+        let withDown = MigrationDirectory(entries: clean + [entry("0009_branch.down.sql", "DROP TABLE b;\n")])
+        let report = Validator().validate(withDown, sumFile: nil, applied: rows)
+        #expect(report.verdict == .safe, "\(report.findings)")
+        #expect(report.findings.map(\.rule).contains(.deleted))
+    }
+
+    /// `sqlx migrate add`'s rules (sqlx-cli main, and its tests): fixtures named as it names them.
+    @Test func newMigrationsAreNamedAsSqlxCliNamesThem() throws {
+        let now = "20260301120000"
+        func named(_ names: [String], _ description: String = "add posts-table", versioning: NewMigration.Versioning = .inferred,
+                   shape: NewMigration.Shape = .inferred) throws -> [String] {
+            let directory = MigrationDirectory(entries: names.map { entry($0, "SELECT 1;\n") })
+            return try NewMigration(description: description, in: directory, versioning: versioning, shape: shape, now: now).files.map(\.name)
+        }
+        #expect(try named([]) == ["20260301120000_add_posts-table.sql"])
+        #expect(try named(["1_a.sql"]) == ["0002_add_posts-table.sql"])
+        #expect(try named(["0_a.sql"]) == ["0001_add_posts-table.sql"])
+        #expect(try named(["5_a.sql"]) == ["20260301120000_add_posts-table.sql"])
+        #expect(try named(["1_a.sql", "2_b.sql"]) == ["0003_add_posts-table.sql"])
+        #expect(try named(["1_a.sql", "3_b.sql"]) == ["20260301120000_add_posts-table.sql"])
+        #expect(try named(["1_a.up.sql", "1_a.down.sql", "2_b.up.sql", "2_b.down.sql"]) == ["0003_add_posts-table.up.sql", "0003_add_posts-table.down.sql"])
+        // The newest migration's shape (main); v0.8.6 followed the first.
+        #expect(try named(["1_a.up.sql", "1_a.down.sql", "2_b.sql"]) == ["0003_add_posts-table.sql"])
+        #expect(try named(["1_a.sql", "2_b.up.sql", "2_b.down.sql"]) == ["0003_add_posts-table.up.sql", "0003_add_posts-table.down.sql"])
+        #expect(try named(["1_a.up.sql", "1_a.down.sql"], shape: .simple) == ["0002_add_posts-table.sql"])
+        #expect(try named(["1_a.sql"], shape: .reversible) == ["0002_add_posts-table.up.sql", "0002_add_posts-table.down.sql"])
+        // Explicit versioning: sequential continues from the newest (a timestamp + 1), or starts at 1.
+        #expect(try named([], versioning: .sequential) == ["0001_add_posts-table.sql"])
+        #expect(try named(["20240101000000_a.sql"], versioning: .sequential) == ["20240101000001_add_posts-table.sql"])
+        #expect(try named(["1_a.sql", "2_b.sql"], versioning: .timestamp) == ["20260301120000_add_posts-table.sql"])
+        #expect(throws: NewMigration.InvalidDescription.self) { try named([], "a/b") }
+        #expect(MigrationDirectory.template(for: .up) == "-- Add up migration script here\n")
+        #expect(MigrationDirectory.template(for: .down) == "-- Add down migration script here\n")
     }
 
     @Test func SW101ModifiedIsClassified() throws {
