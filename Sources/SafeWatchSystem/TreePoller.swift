@@ -237,7 +237,7 @@ final class PolledTree {
 
         if self.directories.contains(where: \.gone) {
             self.directories.removeAll(where: \.gone)
-            self.index = Dictionary(uniqueKeysWithValues: self.directories.enumerated().map { ($1.path, $0) })
+            self.index = Dictionary(self.directories.enumerated().map { ($1.path, $0) }, uniquingKeysWith: { first, _ in first })
         }
         changes.sort { ($0.path, $0.removed ? 0 : 1) < ($1.path, $1.removed ? 0 : 1) }
         return (changes, self.work)
