@@ -137,8 +137,8 @@ public func scanTree(root: String, paths: [String], ignore: IgnoreRules) -> [Str
 private struct PolledDirectory {
     /// Relative to the project root ("." for the root itself).
     var path: String
-    /// Absolute, NUL-terminated: stat'ed on every tick without building a string.
-    var absolute: [CChar]
+    /// `path`, NUL-terminated: stat'ed on every tick (from the open root) without building a string.
+    var relative: [CChar]
     /// A watched path itself: stat'ed through symlinks (opendir follows them), never removed.
     var isWatchedRoot: Bool
     /// Its own stamp, taken just before its last listing; nil when it could not be read.
@@ -158,6 +158,10 @@ final class PolledTree {
     private var index: [String: Int] = [:]
     /// When this tree was made: `Moment`s are measured from it.
     private let origin = ContinuousClock.now
+    /// The project root, open: stats and listings walk their paths from here rather than from "/"
+    /// (walking paths is most of a tick's cost). -1 while the root cannot be opened.
+    private var rootDescriptor: Int32 = -1
+    private var rootIdentity: (device: UInt64, inode: UInt64)?
     /// This tick's count of work, and its directory stamps (kept to save an allocation per tick).
     private var work = PollWork()
     private var stamps: [FileStamp?] = []
@@ -167,6 +171,7 @@ final class PolledTree {
         self.root = root
         self.ignore = ignore
         self.schedule = PollSchedule(interval: interval)
+        self.openRoot()
         // A path inside another watched path is listed as part of it.
         let paths = Set(paths)
         let outermost = paths.filter { path in !paths.contains { $0 != path && ($0 == "." || path.hasPrefix($0 + "/")) } }
@@ -177,6 +182,22 @@ final class PolledTree {
         }
         // What the baseline found is not a change: no file is recent yet.
         self.schedule = PollSchedule(interval: interval)
+    }
+
+    deinit {
+        if self.rootDescriptor >= 0 { close(self.rootDescriptor) }
+    }
+
+    /// Opens the project root, again when it was replaced (or came back) since.
+    private func openRoot() {
+        var info = stat()
+        self.work.stats += 1
+        guard stat(self.root, &info) == 0 else { return }
+        let identity = (device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        if self.rootDescriptor >= 0, let known = self.rootIdentity, known == identity { return }
+        if self.rootDescriptor >= 0 { close(self.rootDescriptor) }
+        self.rootDescriptor = Glibc.open(self.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        self.rootIdentity = self.rootDescriptor >= 0 ? identity : nil
     }
 
     /// Entries known, directories included.
@@ -191,6 +212,7 @@ final class PolledTree {
         var wallClock = timespec()
         clock_gettime(CLOCK_REALTIME, &wallClock)
         let wallNow = Int64(wallClock.tv_sec) * 1_000_000_000 + Int64(wallClock.tv_nsec)
+        self.openRoot()
 
         // Every directory's own stamp: listed when it moved (an entry came, went or was renamed)
         // or when it is too recent to trust.
@@ -227,7 +249,7 @@ final class PolledTree {
             var info = stat()
             self.work.stats += 1
             // Gone or turned into a directory: its directory's stamp moved, and the listing says so.
-            guard lstat(self.root + "/" + path, &info) == 0 else { continue }
+            guard fstatat(self.rootDescriptor, path, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
             let stamp = FileStamp(info)
             guard stamp != known, !stamp.isDirectory, !known.isDirectory else { continue }
             self.directories[position].entries[name] = stamp
@@ -245,8 +267,7 @@ final class PolledTree {
 
     private func add(directory path: String, isWatchedRoot: Bool = false) -> Int {
         if let existing = self.index[path], !self.directories[existing].gone { return existing }
-        let absolute = path == "." ? self.root : self.root + "/" + path
-        self.directories.append(PolledDirectory(path: path, absolute: Array(absolute.utf8CString), isWatchedRoot: isWatchedRoot))
+        self.directories.append(PolledDirectory(path: path, relative: Array(path.utf8CString), isWatchedRoot: isWatchedRoot))
         self.index[path] = self.directories.count - 1
         return self.directories.count - 1
     }
@@ -255,8 +276,9 @@ final class PolledTree {
         var info = stat()
         self.work.stats += 1
         let directory = self.directories[position]
-        let result = directory.isWatchedRoot ? stat(directory.absolute, &info) : lstat(directory.absolute, &info)
-        return result == 0 ? FileStamp(info) : nil
+        // A watched path may be a symlink (opening it follows it too); below it, none is followed.
+        let flags = directory.isWatchedRoot ? 0 : AT_SYMLINK_NOFOLLOW
+        return fstatat(self.rootDescriptor, directory.relative, &info, flags) == 0 ? FileStamp(info) : nil
     }
 
     /// Reads the directory at `position` and stats each entry (`stamp`: its own, taken before);
@@ -268,7 +290,7 @@ final class PolledTree {
         var after: [String: FileStamp] = [:]
         after.reserveCapacity(before.count)
         self.work.listedDirectories += 1
-        if let stream = opendir(directory.absolute) {  // nil: vanished, its entries count as removed
+        if let stream = self.open(directory) {  // nil: vanished, its entries count as removed
             defer { closedir(stream) }
             let descriptor = dirfd(stream)
             while let entry = readdir(stream) {
@@ -301,6 +323,17 @@ final class PolledTree {
                 self.schedule.changed(path, at: now)
             }
         }
+    }
+
+    private func open(_ directory: PolledDirectory) -> OpaquePointer? {
+        let flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (directory.isWatchedRoot ? 0 : O_NOFOLLOW)
+        let descriptor = openat(self.rootDescriptor, directory.relative, flags)
+        guard descriptor >= 0 else { return nil }
+        guard let stream = fdopendir(descriptor) else {
+            close(descriptor)
+            return nil
+        }
+        return stream
     }
 
     /// The directory at `path` is gone, and everything under it: each known entry is removed.
