@@ -103,9 +103,10 @@ public struct FileStamp: Equatable, Sendable {
     }
 }
 
-/// The changes between two scans of a tree (paths relative to the project): new or different
-/// files are `changed`, missing ones `removed`; a rename is the old path removed and the new one
-/// changed, as inotify reports it. Directories count only when they appear or vanish.
+/// The changes between two listings (of a directory, or of a tree: keys are names or paths): new
+/// or different files are `changed`, missing ones `removed`; a rename is the old path removed and
+/// the new one changed, as inotify reports it. Directories count only when they appear, vanish,
+/// or take the place of a file (or a file theirs): a directory's own stamp moves with its entries.
 public func changesBetween(_ old: [String: FileStamp], _ new: [String: FileStamp]) -> [(path: String, removed: Bool)] {
     var changes: [(path: String, removed: Bool)] = []
     for (path, stamp) in new {
@@ -113,7 +114,7 @@ public func changesBetween(_ old: [String: FileStamp], _ new: [String: FileStamp
             changes.append((path, false))
             continue
         }
-        if !stamp.isDirectory && before != stamp { changes.append((path, false)) }
+        if before.isDirectory != stamp.isDirectory || (!stamp.isDirectory && before != stamp) { changes.append((path, false)) }
     }
     for path in old.keys where new[path] == nil {
         changes.append((path, true))
@@ -146,5 +147,102 @@ public struct PollPacing: Sendable {
             return "scans are fast again (\(took.humanReadable) for \(entries) entries): polling every \(self.interval.humanReadable)"
         }
         return nil
+    }
+}
+
+/// How the poller spreads its work over ticks, and the detection times that follow. Stat'ing every
+/// entry on every tick is what made polling cost: a tick instead
+/// - stats every watched directory and re-lists (and stats the entries of) only those whose stamp
+///   moved — creating, deleting or renaming an entry moves its directory's mtime — or whose mtime
+///   is too recent to trust (`isSettling`);
+/// - stats the files that changed recently (`recentFiles`) one by one;
+/// - re-lists a slice of the other directories in rotation (`rotationSlice`), so that an edit made
+///   in place, which moves no directory's mtime, is still found: every directory comes round at
+///   least once every `ticksPerRotation` ticks.
+public struct PollSchedule: Sendable {
+    /// Every directory is re-listed at least once in this much time of ticks.
+    public static let rotation = Duration.seconds(3)
+    /// Timestamps are only as fine as the file system keeps them (FAT: 2 s; some network file
+    /// systems: 1 s; ext4 before Linux 6.13: a clock tick). Two creations in the same granule leave
+    /// one mtime, so a directory listed less than this after its mtime is listed again on every
+    /// tick until a listing falls after the granule.
+    public static let settling = Duration.seconds(2)
+    /// A file that changed within this long (by the poller's clock) is stat'ed on every tick…
+    public static let recentFor = Duration.seconds(600)
+    /// …the most recent this many of them: a checkout of thousands of files goes back to rotation.
+    public static let recentLimit = 1_000
+
+    public let interval: Duration
+    /// Ticks in one rotation: at 500 ms, 6 (3 s); from 1.5 s on, 1 (every directory every tick).
+    public let ticksPerRotation: Int
+    /// Where the next rotation slice starts, an index into the weights.
+    public private(set) var cursor = 0
+    /// File path → when the poller last saw it change.
+    private var recent: [String: Moment] = [:]
+
+    public init(interval: Duration) {
+        self.interval = interval
+        self.ticksPerRotation = max(1, Int((Self.rotation / interval).rounded(.down)))
+    }
+
+    /// Worst-case detection of a change to a recently changed file, and of creating, deleting or
+    /// renaming anything (its directory's mtime moves): the next tick, so 2 intervals with the time
+    /// the ticks' scans take.
+    public var recentBound: Duration { self.interval * 2 }
+
+    /// Worst-case detection of any change, an in-place edit of a quiet file included: its
+    /// directory comes round within `rotation` (3 s), plus headroom for the scans themselves; at
+    /// 1.5 s and more every directory is re-listed on every tick, so 2 intervals.
+    public var anyBound: Duration { max(.seconds(4), self.interval * 2) }
+
+    /// Whether a directory whose mtime is `modified` (nanoseconds since the epoch), seen at
+    /// `now` (wall clock, same unit), must be re-listed although its stamp did not move: a later
+    /// entry change in the same timestamp granule would leave the same stamp. A file system clock
+    /// ahead of ours re-lists for longer; one behind by more than `settling` leaves such a change
+    /// to the rotation.
+    public static func isSettling(modified: Int64, now: Int64) -> Bool {
+        now - modified < Int64(Self.settling / .nanoseconds(1))
+    }
+
+    /// The directories this tick re-lists in rotation, as indices into `weights` (each
+    /// directory's entries + 1, in a stable order). Each tick takes directories from the cursor on
+    /// (wrapping, never one twice) until it has at least 1/`ticksPerRotation` of the total weight,
+    /// so every directory comes round within `ticksPerRotation` ticks while the order holds, and a
+    /// tick's work is about the same whatever the sizes of the directories.
+    public mutating func rotationSlice(weights: [Int]) -> [Int] {
+        guard !weights.isEmpty else { return [] }
+        let total = weights.reduce(0, +)
+        let budget = (total + self.ticksPerRotation - 1) / self.ticksPerRotation
+        var index = self.cursor < weights.count ? self.cursor : 0
+        var slice: [Int] = []
+        var taken = 0
+        while taken < budget && slice.count < weights.count {
+            slice.append(index)
+            taken += weights[index]
+            index = (index + 1) % weights.count
+        }
+        self.cursor = index
+        return slice
+    }
+
+    /// `path` (a file) changed, was created, or was replaced at `now`.
+    public mutating func changed(_ path: String, at now: Moment) {
+        self.recent[path] = now
+    }
+
+    /// `path` is gone.
+    public mutating func removed(_ path: String) {
+        self.recent[path] = nil
+    }
+
+    /// The files to stat on this tick, in no order: those seen changing within `recentFor`, the
+    /// `recentLimit` most recent. Older ones are forgotten here.
+    public mutating func recentFiles(at now: Moment) -> [String] {
+        self.recent = self.recent.filter { now - $0.value < Self.recentFor }
+        if self.recent.count > Self.recentLimit {
+            let kept = self.recent.sorted { ($0.value, $0.key) > ($1.value, $1.key) }.prefix(Self.recentLimit)
+            self.recent = Dictionary(uniqueKeysWithValues: kept.map { ($0.key, $0.value) })
+        }
+        return Array(self.recent.keys)
     }
 }

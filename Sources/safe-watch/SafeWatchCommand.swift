@@ -68,7 +68,7 @@ extension SafeWatchCommand {
         @Option(
             name: .long,
             help: ArgumentHelp(
-                "Poll the tree with stat instead of inotify: --poll (every 500ms), --poll=2s, --poll=auto (only file systems that lose inotify events, the default), --poll=off. Also SAFE_WATCH_POLL.",
+                "Poll the tree with stat instead of inotify: --poll (every 500ms), --poll=2s, --poll=auto (only file systems that lose inotify events, the default), --poll=off. Also SAFE_WATCH_POLL. New, deleted and renamed files and edits of recently changed ones are seen within 2 intervals, any edit within 4 s.",
                 valueName: "interval"),
             transform: { try OptionValue.pollSetting($0) })
         var poll: PollSetting?

@@ -75,6 +75,13 @@ import Testing
         #expect(changes.map(\.removed) == [false, true, false, false])
     }
 
+    @Test func aFileTurnedDirectoryOrBackIsAChange() {
+        let file = ["x": stamp(1, inode: 1)]
+        let directory = ["x": stamp(1, inode: 1, directory: true)]
+        #expect(changesBetween(file, directory).map(\.path) == ["x"])
+        #expect(changesBetween(directory, file).map(\.path) == ["x"])
+    }
+
     @Test func sameSizeAndSecondButOtherNanosecondsOrInodeIsAnEdit() {
         #expect(changesBetween(["x": stamp(1_000_000_001)], ["x": stamp(1_000_000_002)]).count == 1)
         #expect(changesBetween(["x": stamp(1, inode: 1)], ["x": stamp(1, inode: 2)]).count == 1)  // atomic save
@@ -96,5 +103,110 @@ import Testing
         let recovered = pacing.scanned(entries: 10_000, took: .milliseconds(30))
         #expect(recovered?.contains("scans are fast again") == true)
         #expect(pacing.pause == .milliseconds(500))
+    }
+}
+
+@Suite struct PollScheduleTests {
+    @Test func ticksPerRotationAndTheStatedBounds() {
+        let cases: [(Duration, ticks: Int, recent: Duration, any: Duration)] = [
+            (.milliseconds(50), 60, .milliseconds(100), .seconds(4)),
+            (.milliseconds(100), 30, .milliseconds(200), .seconds(4)),
+            (.milliseconds(500), 6, .seconds(1), .seconds(4)),
+            (.milliseconds(700), 4, .milliseconds(1400), .seconds(4)),
+            (.seconds(1), 3, .seconds(2), .seconds(4)),
+            (.milliseconds(1500), 2, .seconds(3), .seconds(4)),
+            (.seconds(2), 1, .seconds(4), .seconds(4)),
+            (.seconds(60), 1, .seconds(120), .seconds(120)),
+        ]
+        for (interval, ticks, recent, any) in cases {
+            let schedule = PollSchedule(interval: interval)
+            #expect(schedule.ticksPerRotation == ticks, "\(interval)")
+            #expect(schedule.recentBound == recent, "\(interval)")
+            #expect(schedule.anyBound == any, "\(interval)")
+        }
+        // Over the whole accepted range: a rotation fits in the bound with at least 1 s (or, past
+        // 1 s, one interval) to spare for the ticks' own scans.
+        var interval = PollSetting.intervalRange.lowerBound
+        while interval <= PollSetting.intervalRange.upperBound {
+            let schedule = PollSchedule(interval: interval)
+            let rotation = interval * schedule.ticksPerRotation
+            #expect(rotation + min(.seconds(1), interval) <= schedule.anyBound, "\(interval)")
+            interval += .milliseconds(50)
+        }
+    }
+
+    @Test func aRotationSliceTakesATicksShareFromTheCursorOn() {
+        var schedule = PollSchedule(interval: .milliseconds(500))  // 6 ticks
+        let weights = [1, 11, 11, 3, 50, 1, 1, 11, 11, 11]  // 111: at least 19 a tick
+        #expect(schedule.rotationSlice(weights: weights) == [0, 1, 2])
+        #expect(schedule.rotationSlice(weights: weights) == [3, 4])
+        #expect(schedule.rotationSlice(weights: weights) == [5, 6, 7, 8])
+        #expect(schedule.rotationSlice(weights: weights) == [9, 0, 1])  // wraps
+        #expect(schedule.cursor == 2)
+        #expect(schedule.rotationSlice(weights: []) == [])
+        // Fewer directories than the cursor (some went): it starts over.
+        #expect(schedule.rotationSlice(weights: [5]) == [0])
+        #expect(schedule.rotationSlice(weights: [5]) == [0])
+    }
+
+    @Test(arguments: [
+        [Int](repeating: 11, count: 1000),  // the B8 tree: 10 files a directory
+        [1, 11, 11, 3, 50, 1, 1, 11, 11, 11],
+        [1000] + [Int](repeating: 2, count: 50),  // one huge directory among small ones
+        [3, 3],  // fewer directories than ticks
+    ])
+    func everyDirectoryComesRoundWithinARotation(_ weights: [Int]) {
+        for interval in [Duration.milliseconds(50), .milliseconds(500), .seconds(1), .seconds(2)] {
+            var schedule = PollSchedule(interval: interval)
+            let ticks = schedule.ticksPerRotation
+            var lastVisit = [Int?](repeating: nil, count: weights.count)
+            var longestGap = 0
+            for tick in 0..<(ticks * 5) {
+                let slice = schedule.rotationSlice(weights: weights)
+                #expect(Set(slice).count == slice.count)
+                let budget = (weights.reduce(0, +) + ticks - 1) / ticks
+                #expect(slice.count == weights.count || slice.map { weights[$0] }.reduce(0, +) >= budget)
+                for position in slice {
+                    longestGap = max(longestGap, tick - (lastVisit[position] ?? -1))
+                    lastVisit[position] = tick
+                }
+            }
+            // The first visit counts from tick -1, so this bounds the first rotation too.
+            #expect(longestGap <= ticks, "\(interval): \(longestGap) ticks between visits, \(ticks) allowed")
+            #expect(!lastVisit.contains(nil))
+        }
+    }
+
+    @Test func aDirectoryIsTrustedTwoSecondsAfterItsMtime() {
+        let second: Int64 = 1_000_000_000
+        #expect(PollSchedule.isSettling(modified: 10 * second, now: 10 * second))
+        #expect(PollSchedule.isSettling(modified: 10 * second, now: 12 * second - 1))
+        #expect(!PollSchedule.isSettling(modified: 10 * second, now: 12 * second))
+        #expect(PollSchedule.isSettling(modified: 20 * second, now: 12 * second))  // a clock ahead of ours
+    }
+
+    @Test func recentFilesAreTheChangedOnesOfTheLastTenMinutes() {
+        var schedule = PollSchedule(interval: .milliseconds(500))
+        #expect(schedule.recentFiles(at: .zero).isEmpty)
+        schedule.changed("a.swift", at: .zero)
+        schedule.changed("b.swift", at: .seconds(1))
+        schedule.changed("gone.swift", at: .seconds(1))
+        schedule.removed("gone.swift")
+        #expect(Set(schedule.recentFiles(at: .seconds(2))) == ["a.swift", "b.swift"])
+        #expect(Set(schedule.recentFiles(at: .seconds(599))) == ["a.swift", "b.swift"])
+        #expect(schedule.recentFiles(at: .seconds(600)) == ["b.swift"])
+        schedule.changed("b.swift", at: .seconds(600))  // changed again: ten more minutes
+        #expect(schedule.recentFiles(at: .seconds(1199)) == ["b.swift"])
+        #expect(schedule.recentFiles(at: .seconds(1200)).isEmpty)
+    }
+
+    @Test func aCheckoutOfManyFilesKeepsOnlyTheMostRecentThousand() {
+        var schedule = PollSchedule(interval: .milliseconds(500))
+        for file in 0..<1_005 {
+            schedule.changed("f\(file)", at: .milliseconds(file))
+        }
+        let recent = Set(schedule.recentFiles(at: .seconds(2)))
+        #expect(recent.count == PollSchedule.recentLimit)
+        #expect(recent == Set((5..<1_005).map { "f\($0)" }))
     }
 }
