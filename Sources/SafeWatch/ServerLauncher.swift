@@ -1,5 +1,6 @@
 import Foundation
 import SafeWatchCore
+import SafeWatchProcesses
 import SafeWatchSystem
 
 /// Starts one generation's server and tells whether it is healthy: its port (or the shared
