@@ -112,7 +112,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SafeWatchSystemTests", dependencies: ["SafeWatchSystem", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SafeWatchTests", dependencies: ["SafeWatch", "SafeWatchSystem", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "SafeWatchTests",
+            dependencies: [
+                "SafeWatch", "SafeWatchSystem", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
