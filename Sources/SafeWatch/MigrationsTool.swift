@@ -18,15 +18,19 @@ public struct MigrationsTool: Sendable {
         self.print = print
     }
 
-    /// 0 for SAFE and SAFE_AFTER_APPLY, 1 for BLOCK. `ignoreMissing`: sqlx's `--ignore-missing`.
-    public func validate(strict: Bool, json: Bool, ignoreMissing: Bool = false) async -> Int32 {
-        let sqlx: SQLxConfiguration
+    /// The project's sqlx.toml (defaults without one), or nil once what is wrong with it was said.
+    private func sqlxConfiguration() -> SQLxConfiguration? {
         do {
-            sqlx = try self.workspace.sqlxConfiguration()
+            return try self.workspace.sqlxConfiguration()
         } catch {
             self.print("safe-watch: \(error)")
-            return 78
+            return nil
         }
+    }
+
+    /// 0 for SAFE and SAFE_AFTER_APPLY, 1 for BLOCK. `ignoreMissing`: sqlx's `--ignore-missing`.
+    public func validate(strict: Bool, json: Bool, ignoreMissing: Bool = false) async -> Int32 {
+        guard let sqlx = self.sqlxConfiguration() else { return 78 }
         var applied: [AppliedMigration]?
         var databaseProblem: String?
         if let url = self.databaseURL {
@@ -97,13 +101,7 @@ public struct MigrationsTool: Sendable {
     public func add(
         name: String, shape: NewMigration.Shape, versioning: NewMigration.Versioning, now: Date = Date()
     ) -> Int32 {
-        let sqlx: SQLxConfiguration
-        do {
-            sqlx = try self.workspace.sqlxConfiguration()
-        } catch {
-            self.print("safe-watch: \(error)")
-            return 78
-        }
+        guard let sqlx = self.sqlxConfiguration() else { return 78 }
         let directory = (try? self.workspace.read()) ?? MigrationDirectory(entries: [])
         let formatter = DateFormatter()
         formatter.dateFormat = "yyyyMMddHHmmss"
@@ -165,9 +163,9 @@ public struct MigrationsTool: Sendable {
             self.print("safe-watch: no database: pass --database-url, set DATABASE_URL, or [migrations] database_url in safe-watch.toml")
             return nil
         }
+        guard let sqlx = self.sqlxConfiguration() else { return nil }
         do {
-            let table = try self.workspace.sqlxConfiguration().tableName
-            return try await MigrationDatabases.open(url: url, connectTimeout: self.connectTimeout, createIfMissing: create, tableName: table)
+            return try await MigrationDatabases.open(url: url, connectTimeout: self.connectTimeout, createIfMissing: create, tableName: sqlx.tableName)
         } catch {
             self.print("safe-watch: \(error)")
             return nil

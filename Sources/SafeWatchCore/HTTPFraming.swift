@@ -177,6 +177,10 @@ struct HeadSummary: Equatable, Sendable {
         }
     }
 
+    /// Whether the start line and fields can travel as the bytes received: none of them is the
+    /// connection's own, and every line already ends with CRLF.
+    var fieldsPassWhole: Bool { self.connectionFields == 0 && !self.bareLineFeeds }
+
     /// The start line's three parts, split at its first two spaces (the third may hold spaces:
     /// a reason phrase); nil when there are fewer than two.
     func startLineParts(in bytes: UnsafeRawBufferPointer) -> (Range<Int>, Range<Int>, Range<Int>)? {
@@ -480,7 +484,7 @@ public struct RequestHead: Equatable, Sendable {
         var forwardedFor: [Range<Int>] = []
         var forwardedElements: [Range<Int>] = []
         let merges = forwarding != nil && summary.mergedForwardingFields > 0
-        if summary.connectionFields == 0, !summary.bareLineFeeds, !summary.hasUpgrade, !merges {
+        if summary.fieldsPassWhole, !summary.hasUpgrade, !merges {
             output.append(contentsOf: bytes.slice(0..<summary.fieldsEnd))
         } else {
             let namedByConnection = summary.fieldsNamedByConnection(in: bytes)
@@ -638,7 +642,7 @@ public struct ResponseHead: Equatable, Sendable {
     /// that keeps it). The usual answer does, and goes on without being copied.
     public func passesUnchanged(clientKeepsConnection: Bool, clientVersion: HTTPVersionNumber, dechunking: Bool) -> Bool {
         if self.status == 101 { return true }
-        guard self.summary.connectionFields == 0, !self.summary.bareLineFeeds, !dechunking else { return false }
+        guard self.summary.fieldsPassWhole, !dechunking else { return false }
         return self.isInterim || (clientKeepsConnection && clientVersion >= .http1_1)
     }
 
@@ -658,7 +662,7 @@ public struct ResponseHead: Equatable, Sendable {
         }
         let summary = self.summary
         output.reserveCapacity(bytes.count + 32)
-        if summary.connectionFields == 0, !summary.bareLineFeeds, !dechunking {
+        if summary.fieldsPassWhole, !dechunking {
             output.append(contentsOf: bytes.slice(0..<summary.fieldsEnd))
         } else {
             let namedByConnection = summary.fieldsNamedByConnection(in: bytes)

@@ -118,20 +118,27 @@ public func scanTree(root: String, paths: [String], ignore: IgnoreRules) -> [Str
         let absolute = directory == "." ? root : root + "/" + directory
         guard let stream = opendir(absolute) else { continue }
         defer { closedir(stream) }
-        let descriptor = dirfd(stream)
-        while let entry = readdir(stream) {
-            let name = entryName(entry)
-            if name == "." || name == ".." { continue }
-            var info = stat()
-            guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-            let stamp = FileStamp(info)
+        forEachEntry(of: stream) { name, stamp in
+            guard let stamp else { return }
             let path = child(directory, name)
-            if ignore.isIgnored(path, isDirectory: stamp.isDirectory) { continue }
+            if ignore.isIgnored(path, isDirectory: stamp.isDirectory) { return }
             stamps[path] = stamp
             if stamp.isDirectory { pending.append(path) }
         }
     }
     return stamps
+}
+
+/// Calls `body` with each entry of an open directory but "." and "..", and its stamp (not
+/// following symlinks); nil when it could not be stat'ed (gone since the listing).
+private func forEachEntry(of stream: OpaquePointer, _ body: (String, FileStamp?) -> Void) {
+    let descriptor = dirfd(stream)
+    while let entry = readdir(stream) {
+        let name = entryName(entry)
+        if name == "." || name == ".." { continue }
+        var info = stat()
+        body(name, fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 ? FileStamp(info) : nil)
+    }
 }
 
 /// One watched directory as the poller last listed it.
@@ -293,15 +300,10 @@ final class PolledTree {
         self.work.listedDirectories += 1
         if let stream = self.open(directory) {  // nil: vanished, its entries count as removed
             defer { closedir(stream) }
-            let descriptor = dirfd(stream)
-            while let entry = readdir(stream) {
-                let name = entryName(entry)
-                if name == "." || name == ".." { continue }
-                var info = stat()
+            forEachEntry(of: stream) { name, stamp in
                 self.work.stats += 1
-                guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-                let stamp = FileStamp(info)
-                if before[name] == nil, self.ignore.isIgnored(child(directory.path, name), isDirectory: stamp.isDirectory) { continue }
+                guard let stamp else { return }
+                if before[name] == nil, self.ignore.isIgnored(child(directory.path, name), isDirectory: stamp.isDirectory) { return }
                 after[name] = stamp
             }
         }

@@ -361,13 +361,8 @@ import Testing
     }
 
     /// Polls `sql` until it answers `expected`: pg_locks is the only place a session's wait shows.
-    static func waitForAnswer(_ url: String, _ sql: String, _ expected: String) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < deadline {
-            if try await psql(url, sql) == expected { return true }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return false
+    static func waitForAnswer(_ url: String, _ sql: String, _ expected: String) async -> Bool {
+        await waitUntil(limit: .seconds(20)) { (try? await psql(url, sql)) == expected }
     }
 
     /// Another runner (a sqlx server starting) holds sqlx's migration lock and applies a
@@ -397,13 +392,13 @@ import Testing
             let pipe = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
             pipe.write(Data("SELECT pg_advisory_lock(\(Self.postgresLockID));\n".utf8))
             let granted = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            #expect(try await Self.waitForAnswer(url, granted, "1"))
+            #expect(await Self.waitForAnswer(url, granted, "1"))
 
             let safeWatch = try await SafeWatchProcess(
                 ["migrations", "run", "--project", project.directory, "--database-url", url])
             // safe-watch is blocked on the lock: its request shows as not granted.
             let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            #expect(try await Self.waitForAnswer(url, waiting, "1"), "\(safeWatch.output)")
+            #expect(await Self.waitForAnswer(url, waiting, "1"), "\(safeWatch.output)")
 
             // Meanwhile the other runner applies 0002 as sqlx does, then lets go.
             pipe.write(Data("""

@@ -88,18 +88,8 @@ import Testing
         let directory = makeTemporaryDirectory("busy")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // Hold a port.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (fd, port) = try listenLoopback(backlog: 1)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        let port = Int(UInt16(bigEndian: address.sin_port))
         let (status, output) = try await runToExit(
             ["--project", directory, "--build-command", "true", "--binary", "x", "--listen", "127.0.0.1:\(port)"])
         #expect(status == .exited(69))

@@ -1,5 +1,6 @@
 import Glibc
 import SafeWatchMigrations
+import TestSupport
 import Testing
 
 @testable import SafeWatchMigrationsDatabase
@@ -150,7 +151,7 @@ struct UnreachablePostgresTests {
 
     @Test(.timeLimit(.minutes(1))) func silentServerTimesOut() async throws {
         // Accepts TCP connections (the kernel's backlog) and never speaks.
-        let (socket, port) = try listeningSocket()
+        let (socket, port) = try listenLoopback(backlog: 16)
         defer { close(socket) }
         let clock = ContinuousClock()
         let start = clock.now
@@ -171,28 +172,9 @@ struct UnreachablePostgresTests {
         #expect(error?.message.contains("no answer within") == false, "\(error?.message ?? "")")
     }
 
-    private func listeningSocket() throws -> (Int32, Int) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard fd >= 0, bound == 0, listen(fd, 16) == 0 else {
-            throw MigrationDatabaseError(.connection, "cannot listen: \(String(cString: strerror(errno)))")
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return (fd, Int(UInt16(bigEndian: address.sin_port)))
-    }
-
     /// A port nothing listens on (bound, read, closed).
     private func freePort() throws -> Int {
-        let (fd, port) = try listeningSocket()
+        let (fd, port) = try listenLoopback(backlog: 16)
         close(fd)
         return port
     }

@@ -27,9 +27,7 @@ import Testing
     }
 
     @Test func childLeadsItsOwnProcessGroup() async throws {
-        let output = try OutputPipe()
-        let lines = Lines()
-        output.start(onLine: { lines.append($0) })
+        let (output, lines) = try linesOfAPipe()
         let pid = try await spawn("ps -o pgid= -p $$ | tr -d ' '", output: output)
         output.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
@@ -37,9 +35,7 @@ import Testing
     }
 
     @Test func passedDescriptorBecomesFdThree() async throws {
-        let passed = try OutputPipe()
-        let lines = Lines()
-        passed.start(onLine: { lines.append($0) })
+        let (passed, lines) = try linesOfAPipe()
         let pid = try await spawn("echo through-fd-3 >&3", passing: [try #require(passed.writeEnd).rawValue])
         passed.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
@@ -50,9 +46,7 @@ import Testing
         // Dispatch signal sources need SIG_IGN in safe-watch; a server must still die of SIGTERM.
         let previous = signal(SIGUSR1, SIG_IGN)
         defer { signal(SIGUSR1, previous) }
-        let output = try OutputPipe()
-        let lines = Lines()
-        output.start(onLine: { lines.append($0) })
+        let (output, lines) = try linesOfAPipe()
         let pid = try await spawn("echo ready; exec sleep 30", output: output)
         output.closeWriteEnd()
         #expect(await lines.wait(until: { $0 == ["ready"] }))
@@ -61,9 +55,7 @@ import Testing
     }
 
     @Test func stoppingTheGroupStopsGrandchildren() async throws {
-        let output = try OutputPipe()
-        let lines = Lines()
-        output.start(onLine: { lines.append($0) })
+        let (output, lines) = try linesOfAPipe()
         let pid = try await spawn("sleep 30 & echo $!; wait", output: output)
         output.closeWriteEnd()
         #expect(await lines.wait(until: { $0.count == 1 }))
@@ -77,9 +69,7 @@ import Testing
 
     @Test func orphansAreReapedBySubreaper() async throws {
         try becomeChildSubreaper()
-        let output = try OutputPipe()
-        let lines = Lines()
-        output.start(onLine: { lines.append($0) })
+        let (output, lines) = try linesOfAPipe()
         // sh exits at once; its background sleep is orphaned and reparented to us.
         let pid = try await spawn("sleep 0.2 >/dev/null 2>&1 & echo $!", output: output)
         output.closeWriteEnd()
@@ -135,3 +125,11 @@ import Testing
 
 /// Lines from a pipe.
 typealias Lines = Recorder<String>
+
+/// A pipe whose read end is already delivering its lines to the recorder returned with it.
+func linesOfAPipe() throws -> (OutputPipe, Lines) {
+    let pipe = try OutputPipe()
+    let lines = Lines()
+    pipe.start(onLine: { lines.append($0) })
+    return (pipe, lines)
+}

@@ -55,18 +55,8 @@ import Testing
     @Test func cancellingEndsAnHTTPProbeUnderWay() async throws {
         let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(selfExecutable: nil), projectDirectory: "/")
         // Listening, never accepting: the kernel completes the connection and nobody answers.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (listener, port) = try listenLoopback()
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try #require(withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, length) == 0 && listen(listener, 8) == 0 && getsockname(listener, $0, &length) == 0
-            }
-        })
-        let port = Int(UInt16(bigEndian: address.sin_port))
         let check = HealthCheck(kind: .http(path: "/health"), interval: .milliseconds(10), timeout: .seconds(60), startupTimeout: .seconds(120))
         let start = ContinuousClock.now
         let task = Task {

@@ -31,3 +31,31 @@ public func connectLoopback(port: Int, timeout: Int = 15, receiveBuffer: Int32? 
     }
     return fd
 }
+
+/// Listening on 127.0.0.1 failed; `code` is its errno.
+public struct LoopbackListenFailure: Error, CustomStringConvertible {
+    public var code: Int32
+    public var description: String { "listen: \(String(cString: strerror(self.code)))" }
+}
+
+/// A socket listening on a free port of 127.0.0.1 with `backlog`, and that port. Nothing accepts
+/// on it: connections complete in the kernel and wait in the backlog.
+public func listenLoopback(backlog: Int32 = 8) throws(LoopbackListenFailure) -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw LoopbackListenFailure(code: errno) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let listening = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && listen(fd, backlog) == 0 && getsockname(fd, $0, &length) == 0
+        }
+    }
+    guard listening else {
+        let code = errno
+        close(fd)
+        throw LoopbackListenFailure(code: code)
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}

@@ -101,11 +101,13 @@ public func result<T: Sendable>(within limit: Duration, _ body: @escaping @Senda
 /// Whether `condition` came to hold within `limit`, checked every `interval`: for states nothing
 /// announces (a thread blocked in a system call, a process tree), where polling is the readiness
 /// check. The limit only bounds a failing test.
-public func waitUntil(limit: Duration = .seconds(10), checkingEvery interval: Duration = .milliseconds(20), _ condition: () -> Bool) async -> Bool {
+public func waitUntil(
+    limit: Duration = .seconds(10), checkingEvery interval: Duration = .milliseconds(20), _ condition: () async -> Bool
+) async -> Bool {
     let deadline = ContinuousClock.now + limit
     while ContinuousClock.now < deadline {
-        if condition() { return true }
+        if await condition() { return true }
         try? await Task.sleep(for: interval)
     }
-    return condition()
+    return await condition()
 }
