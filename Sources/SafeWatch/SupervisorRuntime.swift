@@ -94,7 +94,8 @@ public actor SupervisorRuntime {
 
     /// Runs until stopped by a signal; returns the exit code.
     public func run(signals: AsyncStream<Int32>) async throws -> Int32 {
-        self.stopLeftoverServers()
+        LeftoverProcesses.stopServersOfAPreviousRun(
+            stateDirectory: self.project.stateDirectory, run: self.project.configuration.run, reporter: self.reporter)
         self.stager.discardAll()
         let post = self.post
         try self.watch.start { post.yield(.filesChanged($0)) }
@@ -118,7 +119,7 @@ public actor SupervisorRuntime {
             if let exitCode = self.exitCode {
                 self.watch.stop()
                 self.tasks.cancelAll()
-                await Self.stopOrphans(within: self.project.configuration.run.stopTimeout)
+                await LeftoverProcesses.stopOrphans(within: self.project.configuration.run.stopTimeout)
                 return exitCode
             }
         }
@@ -137,39 +138,6 @@ public actor SupervisorRuntime {
     }
 
     private var now: Moment { ContinuousClock.now - self.start }
-
-    /// Servers of a safe-watch that was killed drain on their parent-death signal (in socket mode
-    /// on the very socket the next generation gets). Let them finish, but not forever.
-    private func stopLeftoverServers() {
-        let generations = self.project.stateDirectory + "/generations/"
-        let leftovers = ProcessTable.running(under: generations)
-        guard !leftovers.isEmpty else { return }
-        let timeout = self.project.configuration.run.stopTimeout
-        let signal = self.project.configuration.run.stopSignal
-        self.reporter.warning(
-            "servers of a previous safe-watch are still running (pid \(leftovers.map(String.init).joined(separator: ", "))); "
-                + "they get \(timeout.humanReadable) to drain, then SIGKILL")
-        // Not our children: found by pid, then held by pidfd (`ProcessHandle.open`).
-        let servers = leftovers.compactMap { pid in
-            ProcessHandle.open(pid: pid, isStillIt: { ProcessTable.running(under: generations).contains($0) })
-        }
-        Teardown.group(signal, grace: timeout).start(on: servers)  // each server leads its own process group
-    }
-
-    /// A server that daemonized left a process in a session of its own, reparented to safe-watch
-    /// (the child subreaper, or PID 1 in a container): its group was stopped, the daemon was not.
-    /// Once every server is gone, whatever is still safe-watch's child is such an orphan: SIGTERM,
-    /// then SIGKILL after `timeout`. Rounds, because a daemon's own children become ours in turn.
-    private static func stopOrphans(within timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
-        for _ in 0..<3 {
-            let orphans = ProcessTable.children(of: getpid()).compactMap { pid in
-                ProcessHandle.open(pid: pid, isStillIt: { ProcessTable.children(of: getpid()).contains($0) })
-            }
-            guard !orphans.isEmpty else { return }
-            await Teardown.alone(SIGTERM, grace: max(.zero, deadline - ContinuousClock.now)).run(on: orphans)
-        }
-    }
 
     /// WATCHDOG=1 at half of WATCHDOG_USEC. The tick goes through the event loop like every other
     /// event, so a wedged supervisor stops answering and systemd restarts it; a long build or
