@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -201,4 +202,9 @@ int sw_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int sw_pidfd_send_signal(int pidfd, int sig, int to_group) {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, to_group ? PIDFD_SIGNAL_PROCESS_GROUP : 0U);
+}
+
+size_t sw_heap_in_use(void) {
+    struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
 }

@@ -79,7 +79,7 @@ public final class Builder: Sendable {
         let status: ExitStatus? = await withTaskGroup(of: ExitStatus?.self) { group -> ExitStatus? in
             group.addTask { await Reaper.shared.wait(for: pid) as ExitStatus? }
             group.addTask {
-                try? await Task.sleep(for: settings.timeout)
+                await sleepForTimeout(settings.timeout)
                 return nil
             }
             let first = await group.next() ?? nil

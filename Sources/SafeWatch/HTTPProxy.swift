@@ -19,8 +19,10 @@ public enum HTTPProxy {
         socket: Int32, holdTimeout: Duration, addsForwardingFields: Bool = true, router: TrafficRouter,
         group: any EventLoopGroup
     ) async throws -> ProxyListener {
+        let pools = UpstreamPools(group: group)
+        pools.follow(router)
         let settings = ProxyConnection.Settings(
-            hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: UpstreamPools(group: group))
+            hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: pools)
         return try await listen(on: socket, router: router, group: group) { channel in
             try ProxyConnection.bound(channel)
             try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
@@ -1179,6 +1181,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
 /// loop, so a client that opens a connection per request does not cost the server one too.
 /// Only the newest are kept, and none for long: a server may close an idle connection at any
 /// time, and a request sent on one it just closed can only be repeated if it is idempotent.
+/// Nothing stays pooled once idle for `maximumIdleTime` (as nginx's keepalive_timeout), nor once
+/// its generation no longer gets new requests: an idle proxy holds no descriptors, and a draining
+/// server is not kept waiting on connections nobody will use.
 final class UpstreamPool {
     private struct Idle {
         var channel: any Channel
@@ -1191,6 +1196,17 @@ final class UpstreamPool {
     static let maximumIdleTime = TimeAmount.seconds(2)
 
     private var idle: [Idle] = []
+    /// The loop the pool is used on; nil in tests without one (then nothing expires on its own).
+    let eventLoop: (any EventLoop)?
+    /// The generation the router sends new requests to, as last heard (nil: not heard yet, or no
+    /// healthy server): a connection to another one is closed rather than pooled.
+    private var routed: Generation?
+    /// Set while anything is pooled: when the oldest entry will have been idle too long.
+    private var expiry: Scheduled<Void>?
+
+    init(eventLoop: (any EventLoop)? = nil) {
+        self.eventLoop = eventLoop
+    }
 
     /// The most recently pooled live connection to `generation`, if any.
     func take(generation: Generation) -> (any Channel, UpstreamHandler)? {
@@ -1207,6 +1223,10 @@ final class UpstreamPool {
     }
 
     func put(_ channel: any Channel, _ handler: UpstreamHandler, generation: Generation) {
+        if let routed = self.routed, generation != routed {
+            channel.close(promise: nil)
+            return
+        }
         let now = NIODeadline.now()
         // Stale ones go first (an older generation's, or idle too long), then the oldest if full.
         for entry in self.idle where now - entry.since >= Self.maximumIdleTime || entry.generation != generation {
@@ -1215,6 +1235,27 @@ final class UpstreamPool {
         if self.idle.count >= Self.capacity, let oldest = self.idle.first { self.evict(oldest) }
         handler.pool = self
         self.idle.append(Idle(channel: channel, handler: handler, generation: generation, since: now))
+        self.scheduleExpiry()
+    }
+
+    /// The router now sends new requests to `generation` (nil: to none for now).
+    func routed(to generation: Generation?) {
+        self.routed = generation
+        for entry in self.idle where entry.generation != generation { self.evict(entry) }
+    }
+
+    /// Closes what has been idle for `maximumIdleTime` when the oldest entry gets there, and again
+    /// for the next while anything is left.
+    private func scheduleExpiry() {
+        guard self.expiry == nil, let eventLoop = self.eventLoop, let oldest = self.idle.map(\.since).min() else { return }
+        let pool = NIOLoopBound(self, eventLoop: eventLoop)
+        self.expiry = eventLoop.scheduleTask(deadline: oldest + Self.maximumIdleTime) {
+            let pool = pool.value
+            pool.expiry = nil
+            let now = NIODeadline.now()
+            for entry in pool.idle where now - entry.since >= Self.maximumIdleTime { pool.evict(entry) }
+            pool.scheduleExpiry()
+        }
     }
 
     private func evict(_ entry: Idle) {
@@ -1227,24 +1268,38 @@ final class UpstreamPool {
     func closed(_ channel: any Channel) {
         self.idle.removeAll { $0.channel === channel }
     }
+
+    /// How many connections are pooled (for tests).
+    var count: Int { self.idle.count }
 }
 
 /// One `UpstreamPool` per event loop of the group, made when the proxy starts; each is used only
 /// on its own loop.
 struct UpstreamPools: @unchecked Sendable {
     // Unchecked: each pool is touched only on the event loop it is keyed by (`pool(for:)` is
-    // called from handlers, on that loop); the dictionary itself never changes after `init`.
+    // called from handlers, on that loop; `routed(to:)` goes to each loop); the dictionary itself
+    // never changes after `init`.
     private let pools: [ObjectIdentifier: UpstreamPool]
 
     init(group: (any EventLoopGroup)?) {
         var pools: [ObjectIdentifier: UpstreamPool] = [:]
         if let group {
-            for loop in group.makeIterator() { pools[ObjectIdentifier(loop)] = UpstreamPool() }
+            for loop in group.makeIterator() { pools[ObjectIdentifier(loop)] = UpstreamPool(eventLoop: loop) }
         }
         self.pools = pools
     }
 
     func pool(for loop: any EventLoop) -> UpstreamPool? {
         self.pools[ObjectIdentifier(loop)]
+    }
+
+    /// Follows the router: each pool, on its own loop, closes its connections to the generation
+    /// that no longer gets new requests.
+    func follow(_ router: TrafficRouter) {
+        router.onActiveChange { target in
+            for (key, pool) in self.pools {
+                pool.eventLoop?.execute { self.pools[key]?.routed(to: target?.generation) }
+            }
+        }
     }
 }

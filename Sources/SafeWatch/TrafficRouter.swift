@@ -1,5 +1,6 @@
 import NIOCore
 import SafeWatchCore
+import SafeWatchProcesses
 import Synchronization
 
 /// Where the proxy sends each request: the active generation's private port. Shared by every
@@ -47,6 +48,8 @@ public final class TrafficRouter: Sendable {
         var failedConnections = 0
         var lastFailedConnection: String?
         var lastFailureLogged: ContinuousClock.Instant?
+        /// Told each new active target (the proxy's pools of idle server connections).
+        var activeObservers: [@Sendable (Target?) -> Void] = []
     }
 
     private let state = Mutex(State())
@@ -55,15 +58,25 @@ public final class TrafficRouter: Sendable {
 
     /// Routes new requests to `target` (nil: hold them until a server is healthy again).
     public func setActive(_ target: Target?) {
-        let waiters: [Waiter] = self.state.withLock { state in
+        let (waiters, observers): ([Waiter], [@Sendable (Target?) -> Void]) = self.state.withLock { state in
             state.active = target
-            guard let target else { return [] }
+            guard let target else { return ([], state.activeObservers) }
             let waiters = state.waiters
             state.waiters = []
             if !waiters.isEmpty { state.inFlight[target.generation, default: 0] += waiters.count }
-            return waiters
+            return (waiters, state.activeObservers)
         }
         for waiter in waiters { waiter.promise.succeed(target) }
+        for observer in observers { observer(target) }
+    }
+
+    /// Calls `observer` with the active target now, and again with each new one (`setActive`).
+    func onActiveChange(_ observer: @escaping @Sendable (Target?) -> Void) {
+        let active = self.state.withLock { state in
+            state.activeObservers.append(observer)
+            return state.active
+        }
+        observer(active)
     }
 
     public var active: Target? { self.state.withLock { $0.active } }
@@ -152,7 +165,7 @@ public final class TrafficRouter: Sendable {
                     if now { continuation.resume() }
                 }
             }
-            group.addTask { try? await Task.sleep(for: timeout) }
+            group.addTask { await sleepForTimeout(timeout) }
             await group.next()
             group.cancelAll()
             let left = self.state.withLock { state in

@@ -381,7 +381,7 @@ public actor PostgresMigrationDatabase: MigrationDatabase {
                 }
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                await sleepForTimeout(timeout)
                 return nil
             }
             let first = try await group.next() ?? nil

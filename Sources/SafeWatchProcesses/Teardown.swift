@@ -175,7 +175,7 @@ public final class ProcessHandle: Sendable {
         return await withTaskGroup(of: ExitStatus?.self) { group -> ExitStatus? in
             group.addTask { await Reaper.shared.wait(for: pid) as ExitStatus? }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                await sleepForTimeout(timeout)
                 return nil
             }
             let first = await group.next() ?? nil

@@ -1,6 +1,7 @@
 #ifndef CSAFEWATCHSHIMS_H
 #define CSAFEWATCHSHIMS_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /// The step of `sw_spawn` that failed: before the child existed, or in the child before its
@@ -69,5 +70,9 @@ int sw_pidfd_open(pid_t pid);
 /// pidfd_send_signal(pidfd, sig): to the process, or with `to_group` to the process group it leads
 /// (PIDFD_SIGNAL_PROCESS_GROUP, Linux 6.9; EINVAL before). 0, or -1 with errno set.
 int sw_pidfd_send_signal(int pidfd, int sig, int to_group);
+
+/// Bytes of heap in use (mallinfo2's uordblks + hblkhd: every arena, mmapped blocks included), for
+/// tests that check that something leaves no memory behind. Glibc's Swift module lacks mallinfo2.
+size_t sw_heap_in_use(void);
 
 #endif
