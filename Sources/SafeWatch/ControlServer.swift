@@ -63,6 +63,8 @@ private final class ControlConnection: ChannelInboundHandler {
     private var requested = false
     private var subscription: Int?
     private var timeout: Scheduled<Void>?
+    /// The answer being worked out; the connection owns it and cancels it when the client leaves.
+    private var answering: Task<Void, Never>?
 
     init(events: EventLog, answer: @escaping ControlServer.Answer) {
         self.events = events
@@ -77,6 +79,7 @@ private final class ControlConnection: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.timeout?.cancel()
+        self.answering?.cancel()
         if let subscription { self.events.unsubscribe(subscription) }
         self.subscription = nil
         context.fireChannelInactive()
@@ -127,7 +130,7 @@ private final class ControlConnection: ChannelInboundHandler {
     private func respond(to request: ControlRequest, context: ChannelHandlerContext) {
         let answer = self.answer
         let channel = context.channel
-        Task {
+        self.answering = Task {
             let reply = await answer(request)
             // `stop` keeps the connection until safe-watch has stopped: its end is the answer.
             sendReply(reply, on: channel, thenClose: !(request == .stop && reply.ok))

@@ -23,7 +23,14 @@ struct MigrationsGate: Sendable {
         } catch {
             return "could not be checked: \(error)"
         }
-        defer { checked.close() }
+        let verdict = await self.applyIfSafe(checked)
+        // Awaited, not left to a task: sqlx's lock must be released before the server starts.
+        await checked.close()
+        return verdict
+    }
+
+    /// The gate's verdict on a validation, applying pending migrations when safe-watch applies them.
+    private func applyIfSafe(_ checked: Checked) async -> String? {
         let (directory, report) = (checked.directory, checked.report)
         self.workspace.snapshot(directory)
         if report.verdict == .block {
@@ -63,13 +70,10 @@ struct MigrationsGate: Sendable {
         var report: ValidationReport
         var database: (any MigrationDatabase)?
 
-        func close() {
-            if let database {
-                Task {
-                    try? await database.unlock()
-                    await database.close()
-                }
-            }
+        func close() async {
+            guard let database else { return }
+            try? await database.unlock()
+            await database.close()
         }
     }
 
@@ -90,7 +94,7 @@ struct MigrationsGate: Sendable {
             self.announce(report, databaseProblem: databaseProblem, took: ContinuousClock.now - started)
             return Checked(directory: directory, report: report, database: database)
         } catch {
-            if let database { Task { await database.close() } }
+            if let database { await database.close() }
             throw error
         }
     }

@@ -177,12 +177,12 @@ public struct MigrationsTool: Sendable {
     /// table to the last apply, as sqlx's Migrator holds it, so a server or another runner
     /// migrating at the same time cannot apply a migration between the check and the apply.
     public func run(backupDirectory: String?, ignoreMissing: Bool = false) async -> Int32 {
-        guard let database = await self.openDatabase(create: true) else { return 69 }
-        defer { Task { await database.close() } }
-        guard await self.lock(database) else { return 69 }
-        let code = await self.runLocked(database, backupDirectory: backupDirectory, ignoreMissing: ignoreMissing)
-        try? await database.unlock()
-        return code
+        await self.withDatabase(create: true) { database in
+            guard await self.lock(database) else { return 69 }
+            let code = await self.runLocked(database, backupDirectory: backupDirectory, ignoreMissing: ignoreMissing)
+            try? await database.unlock()
+            return code
+        }
     }
 
     /// Takes sqlx's migration lock, saying so when another session holds it.
@@ -257,12 +257,12 @@ public struct MigrationsTool: Sendable {
     /// sqlx it refuses a partially applied row, and an applied version with no file unless
     /// `ignoreMissing`; the migration lock is held throughout.
     public func revert(ignoreMissing: Bool = false) async -> Int32 {
-        guard let database = await self.openDatabase() else { return 69 }
-        defer { Task { await database.close() } }
-        guard await self.lock(database) else { return 69 }
-        let code = await self.revertLocked(database, ignoreMissing: ignoreMissing)
-        try? await database.unlock()
-        return code
+        await self.withDatabase { database in
+            guard await self.lock(database) else { return 69 }
+            let code = await self.revertLocked(database, ignoreMissing: ignoreMissing)
+            try? await database.unlock()
+            return code
+        }
     }
 
     private func revertLocked(_ database: any MigrationDatabase, ignoreMissing: Bool) async -> Int32 {
@@ -303,8 +303,10 @@ public struct MigrationsTool: Sendable {
 
     /// One line per version: applied, pending, modified or missing.
     public func info() async -> Int32 {
-        guard let database = await self.openDatabase() else { return 69 }
-        defer { Task { await database.close() } }
+        await self.withDatabase { database in await self.info(database) }
+    }
+
+    private func info(_ database: any MigrationDatabase) async -> Int32 {
         do {
             let directory = try self.workspace.read()
             let applied = try await database.appliedMigrations()
@@ -334,8 +336,10 @@ public struct MigrationsTool: Sendable {
     /// file's, compare-and-swap on the old one, only when the edit is proven equivalent (line
     /// endings, whitespace or comments) unless `force`.
     public func fixChecksum(version: Int64, force: Bool) async -> Int32 {
-        guard let database = await self.openDatabase() else { return 69 }
-        defer { Task { await database.close() } }
+        await self.withDatabase { database in await self.fixChecksum(version: version, force: force, database) }
+    }
+
+    private func fixChecksum(version: Int64, force: Bool, _ database: any MigrationDatabase) async -> Int32 {
         do {
             let applied = try await database.appliedMigrations()
             guard let row = applied.first(where: { $0.version == version }) else {
@@ -370,6 +374,17 @@ public struct MigrationsTool: Sendable {
             self.print("safe-watch: \(error)")
             return 1
         }
+    }
+
+    /// Runs `body` on the opened database and closes it before returning (exit 69 when it cannot be
+    /// opened): the command's process may exit right after, so the close is awaited, not left to a task.
+    private func withDatabase(
+        create: Bool = false, _ body: (any MigrationDatabase) async -> Int32
+    ) async -> Int32 {
+        guard let database = await self.openDatabase(create: create) else { return 69 }
+        let code = await body(database)
+        await database.close()
+        return code
     }
 
     /// Backs the database up into `directory`; returns the restore command, or nil (and says why).
