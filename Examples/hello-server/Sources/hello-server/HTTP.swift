@@ -59,7 +59,9 @@ func route(method: String, path: String) -> Response {
     return handler()
 }
 
-/// `GET /page`: the version in an HTML document that links `/style.css` (from `Public/`).
+/// `GET /page`: the version in an HTML document that links `/style.css` (from `Public/`) and
+/// counts its loads in the tab's `sessionStorage` (`hello-server-loads`), so a browser test can
+/// tell a live reload from none, or from two.
 var page: String {
     """
     <!DOCTYPE html>
@@ -68,6 +70,7 @@ var page: String {
     <meta charset="utf-8">
     <title>hello-server \(version)</title>
     <link rel="stylesheet" href="/style.css">
+    <script>sessionStorage.setItem("hello-server-loads", String(Number(sessionStorage.getItem("hello-server-loads") || 0) + 1));</script>
     </head>
     <body>
     <h1 id="version">hello-server \(version)</h1>
