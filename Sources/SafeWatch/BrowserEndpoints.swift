@@ -23,6 +23,9 @@ public final class BrowserEndpoints: Sendable {
         var pages: [Int: @Sendable (String) -> Void] = [:]
         var nextPage = 0
         var answer: ControlServer.Answer?
+        /// Why some responses got no script, each said once (a gzip-encoded page, a strict policy).
+        var said: Set<String> = []
+        var say: (@Sendable (String) -> Void)?
     }
 
     private let shared: Mutex<Shared>
@@ -61,9 +64,28 @@ public final class BrowserEndpoints: Sendable {
         }
     }
 
-    /// The runtime, which answers status, rebuild and rollback (it starts after the proxy).
-    public func use(answer: @escaping ControlServer.Answer) {
-        self.shared.withLock { $0.answer = answer }
+    /// The runtime, which answers status, rebuild and rollback (it starts after the proxy), and
+    /// where to say why a page got no script.
+    public func use(answer: @escaping ControlServer.Answer, say: @escaping @Sendable (String) -> Void) {
+        self.shared.withLock {
+            $0.answer = answer
+            $0.say = say
+        }
+    }
+
+    /// The script tag for a response to add, or nil to pass it as it is. `head` is the response
+    /// head as it goes to the client; `generation` served it.
+    public func injection(requestMethod: String, status: Int, head: [UInt8], generation: Generation?) -> String? {
+        switch HTMLInjection.decide(requestMethod: requestMethod, status: status, fields: HTMLInjection.fields(of: head)) {
+        case .leave:
+            return nil
+        case .leaveAndSay(let reason):
+            let say = self.shared.withLock { state in state.said.insert(reason).inserted ? state.say : nil }
+            say?(reason)
+            return nil
+        case .inject(let nonce):
+            return self.scriptTag(generation: generation, nonce: nonce)
+        }
     }
 
     /// The request a local answer needs, read from its head.
