@@ -17,10 +17,11 @@ public enum HTTPProxy {
     /// and Forwarded go to the server with each request.
     public static func start(
         socket: Int32, holdTimeout: Duration, addsForwardingFields: Bool = true, router: TrafficRouter,
-        group: any EventLoopGroup
+        group: any EventLoopGroup, browser: BrowserEndpoints? = nil
     ) async throws -> ProxyListener {
         let settings = ProxyConnection.Settings(
-            hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: UpstreamPools(group: group))
+            hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: UpstreamPools(group: group),
+            browser: browser)
         return try await listen(on: socket, router: router, group: group) { channel in
             try ProxyConnection.bound(channel)
             try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
@@ -108,6 +109,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         var hold: TimeAmount
         var addsForwardingFields: Bool
         var pools = UpstreamPools(group: nil)
+        /// The browser side (`[browser]`): answers under its prefix, injects the live-reload script.
+        var browser: BrowserEndpoints?
     }
 
     /// Where the connection is.
