@@ -12,6 +12,8 @@ import Synchronization
 /// subscription for the whole run, fanned out to every connected page in the log's order.
 public final class BrowserEndpoints: Sendable {
     public let settings: LiveReloadSettings
+    /// The prefix as bytes, for the proxy's look at every request line.
+    let prefixBytes: [UInt8]
     /// Changes when safe-watch restarts: a page from another run reloads once something serves.
     public let run: String
     /// The per-run secret the status page's actions must carry (`X-Safe-Watch-Token`).
@@ -28,7 +30,13 @@ public final class BrowserEndpoints: Sendable {
         var say: (@Sendable (String) -> Void)?
     }
 
-    private let shared: Mutex<Shared>
+    /// A class around the lock, so that the event log's subscription and each stream can hold it.
+    private final class SharedState: Sendable {
+        let lock: Mutex<Shared>
+        init(_ shared: Shared) { self.lock = Mutex(shared) }
+    }
+
+    private let shared: SharedState
     /// A page that lets this much pile up unread is dropped (it reconnects and is told the state).
     static let unreadLimit = 1 << 20
     /// A comment this often keeps idle streams open through proxies and tunnels.
@@ -36,16 +44,17 @@ public final class BrowserEndpoints: Sendable {
 
     public init(settings: LiveReloadSettings, projectDirectory: String, events: EventLog) {
         self.settings = settings
+        self.prefixBytes = Array(settings.prefix.utf8)
         self.projectDirectory = projectDirectory
         self.run = Self.randomHex(bytes: 8)
         self.token = Self.randomHex(bytes: 24)
-        self.shared = Mutex(Shared(feed: BrowserFeed(assetDirectories: settings.assetDirectories)))
+        self.shared = SharedState(Shared(feed: BrowserFeed(assetDirectories: settings.assetDirectories)))
         let directory = projectDirectory
         let decoder = JSONDecoder.controlLine
         let shared = self.shared
         let (backlog, _) = events.subscribe(since: ControlRequest.eventsKept) { line in
             guard let record = try? decoder.decode(EventRecord.self, from: Data(line.utf8)) else { return }
-            shared.withLock { state in
+            shared.lock.withLock { state in
                 guard let event = state.feed.take(record, sourceLine: { Self.sourceLine(directory: directory, file: $0, line: $1) }) else {
                     return
                 }
@@ -54,7 +63,7 @@ public final class BrowserEndpoints: Sendable {
             }
         }
         // What happened before the browser side started (nothing, at start) folds in silently.
-        self.shared.withLock { state in
+        self.shared.lock.withLock { state in
             for line in backlog {
                 guard let record = try? decoder.decode(EventRecord.self, from: Data(line.utf8)), record.seq > state.feed.lastSeq else {
                     continue
@@ -67,7 +76,7 @@ public final class BrowserEndpoints: Sendable {
     /// The runtime, which answers status, rebuild and rollback (it starts after the proxy), and
     /// where to say why a page got no script.
     public func use(answer: @escaping ControlServer.Answer, say: @escaping @Sendable (String) -> Void) {
-        self.shared.withLock {
+        self.shared.lock.withLock {
             $0.answer = answer
             $0.say = say
         }
@@ -80,7 +89,7 @@ public final class BrowserEndpoints: Sendable {
         case .leave:
             return nil
         case .leaveAndSay(let reason):
-            let say = self.shared.withLock { state in state.said.insert(reason).inserted ? state.say : nil }
+            let say = self.shared.lock.withLock { state in state.said.insert(reason).inserted ? state.say : nil }
             say?(reason)
             return nil
         case .inject(let nonce):
@@ -126,10 +135,10 @@ public final class BrowserEndpoints: Sendable {
         case ("GET", ""), ("HEAD", ""):
             let host = request.field("host")
             let token = self.settings.allowsActions(host: host, origin: nil) ? self.token : nil
-            let answer = self.shared.withLock { $0.answer }
+            let answer = self.shared.lock.withLock { $0.answer }
             Task {
                 let snapshot = await answer?(.status).status
-                let feed = self.shared.withLock { $0.feed }
+                let feed = self.shared.lock.withLock { $0.feed }
                 guard let snapshot else {
                     Self.send(status: "503 Service Unavailable", type: "text/plain; charset=utf-8", body: "safe-watch is starting\n", on: channel)
                     return
@@ -146,7 +155,7 @@ public final class BrowserEndpoints: Sendable {
                     body: "refused: actions need this safe-watch's status page (its token, and its own Origin and Host)\n", on: channel)
                 return
             }
-            let answer = self.shared.withLock { $0.answer }
+            let answer = self.shared.lock.withLock { $0.answer }
             Task {
                 let reply = await answer?(endpoint == "rebuild" ? .rebuild : .rollback)
                 let ok = reply?.ok ?? false
@@ -163,7 +172,7 @@ public final class BrowserEndpoints: Sendable {
     /// The page a browser gets while nothing serves (instead of being held): it shows the build's
     /// progress or errors and turns into the app once a generation is healthy.
     public func respondNothingServing(to request: Request, on channel: any Channel) {
-        let feed = self.shared.withLock { $0.feed }
+        let feed = self.shared.lock.withLock { $0.feed }
         let page = BrowserPages.nothingServing(settings: self.settings, feed: feed, run: self.run)
         Self.send(status: "503 Service Unavailable", type: "text/html; charset=utf-8", body: page, head: request.method == "HEAD", on: channel)
     }
@@ -193,7 +202,7 @@ public final class BrowserEndpoints: Sendable {
             }
         }
         // The greeting and the registration under one lock: no event falls between them.
-        let page = self.shared.withLock { state in
+        let page = self.shared.lock.withLock { state in
             let id = state.nextPage
             state.nextPage += 1
             let state2 = state.answer == nil ? "starting" : (state.feed.generation == nil ? "starting" : "serving")
@@ -208,7 +217,7 @@ public final class BrowserEndpoints: Sendable {
         let shared = self.shared
         channel.closeFuture.whenComplete { _ in
             keepAlive.cancel()
-            _ = shared.withLock { $0.pages.removeValue(forKey: page) }
+            _ = shared.lock.withLock { $0.pages.removeValue(forKey: page) }
         }
     }
 

@@ -100,7 +100,7 @@ final class AcceptCounter: ChannelInboundHandler, Sendable {
 ///
 /// Requests are taken one at a time: a pipelined request waits in `received` (unread beyond one
 /// read) until the response before it has gone out. Both channels run on the same event loop.
-final class ProxyConnection: ChannelDuplexHandler {
+final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -167,6 +167,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         var clientKeeps: Bool
         /// The response is sent de-chunked (a chunked response to an HTTP/1.0 client).
         var dechunking = false
+        /// An HTML page being gathered to get the live-reload script (`[browser]`).
+        var rewriter: HTMLResponseRewriter?
 
         init(request: RequestHead, forwardedHead: ByteBuffer, requestBody: BodyProgress, clientKeeps: Bool) {
             self.request = request
@@ -404,6 +406,13 @@ final class ProxyConnection: ChannelDuplexHandler {
             return true
         case .complete(let length):
             self.headSearched = 0
+            if let browser = self.settings.browser,
+                received.withUnsafeReadableBytes({ HeadBytes.targetStarts(with: browser.prefixBytes, in: UnsafeRawBufferPointer(rebasing: $0[..<length])) }),
+                let request = received.getBytes(at: received.readerIndex, length: length).flatMap(BrowserEndpoints.Request.init(head:))
+            {
+                self.handOver { browser.respond(to: request, on: $0) }
+                return true
+            }
             // Read where it lies, and the forwarded head written into buffers this connection keeps:
             // the usual request allocates nothing here.
             let parsed = received.withUnsafeReadableBytes { raw in
@@ -444,6 +453,14 @@ final class ProxyConnection: ChannelDuplexHandler {
         // The usual case, a server is healthy, needs no future.
         if let target = self.router.acquireActive() {
             self.routed(to: target)
+            return
+        }
+        // A browser is not held while nothing serves: it gets a page that turns into the app.
+        if let browser = self.settings.browser, let exchange = self.exchange, exchange.attempts == 0,
+            let head = exchange.forwardedHead, head.withUnsafeReadableBytes({ HeadBytes.field("accept", has: "text/html", atStart: false, in: $0) }),
+            let request = BrowserEndpoints.Request(head: Array(head.readableBytesView)), request.wantsHTML
+        {
+            self.handOver { browser.respondNothingServing(to: request, on: $0) }
             return
         }
         let number = self.requestNumber
@@ -665,6 +682,16 @@ final class ProxyConnection: ChannelDuplexHandler {
                     if self.shuttingDown { exchange.clientKeeps = false }
                     exchange.forwardedHead = nil  // answered: never replayed
                     exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
+                    if let browser = self.settings.browser, !exchange.dechunking,
+                        let tag = self.injection(by: browser, response, length: length, bytes: bytes, exchange: exchange)
+                    {
+                        let head = self.forwardedResponseHead(
+                            response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps, clientVersion: exchange.request.version,
+                            dechunking: false, allocator: context.channel.allocator)
+                        exchange.rewriter = HTMLResponseRewriter(head: Array(head.readableBytesView), framing: response.body, tag: tag)
+                        if bytes.readableBytes == 0 { return }
+                        continue
+                    }
                     // A body that came whole with its head goes out with it: one write, not two.
                     var bodyWithHead = 0
                     if case .length(let bodyLength) = response.body, UInt64(bytes.readableBytes - length) >= bodyLength {
@@ -693,6 +720,10 @@ final class ProxyConnection: ChannelDuplexHandler {
                     }
                 }
             case .body(let progress, let keepAlive):
+                if exchange.rewriter != nil {
+                    self.gather(&bytes, exchange, keepAlive: keepAlive, context: context)
+                    return
+                }
                 switch progress {
                 case .done:
                     break
@@ -754,6 +785,11 @@ final class ProxyConnection: ChannelDuplexHandler {
             return
         }
         guard let exchange = self.exchange else { return }
+        if var rewriter = exchange.rewriter, case .body(_, let keepAlive) = exchange.response, let context = self.context {
+            exchange.rewriter = nil
+            self.gathered(rewriter.serverClosed(), exchange, keepAlive: keepAlive, context: context)
+            return
+        }
         switch exchange.response {
         case .body(.untilClose, _):
             self.finishResponse(extraBytes: false)
@@ -932,6 +968,66 @@ final class ProxyConnection: ChannelDuplexHandler {
         guard self.clientUnflushed, let context = self.context else { return }
         self.clientUnflushed = false
         context.flush()
+    }
+
+    // MARK: The browser side
+
+    /// The script tag a response gets (`[browser]`), or nil. Only a `text/html` head is looked at
+    /// closer, so other responses cost one scan of their head's bytes.
+    private func injection(by browser: BrowserEndpoints, _ response: ResponseHead, length: Int, bytes: ByteBuffer, exchange: Exchange) -> String? {
+        guard response.status >= 200, response.status != 101, HTMLResponseRewriter.accepts(response.body) else { return nil }
+        let html = bytes.withUnsafeReadableBytes {
+            HeadBytes.field("content-type", has: "text/html", atStart: true, in: UnsafeRawBufferPointer(rebasing: $0[..<length]))
+        }
+        guard html, let head = bytes.getBytes(at: bytes.readerIndex, length: length) else { return nil }
+        return browser.injection(requestMethod: exchange.request.method, status: response.status, head: head, generation: self.upstream?.generation)
+    }
+
+    /// Takes body bytes of a page being gathered; writes the page once it is whole.
+    private func gather(_ bytes: inout ByteBuffer, _ exchange: Exchange, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard var rewriter = exchange.rewriter else { return }
+        let step = rewriter.take(Array(bytes.readableBytesView))
+        bytes.moveReaderIndex(to: bytes.writerIndex)
+        exchange.rewriter = rewriter
+        if step == .needMore { return }
+        exchange.rewriter = nil
+        self.gathered(step, exchange, keepAlive: keepAlive, context: context)
+    }
+
+    private func gathered(_ step: HTMLResponseRewriter.Step, _ exchange: Exchange, keepAlive: Bool, context: ChannelHandlerContext) {
+        switch step {
+        case .needMore:
+            return
+        case .complete(let output, _, let leftover):
+            exchange.response = .body(.done, keepAlive: keepAlive)
+            var buffer = context.channel.allocator.buffer(capacity: output.count)
+            buffer.writeBytes(output)
+            self.writeToClient(buffer, context)
+            self.finishResponse(extraBytes: !leftover.isEmpty)
+        case .malformed:
+            // Half an answer cannot be mended: end the client's connection as the server did.
+            self.abortExchange()
+        }
+    }
+
+    /// Gives the client's connection to the browser side, which answers on it from here on
+    /// (and closes it, or streams events on it): this handler leaves the pipeline.
+    private func handOver(_ answer: (any Channel) -> Void) {
+        guard let context = self.context else { return }
+        self.releaseCount()
+        self.exchange = nil
+        self.dropUpstream()
+        self.received = nil
+        self.phase = .closing
+        if let id = self.clientID {
+            self.clientID = nil
+            self.router.clientClosed(id)
+        }
+        let channel = context.channel
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        answer(channel)
+        // A read this handler held back would otherwise never be asked for again.
+        channel.read()
     }
 
     /// The response head at the start of `bytes` (`length` bytes), rewritten for the client, in a

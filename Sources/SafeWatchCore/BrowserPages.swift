@@ -286,7 +286,9 @@ public enum BrowserPages {
 
     /// A JavaScript string literal for `text` (JSON's rules, with `<` escaped so that no `</script>` can end the script).
     static func jsonString(_ text: String) -> String {
-        let data = (try? JSONEncoder().encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .withoutEscapingSlashes
+        let data = (try? encoder.encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
         return data.replacingOccurrences(of: "<", with: "\\u003c")
     }
 }

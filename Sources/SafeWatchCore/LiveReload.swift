@@ -391,3 +391,78 @@ public struct HTMLResponseRewriter: Sendable {
         return .complete(output: HTMLInjection.rewrittenHead(self.head, bodyLength: injected.count) + injected, injected: true, leftover: leftover)
     }
 }
+
+/// Byte-level looks at a head, for the proxy's every request and response: no strings made unless
+/// the browser side has something to do with it.
+public enum HeadBytes {
+    /// Whether the request line's target is under `prefix` (or is the prefix without its last
+    /// slash): `GET /_safe-watch/events HTTP/1.1`.
+    public static func targetStarts(with prefix: [UInt8], in head: UnsafeRawBufferPointer) -> Bool {
+        guard let space = head.firstIndex(of: 32) else { return false }
+        var start = space + 1
+        // An absolute-form target (`http://host/…`) names its path after the authority.
+        if start + 7 <= head.count, head[start] == UInt8(ascii: "h") || head[start] == UInt8(ascii: "H") {
+            var slashes = 0
+            var index = start
+            while index < head.count, head[index] != 32, head[index] != 13 {
+                if head[index] == UInt8(ascii: "/") {
+                    slashes += 1
+                    if slashes == 3 {
+                        start = index
+                        break
+                    }
+                }
+                index += 1
+            }
+            if slashes < 3 { return false }
+        }
+        var matched = 0
+        while matched < prefix.count, start + matched < head.count {
+            let byte = head[start + matched]
+            if byte != prefix[matched] {
+                // `/_safe-watch` alone (then a space or a query) is the prefix too.
+                return matched == prefix.count - 1 && (byte == 32 || byte == UInt8(ascii: "?"))
+            }
+            matched += 1
+        }
+        return matched == prefix.count
+    }
+
+    /// Whether a header field `name` (lower case) has a value that starts with (`atStart`) or
+    /// contains `value` (lower case), ignoring case.
+    public static func field(_ name: String, has value: String, atStart: Bool, in head: UnsafeRawBufferPointer) -> Bool {
+        let name = Array(name.utf8)
+        let value = Array(value.utf8)
+        var lineStart = 0
+        let count = head.count
+        func lower(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte + 32 : byte }
+        while lineStart < count {
+            var lineEnd = lineStart
+            while lineEnd < count, head[lineEnd] != 10 { lineEnd += 1 }
+            if lineStart > 0, lineEnd - lineStart > name.count, head[lineStart + name.count] == UInt8(ascii: ":") {
+                var same = true
+                for offset in 0..<name.count where lower(head[lineStart + offset]) != name[offset] {
+                    same = false
+                    break
+                }
+                if same {
+                    var index = lineStart + name.count + 1
+                    while index < lineEnd, head[index] == 32 || head[index] == 9 { index += 1 }
+                    let last = atStart ? index : lineEnd - value.count
+                    var from = index
+                    while from <= last, from + value.count <= lineEnd {
+                        var found = true
+                        for offset in 0..<value.count where lower(head[from + offset]) != value[offset] {
+                            found = false
+                            break
+                        }
+                        if found { return true }
+                        from += 1
+                    }
+                }
+            }
+            lineStart = lineEnd + 1
+        }
+        return false
+    }
+}

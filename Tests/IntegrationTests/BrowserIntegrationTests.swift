@@ -103,7 +103,7 @@ extension SupervisorIntegrationTests {
     }
 
     /// One request on a new connection, its response read as a client must frame it.
-    func exchange(_ port: Int, _ request: String, method: String = "GET") async throws -> RawResponse {
+    func browserExchange(_ port: Int, _ request: String, method: String = "GET") async throws -> RawResponse {
         try await offPool {
             let client = try RawClient(port: port)
             try client.send(request)
@@ -134,13 +134,13 @@ extension SupervisorIntegrationTests {
                 }
             }
             await conformanceCase("until close") {
-                let response = try await self.exchange(port, "GET /html-close HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                let response = try await self.browserExchange(port, "GET /html-close HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 #expect(response.value("content-length") == String(response.body.count))
                 #expect(response.text.contains(tag))
             }
             await conformanceCase("HEAD keeps the server's length, no body") {
-                let response = try await self.exchange(port, "HEAD /html HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", method: "HEAD")
-                let plain = try await self.exchange(port, "GET /html HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                let response = try await self.browserExchange(port, "HEAD /html HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", method: "HEAD")
+                let plain = try await self.browserExchange(port, "GET /html HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 // The server's own length: the GET's body without the tag.
                 let start = try #require(plain.text.range(of: "<script"))
                 let end = try #require(plain.text.range(of: "</script>"))
@@ -149,16 +149,16 @@ extension SupervisorIntegrationTests {
                 #expect(response.body.isEmpty)
             }
             await conformanceCase("304 passes as sent") {
-                let response = try await self.exchange(port, "GET /html?code=304 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                let response = try await self.browserExchange(port, "GET /html?code=304 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 #expect(response.status == 304 && response.value("content-length") == "1234" && response.body.isEmpty)
             }
             await conformanceCase("a fragment passes byte for byte") {
-                let response = try await self.exchange(port, "GET /html-fragment HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                let response = try await self.browserExchange(port, "GET /html-fragment HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 #expect(response.text == "<li>gen 1 row</li>")
             }
             await conformanceCase("gzip is left alone and said once") {
                 for _ in 0..<2 {
-                    let response = try await self.exchange(port, "GET /html-gzip HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    let response = try await self.browserExchange(port, "GET /html-gzip HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                     #expect(response.value("content-encoding") == "gzip" && response.value("content-length") == String(response.body.count))
                     #expect(response.body.starts(with: [0x1f, 0x8b]))
                 }
@@ -167,19 +167,19 @@ extension SupervisorIntegrationTests {
                 #expect(setup.safeWatch.log.all.filter { $0.contains("Content-Encoding: gzip gets no") }.count == 1)
             }
             await conformanceCase("a policy's nonce is used; a forbidding policy means no script") {
-                let nonce = try await self.exchange(
+                let nonce = try await self.browserExchange(
                     port, "GET /html?policy=script-src%20%27nonce-abc%27 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 #expect(nonce.text.contains("nonce=\"abc\" defer></script>"), "\(nonce.text)")
-                let strict = try await self.exchange(
+                let strict = try await self.browserExchange(
                     port, "GET /html?policy=script-src%20%27none%27 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 #expect(!strict.text.contains("<script"))
                 #expect(strict.value("content-length") == String(strict.body.count))
             }
             await conformanceCase("client.js is served, never forwarded") {
-                let script = try await self.exchange(port, "GET /_safe-watch/client.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                let script = try await self.browserExchange(port, "GET /_safe-watch/client.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 #expect(script.status == 200 && script.value("content-type")?.hasPrefix("text/javascript") == true)
                 #expect(script.text.contains("new EventSource(\"/_safe-watch/events\")"))
-                let count = try await self.exchange(port, "GET /count?path=/_safe-watch/client.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                let count = try await self.browserExchange(port, "GET /count?path=/_safe-watch/client.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 #expect(count.text == "0")
             }
         }
@@ -248,7 +248,7 @@ extension SupervisorIntegrationTests {
         try await withBrowserSetup { setup in
             let port = setup.port
             let own = "127.0.0.1:\(port)"
-            let page = try await self.exchange(port, "GET /_safe-watch/ HTTP/1.1\r\nHost: \(own)\r\n\r\n")
+            let page = try await self.browserExchange(port, "GET /_safe-watch/ HTTP/1.1\r\nHost: \(own)\r\n\r\n")
             #expect(page.status == 200 && page.text.contains("gen 1 serving"), "\(page.text)")
             let token = try #require(
                 page.text.components(separatedBy: "data-token=\"").dropFirst().first?.split(separator: "\"").first.map(String.init))
@@ -256,7 +256,7 @@ extension SupervisorIntegrationTests {
                 var request = "POST /_safe-watch/rebuild HTTP/1.1\r\nHost: \(host)\r\nContent-Length: 0\r\n"
                 if let origin { request += "Origin: \(origin)\r\n" }
                 if let token { request += "X-Safe-Watch-Token: \(token)\r\n" }
-                return try await self.exchange(port, request + "\r\n").status
+                return try await self.browserExchange(port, request + "\r\n").status
             }
             #expect(try await post(host: own, origin: "http://evil.example", token: token) == 403)
             #expect(try await post(host: "evil.example:\(port)", origin: "http://evil.example:\(port)", token: token) == 403)
@@ -264,7 +264,7 @@ extension SupervisorIntegrationTests {
             #expect(try await post(host: own, origin: "http://\(own)", token: "0" + token.dropFirst()) == 403)
             #expect(!setup.safeWatch.output.contains("▸ build 2"))
             // A rebinding name gets the page without the token.
-            let foreign = try await self.exchange(port, "GET /_safe-watch/ HTTP/1.1\r\nHost: evil.example:\(port)\r\n\r\n")
+            let foreign = try await self.browserExchange(port, "GET /_safe-watch/ HTTP/1.1\r\nHost: evil.example:\(port)\r\n\r\n")
             #expect(foreign.status == 200 && !foreign.text.contains("data-token"))
             // The page's own request works.
             #expect(try await post(host: "localhost:\(port)", origin: "http://localhost:\(port)", token: token) == 200)
@@ -278,12 +278,12 @@ extension SupervisorIntegrationTests {
             prepare: { directory in try brokenSource.save(to: directory + "/Sources/hello-server/Version.swift") }
         ) { setup in
             #expect(await firstLine(setup.safeWatch, containing: "✗ build 1 failed") != nil, "\(setup.safeWatch.output)")
-            let page = try await self.exchange(
+            let page = try await self.browserExchange(
                 setup.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html,application/xhtml+xml\r\nConnection: close\r\n\r\n")
             #expect(page.status == 503 && page.value("content-type")?.hasPrefix("text/html") == true)
             #expect(page.text.contains("Sources/hello-server/Version.swift:3:19"), "\(page.text)")
             #expect(page.text.contains("data-generation=\"0\""))
-            let other = try await self.exchange(setup.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            let other = try await self.browserExchange(setup.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             #expect(other.status == 503 && other.value("content-type")?.hasPrefix("text/html") != true)
             // The fix: a page waiting on the stream hears the reload.
             let stream = try await offPool { try EventStream(port: setup.port) }

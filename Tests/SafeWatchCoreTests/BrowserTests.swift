@@ -220,7 +220,8 @@ struct HTMLResponseRewriterTests {
 
     @Test("chunked: de-chunked, Transfer-Encoding gone, Content-Length exact")
     func chunked() {
-        let wire = Array("10\r\n<html><body>hi \r\nE\r\nthere</body>\r\n\r\n0\r\n\r\n".utf8)
+        func chunk(_ text: String) -> String { String(text.utf8.count, radix: 16) + "\r\n" + text + "\r\n" }
+        let wire = Array((chunk("<html><body>hi ") + chunk("there</bo") + chunk("dy>\n") + "0\r\n\r\n").utf8)
         var rewriter = HTMLResponseRewriter(
             head: head("HTTP/1.1 200 OK\nContent-Type: text/html\nTransfer-Encoding: chunked\n\n"), framing: .chunked, tag: tag)
         var last = HTMLResponseRewriter.Step.needMore
@@ -233,7 +234,7 @@ struct HTMLResponseRewriterTests {
         let (head, body) = split(output)
         #expect(!head.lowercased().contains("transfer-encoding"))
         #expect(declaredLength(head) == body.count)
-        #expect(String(decoding: body, as: UTF8.self) == "<html><body>hi there" + tag + "</body>\r\n")
+        #expect(String(decoding: body, as: UTF8.self) == "<html><body>hi there" + tag + "</body>\n")
     }
 
     @Test("a fragment comes out byte for byte as it came, in its own framing")
@@ -425,5 +426,38 @@ struct BrowserPagesTests {
         let script = BrowserPages.clientScript(settings: settings)
         #expect(script.contains("new EventSource(\"/_safe-watch/events\")"))
         #expect(!script.contains("http://"))
+    }
+}
+
+@Suite("Head bytes")
+struct HeadBytesTests {
+    func reserved(_ line: String) -> Bool {
+        Array((line + "\r\nHost: x\r\n\r\n").utf8).withUnsafeBytes { HeadBytes.targetStarts(with: Array("/_safe-watch/".utf8), in: $0) }
+    }
+
+    @Test("the target is matched against the prefix without making strings")
+    func target() {
+        #expect(reserved("GET /_safe-watch/events HTTP/1.1"))
+        #expect(reserved("GET /_safe-watch/ HTTP/1.1"))
+        #expect(reserved("GET /_safe-watch HTTP/1.1"))
+        #expect(reserved("GET /_safe-watch?x HTTP/1.1"))
+        #expect(reserved("GET http://127.0.0.1:8080/_safe-watch/client.js HTTP/1.1"))
+        #expect(!reserved("GET /_safe-watcher HTTP/1.1"))
+        #expect(!reserved("GET / HTTP/1.1"))
+        #expect(!reserved("GET /app/_safe-watch/ HTTP/1.1"))
+        #expect(!reserved("GET http://x/ HTTP/1.1"))
+    }
+
+    @Test("a field's value is found ignoring case, at its start or anywhere")
+    func fields() {
+        let head = Array("HTTP/1.1 200 OK\r\nContent-Type: Text/HTML; charset=utf-8\r\nAccept: application/json, text/html\r\n\r\n".utf8)
+        head.withUnsafeBytes { raw in
+            #expect(HeadBytes.field("content-type", has: "text/html", atStart: true, in: raw))
+            #expect(!HeadBytes.field("content-type", has: "charset", atStart: true, in: raw))
+            #expect(HeadBytes.field("content-type", has: "charset", atStart: false, in: raw))
+            #expect(HeadBytes.field("accept", has: "text/html", atStart: false, in: raw))
+            #expect(!HeadBytes.field("accept", has: "text/html", atStart: true, in: raw))
+            #expect(!HeadBytes.field("content-encoding", has: "gzip", atStart: false, in: raw))
+        }
     }
 }
