@@ -1019,11 +1019,16 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.dropUpstream()
         self.received = nil
         self.phase = .closing
+        let channel = context.channel
         if let id = self.clientID {
             self.clientID = nil
             self.router.clientClosed(id)
+            // An event stream never ends by itself: it closes when safe-watch stops, which waits
+            // for every accepted connection to close.
+            let router = self.router
+            let stream = router.clientOpened { _ in channel.eventLoop.execute { channel.close(promise: nil) } }
+            channel.closeFuture.whenComplete { _ in router.clientClosed(stream) }
         }
-        let channel = context.channel
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         answer(channel)
         // A read this handler held back would otherwise never be asked for again.
