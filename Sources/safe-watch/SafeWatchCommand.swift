@@ -234,7 +234,8 @@ extension SafeWatchCommand {
             let router = TrafficRouter()
             let (browserSettings, browserNotice) = project.liveReloadSettings(
                 listenAddresses: sockets.sockets.isEmpty ? [project.configuration.serve.listen] : sockets.sockets.map(\.address))
-            let browser = browserSettings.map { BrowserEndpoints(settings: $0, projectDirectory: project.directory, events: events) }
+            let browser = browserSettings.map { BrowserEndpoints(
+                    settings: $0, projectDirectory: project.directory, watchedPaths: project.configuration.watch.paths, events: events) }
             var listeners: [ProxyListener] = []
             if project.configuration.serve.mode.forwardsToPrivatePort {
                 for socket in sockets.sockets {
