@@ -19,6 +19,8 @@ public final class BrowserEndpoints: Sendable {
     /// The per-run secret the status page's actions must carry (`X-Safe-Watch-Token`).
     let token: String
     private let projectDirectory: String
+    /// `[watch] paths`, for the status page.
+    private let watchedPaths: [String]
 
     private struct Shared {
         var feed: BrowserFeed
@@ -42,7 +44,8 @@ public final class BrowserEndpoints: Sendable {
     /// A comment this often keeps idle streams open through proxies and tunnels.
     static let keepAliveInterval: TimeAmount = .seconds(15)
 
-    public init(settings: LiveReloadSettings, projectDirectory: String, events: EventLog) {
+    public init(settings: LiveReloadSettings, projectDirectory: String, watchedPaths: [String] = [], events: EventLog) {
+        self.watchedPaths = watchedPaths
         self.settings = settings
         self.prefixBytes = Array(settings.prefix.utf8)
         self.projectDirectory = projectDirectory
@@ -143,7 +146,8 @@ public final class BrowserEndpoints: Sendable {
                     Self.send(status: "503 Service Unavailable", type: "text/plain; charset=utf-8", body: "safe-watch is starting\n", on: channel)
                     return
                 }
-                let page = BrowserPages.status(snapshot, feed: feed, settings: self.settings, token: token, now: Date())
+                let page = BrowserPages.status(
+                    snapshot, feed: feed, settings: self.settings, token: token, now: Date(), watchedPaths: self.watchedPaths)
                 Self.send(status: "200 OK", type: "text/html; charset=utf-8", body: page, head: request.method == "HEAD", on: channel)
             }
         case ("POST", "rebuild"), ("POST", "rollback"):

@@ -3,42 +3,32 @@ import SafeWatchCore
 import SafeWatchProcesses
 import SafeWatchSystem
 
-/// How safe-watch starts its children: through its own hidden `__exec-child` mode when it knows
-/// its executable (parent-death signal, LISTEN_PID), directly otherwise (tests of adapters).
+/// How safe-watch starts its children: each in its own session, with a parent-death signal so
+/// that none outlives a safe-watch that was killed (`Spawner`, `sw_spawn`).
 public struct ChildLauncher: Sendable {
-    /// safe-watch's own executable, or nil to exec programs directly.
-    public var selfExecutable: String?
+    public init() {}
 
-    public init(selfExecutable: String?) {
-        self.selfExecutable = selfExecutable
-    }
-
-    /// Spawns `executable` in its own process group; stdout and stderr go to `output`.
+    /// Spawns `executable` in its own process group; stdout and stderr go to `output`. With
+    /// `setsListenPID`, `LISTEN_PID` is the child's own pid (socket mode hands it sockets).
     public func spawn(
         executable: String, arguments: [String], environment: [String: String], workingDirectory: String?,
-        output: OutputPipe?, deathSignal: Int32, passedDescriptors: [Int32] = []
+        output: OutputPipe?, deathSignal: Int32, passedDescriptors: [Int32] = [], setsListenPID: Bool = false
     ) async throws(SystemError) -> pid_t {
         try await self.start(
             executable: executable, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
-            output: output, deathSignal: deathSignal, passedDescriptors: passedDescriptors
+            output: output, deathSignal: deathSignal, passedDescriptors: passedDescriptors, setsListenPID: setsListenPID
         ).pid
     }
 
     /// `spawn`, returning the handle a `Teardown` stops it with.
     public func start(
         executable: String, arguments: [String], environment: [String: String], workingDirectory: String?,
-        output: OutputPipe?, deathSignal: Int32, passedDescriptors: [Int32] = []
+        output: OutputPipe?, deathSignal: Int32, passedDescriptors: [Int32] = [], setsListenPID: Bool = false
     ) async throws(SystemError) -> ProcessHandle {
-        var argv = [executable] + arguments
-        var program = executable
-        if let selfExecutable {
-            argv = ExecChild.arguments(
-                selfExecutable: selfExecutable, deathSignal: deathSignal, executable: executable, arguments: arguments)
-            program = selfExecutable
-        }
         let request = SpawnRequest(
-            executable: program, arguments: argv, environment: environment, workingDirectory: workingDirectory,
-            standardOutput: output?.writeEnd, standardError: output?.writeEnd, passedDescriptors: passedDescriptors)
+            executable: executable, arguments: [executable] + arguments, environment: environment,
+            workingDirectory: workingDirectory, standardOutput: output?.writeEnd, standardError: output?.writeEnd,
+            passedDescriptors: passedDescriptors, deathSignal: deathSignal, setsListenPID: setsListenPID)
         defer { output?.closeWriteEnd() }
         return try await Spawner.shared.start(request)
     }

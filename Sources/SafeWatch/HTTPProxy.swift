@@ -96,10 +96,51 @@ final class AcceptCounter: ChannelInboundHandler, Sendable {
     }
 }
 
+/// Opens the proxy's connections to a generation's private port. The proxy's settings carry
+/// one, so tests can stand in channels of their own for the servers.
+protocol UpstreamConnector: Sendable {
+    /// A connection to `target`, on `eventLoop`, whose pipeline ends in an `UpstreamHandler`.
+    /// A failed future means nothing reached the server (refused, or timed out connecting).
+    func connect(to target: TrafficRouter.Target, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel>
+}
+
+/// Connects TCP sockets to 127.0.0.1, bounded as client connections are.
+struct SocketUpstreamConnector: UpstreamConnector {
+    func connect(to target: TrafficRouter.Target, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        // An address, not a host name: `connect(host:port:)` would resolve "127.0.0.1" on a
+        // thread pool and race address families for every connection.
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(ipAddress: "127.0.0.1", port: target.port)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(.seconds(2))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try ProxyConnection.bound(channel)
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                }
+            }
+            .connect(to: address)
+    }
+}
+
 /// One client connection, and its connection to the generation serving it.
 ///
+/// Where the connection is lives in one `State` whose cases carry what that place needs (the
+/// exchange, the server connection), so no combination of fields can contradict another.
 /// Requests are taken one at a time: a pipelined request waits in `received` (unread beyond one
 /// read) until the response before it has gone out. Both channels run on the same event loop.
+///
+/// Two places are meant to be extended: `headAction(for:head:browser:)` decides whether a request
+/// is answered by the proxy itself instead of forwarded (the browser side's requests are handed
+/// over with the connection), and every response goes to the client through
+/// `forwardResponseHead` (its head, and a body that came whole with it; a full HTML page is held
+/// back there and gathered to get the live-reload script) and `writeResponseBody` (the rest of
+/// the body, as it arrives).
 final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -109,22 +150,37 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         var hold: TimeAmount
         var addsForwardingFields: Bool
         var pools = UpstreamPools(group: nil)
+        var connector: any UpstreamConnector = SocketUpstreamConnector()
         /// The browser side (`[browser]`): answers under its prefix, injects the live-reload script.
         var browser: BrowserEndpoints?
     }
 
-    /// Where the connection is.
-    private enum Phase {
-        /// Reading a request head.
-        case awaitingHead
-        /// Waiting for a healthy generation, or for the connection to it.
-        case routing
+    /// Where the connection is, with what it holds there.
+    private enum State {
+        /// Reading a request head. `kept`: the server connection the last exchange left open and
+        /// reusable. `lastRequest`: safe-watch is stopping, so the next request is the last.
+        case awaitingHead(kept: Upstream?, lastRequest: Bool)
+        /// A request whose head was read, without a connection to a server: waiting for a healthy
+        /// generation, for a connection to it, or for a retry's pause, or about to be answered by
+        /// the proxy itself. `kept` as in `awaitingHead`, reused if the request goes to its generation.
+        case routing(Exchange, kept: Upstream?)
         /// The request is going upstream (its body may still be arriving) and the response coming back.
-        case exchanging
-        /// After a 101: bytes pass both ways untouched until either side closes.
-        case tunnel
-        /// The last answer is out: the write side is shut, and what the client still sends is discarded.
+        case exchanging(Exchange, Upstream)
+        /// After a 101: bytes pass both ways untouched until either side closes. `counted`: the
+        /// generation it stays counted against, so a swap drains it.
+        case tunnel(Upstream, counted: Generation?)
+        /// The last answer is out (or the connection is ending): nothing goes to a server any more,
+        /// and what the client still sends is discarded.
         case closing
+
+        /// The server connection held, whatever the state.
+        var upstream: Upstream? {
+            switch self {
+            case .awaitingHead(let kept, _), .routing(_, let kept): kept
+            case .exchanging(_, let upstream), .tunnel(let upstream, _): upstream
+            case .closing: nil
+            }
+        }
     }
 
     /// How much of a body is left to pass on.
@@ -142,13 +198,16 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             case .untilClose: self = .untilClose
             }
         }
+
+        var isDone: Bool {
+            if case .done = self { true } else { false }
+        }
     }
 
     /// One request and its response. A class: the handler updates it on every read, and a
-    /// struct holding the parsed head would be copied (and its arrays retained) each time.
+    /// struct held in `State` would be copied (and the parsed head's arrays retained) each time.
     private final class Exchange {
         let request: RequestHead
-        /// The head as it goes upstream, kept until the request may no longer be replayed.
         /// The head as it goes to the server, kept until the server answers: a request refused on a
         /// reused connection goes again. Nil once answered.
         var forwardedHead: ByteBuffer?
@@ -162,7 +221,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         var firstFailure: NIODeadline?
         /// Times the request went again after it may have reached a server.
         var replays = 0
-        var response: ResponseProgress = .awaitingHead
+        var response: ResponseProgress = .awaitingHead(partial: nil)
         /// The client keeps its connection once this exchange is over.
         var clientKeeps: Bool
         /// The response is sent de-chunked (a chunked response to an HTTP/1.0 client).
@@ -179,41 +238,51 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private enum ResponseProgress {
-        case awaitingHead
+        /// `partial`: the start of a head that did not arrive whole.
+        case awaitingHead(partial: ByteBuffer?)
         case body(BodyProgress, keepAlive: Bool)
     }
 
+    /// A connection to a server. Any one held outside an exchange may be reused: one that cannot
+    /// (the server said it closes, or a response left it in an unknown state) is closed at once.
     private struct Upstream {
         var handler: UpstreamHandler
         var channel: any Channel
         var generation: Generation
-        /// False once the server said it closes, or a response left the connection in an unknown state.
-        var reusable = true
     }
 
-    /// Methods a client may safely see sent twice, when the connection to the server closed
-    /// before any of the answer came (RFC 9110 §9.2.2). POST never is.
-    private static let idempotent: Set<String> = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+    /// What the proxy does with a request whose head it read whole.
+    enum HeadAction {
+        /// Route it to the active generation.
+        case forward
+        /// Answer it from the proxy, without a server.
+        case answerLocally(LocalAnswer)
+        /// Give the connection to the browser side (`[browser] prefix`), which answers on it.
+        case handOver(BrowserEndpoints.Request)
+    }
+
+    /// An answer the proxy writes itself.
+    struct LocalAnswer {
+        var status: Int
+        var reason: String
+        var contentType = "text/plain; charset=utf-8"
+        var body: String
+    }
+
     private static let lingerTimeout = TimeAmount.seconds(2)
 
     private let router: TrafficRouter
     private let settings: Settings
     private var context: ChannelHandlerContext?
-    private var phase = Phase.awaitingHead
-    private var exchange: Exchange?
-    private var upstream: Upstream?
+    private var state = State.awaitingHead(kept: nil, lastRequest: false)
     /// Client bytes not passed on yet: a head in progress, a body's next part, a pipelined request.
     private var received: ByteBuffer?
     /// How much of `received` was searched for the end of the head already.
     private var headSearched = 0
-    /// Server bytes not passed on yet: a response head in progress.
-    private var responseHead: ByteBuffer?
     /// The client asked for more bytes while the proxy could not take them.
     private var clientReadPending = false
     /// Counts requests on this connection, so a retry or timer set for one never acts on the next.
     private var requestNumber = 0
-    /// safe-watch is stopping: the exchange in progress is the connection's last.
-    private var shuttingDown = false
     private var clientID: Int?
     private var forwarding: ForwardingFields?
     /// Idle server connections shared by the client connections on this event loop.
@@ -262,12 +331,24 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.releaseCount()
-        if self.exchange == nil { self.poolUpstream() }
-        self.exchange = nil
-        self.dropUpstream()
+        let leaving = self.state
+        self.state = .closing
+        switch leaving {
+        case .awaitingHead(let kept, _):
+            self.pool(kept)
+        case .routing(let exchange, let kept):
+            self.release(exchange)
+            kept?.channel.close(promise: nil)
+        case .exchanging(let exchange, let upstream):
+            self.release(exchange)
+            upstream.channel.close(promise: nil)
+        case .tunnel(let upstream, let counted):
+            if let counted { self.router.release(counted) }
+            upstream.channel.close(promise: nil)
+        case .closing:
+            break
+        }
         self.received = nil
-        self.responseHead = nil
         if let id = self.clientID {
             self.clientID = nil
             self.router.clientClosed(id)
@@ -285,16 +366,14 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireUserInboundEventTriggered(event)
             return
         }
-        switch self.phase {
-        case .routing, .exchanging:
-            self.exchange?.clientKeeps = false
-            if let exchange = self.exchange, case .done = exchange.requestBody {
-                return  // the request is whole: answer it, then close
-            }
+        switch self.state {
+        case .routing(let exchange, _), .exchanging(let exchange, _):
+            exchange.clientKeeps = false
+            if exchange.requestBody.isDone { return }  // the request is whole: answer it, then close
             // The body will never be complete.
             self.abortExchange()
-        case .tunnel:
-            self.upstream?.channel.close(mode: .output, promise: nil)
+        case .tunnel(let upstream, _):
+            upstream.channel.close(mode: .output, promise: nil)
         case .awaitingHead, .closing:
             context.close(promise: nil)
         }
@@ -308,15 +387,16 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// wait in `received`, up to one head's worth. Reading on in that case, rather than stopping,
     /// spares the event loop taking the socket out of epoll and putting it back for every request.
     private var readsClient: Bool {
-        switch self.phase {
-        case .closing: return true
-        case .awaitingHead, .routing: return self.receivedBytes < HTTPFraming.maxHeadLength
-        case .exchanging:
-            guard let exchange = self.exchange, let upstream = self.upstream else { return false }
-            if case .done = exchange.requestBody { return self.receivedBytes < HTTPFraming.maxHeadLength }
+        switch self.state {
+        case .closing:
+            return true
+        case .awaitingHead, .routing:
+            return self.receivedBytes < HTTPFraming.maxHeadLength
+        case .exchanging(let exchange, let upstream):
+            if exchange.requestBody.isDone { return self.receivedBytes < HTTPFraming.maxHeadLength }
             return upstream.channel.isWritable
-        case .tunnel:
-            return self.upstream?.channel.isWritable ?? false
+        case .tunnel(let upstream, _):
+            return upstream.channel.isWritable
         }
     }
 
@@ -337,19 +417,19 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { self.upstream?.handler.resumeReads() }
+        if context.channel.isWritable { self.state.upstream?.handler.resumeReads() }
         context.fireChannelWritabilityChanged()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = self.unwrapInboundIn(data)
-        switch self.phase {
+        switch self.state {
         case .closing:
             return
-        case .tunnel:
-            self.upstream?.handler.write(bytes)
+        case .tunnel(let upstream, _):
+            upstream.handler.write(bytes)
             return
-        default:
+        case .awaitingHead, .routing, .exchanging:
             break
         }
         if self.received == nil || self.received?.readableBytes == 0 {
@@ -361,18 +441,18 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.upstream?.handler.flush()
+        self.state.upstream?.handler.flush()
         context.fireChannelReadComplete()
     }
 
     /// Takes what it can from `received`: a head, or the next part of the current body.
     private func processReceived() {
-        while let context = self.context {
-            switch self.phase {
-            case .awaitingHead:
-                guard self.takeHead(context: context) else { return }
-            case .exchanging:
-                self.passRequestBody()
+        while self.context != nil {
+            switch self.state {
+            case .awaitingHead(let kept, let lastRequest):
+                guard self.takeHead(kept: kept, lastRequest: lastRequest) else { return }
+            case .exchanging(let exchange, let upstream):
+                self.passRequestBody(exchange, to: upstream)
                 return
             case .routing, .tunnel, .closing:
                 return
@@ -380,9 +460,9 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Takes a request head from `received` if all of it is there, and starts routing it.
-    /// Returns whether a head was taken (or a refusal sent).
-    private func takeHead(context: ChannelHandlerContext) -> Bool {
+    /// Takes a request head from `received` if all of it is there, and starts routing it (or
+    /// answers it). Returns whether a head was taken (or a refusal sent).
+    private func takeHead(kept: Upstream?, lastRequest: Bool) -> Bool {
         guard var received = self.received else { return false }
         // Empty lines between requests are allowed (RFC 9112 §2.2).
         while let byte = received.getInteger(at: received.readerIndex, as: UInt8.self), byte == 13 || byte == 10 {
@@ -406,29 +486,24 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             return true
         case .complete(let length):
             self.headSearched = 0
-            if let browser = self.settings.browser,
-                received.withUnsafeReadableBytes({ HeadBytes.targetStarts(with: browser.prefixBytes, in: UnsafeRawBufferPointer(rebasing: $0[..<length])) }),
-                let request = received.getBytes(at: received.readerIndex, length: length).flatMap(BrowserEndpoints.Request.init(head:))
-            {
-                self.handOver { browser.respond(to: request, on: $0) }
-                return true
-            }
             // Read where it lies, and the forwarded head written into buffers this connection keeps:
             // the usual request allocates nothing here.
             let parsed = received.withUnsafeReadableBytes { raw in
                 let head = UnsafeRawBufferPointer(rebasing: raw[..<length])
                 return Result { () throws(HTTPFraming.Refusal) in
                     let request = try RequestHead(head)
-                    request.forwarded(from: head, self.forwarding, into: &self.headScratch)
-                    return request
+                    let action = Self.headAction(for: request, head: head, browser: self.settings.browser)
+                    if case .forward = action { request.forwarded(from: head, self.forwarding, into: &self.headScratch) }
+                    return (request, action)
                 }
             }
             received.moveReaderIndex(forwardBy: length)
             self.received = received.readableBytes > 0 ? received : nil
             let request: RequestHead
+            let action: HeadAction
             switch parsed {
-            case .success(let head):
-                request = head
+            case .success(let taken):
+                (request, action) = taken
             case .failure(let refusal):
                 self.received = nil
                 self.refuse(status: refusal.status, reason: "Bad Request", detail: refusal.reason)
@@ -436,28 +511,45 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             }
             self.requestNumber += 1
             self.forwardedHeads.clear()
-            self.forwardedHeads.writeBytes(self.headScratch)
-            self.exchange = Exchange(
+            if case .forward = action { self.forwardedHeads.writeBytes(self.headScratch) }
+            let exchange = Exchange(
                 request: request, forwardedHead: self.forwardedHeads, requestBody: BodyProgress(request.body),
-                clientKeeps: request.keepAlive && !self.shuttingDown)
-            self.phase = .routing
-            self.route()
+                clientKeeps: request.keepAlive && !lastRequest)
+            self.state = .routing(exchange, kept: kept)
+            switch action {
+            case .forward:
+                self.route()
+            case .answerLocally(let answer):
+                self.answer(answer)
+            case .handOver(let local):
+                if let browser = self.settings.browser { self.handOver { browser.respond(to: local, on: $0) } }
+            }
             return true
         }
+    }
+
+    /// Whether the proxy answers a request itself rather than forward it: the one place that
+    /// decides it. `head` is the request head as received. Requests under `[browser] prefix` go to
+    /// the browser side; every other request is forwarded (one comparison of bytes).
+    static func headAction(for request: RequestHead, head: UnsafeRawBufferPointer, browser: BrowserEndpoints?) -> HeadAction {
+        guard let browser, HeadBytes.targetStarts(with: browser.prefixBytes, in: head),
+            let local = BrowserEndpoints.Request(head: Array(head))
+        else { return .forward }
+        return .handOver(local)
     }
 
     // MARK: Routing
 
     private func route() {
-        guard let context = self.context, self.exchange != nil else { return }
+        guard let context = self.context, case .routing(let exchange, _) = self.state else { return }
         // The usual case, a server is healthy, needs no future.
         if let target = self.router.acquireActive() {
             self.routed(to: target)
             return
         }
         // A browser is not held while nothing serves: it gets a page that turns into the app.
-        if let browser = self.settings.browser, let exchange = self.exchange, exchange.attempts == 0,
-            let head = exchange.forwardedHead, head.withUnsafeReadableBytes({ HeadBytes.field("accept", has: "text/html", atStart: false, in: $0) }),
+        if let browser = self.settings.browser, exchange.attempts == 0, let head = exchange.forwardedHead,
+            head.withUnsafeReadableBytes({ HeadBytes.field("accept", has: "text/html", atStart: false, in: $0) }),
             let request = BrowserEndpoints.Request(head: Array(head.readableBytesView)), request.wantsHTML
         {
             self.handOver { browser.respondNothingServing(to: request, on: $0) }
@@ -465,7 +557,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let number = self.requestNumber
         self.router.acquire(on: context.eventLoop, hold: self.settings.hold).assumeIsolated().whenSuccess { target in
-            guard self.requestNumber == number, self.context != nil, case .routing = self.phase else {
+            guard self.requestNumber == number, self.context != nil, case .routing = self.state else {
                 if let target { self.router.release(target.generation) }
                 return
             }
@@ -474,22 +566,24 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func routed(to target: TrafficRouter.Target?) {
+        guard case .routing(let exchange, let kept) = self.state else { return }
         guard let target else {
             self.answer(
-                status: 503, reason: "Service Unavailable",
-                message: "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n")
+                LocalAnswer(
+                    status: 503, reason: "Service Unavailable",
+                    body: "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n"))
             return
         }
-        self.exchange?.counted = target.generation
-        if let upstream = self.upstream, upstream.generation == target.generation, upstream.reusable, upstream.channel.isActive {
-            self.beginExchange()
+        exchange.counted = target.generation
+        if let kept, kept.generation == target.generation, kept.channel.isActive {
+            self.beginExchange(exchange, on: kept)
             return
         }
-        self.dropUpstream()
+        self.state = .routing(exchange, kept: nil)
+        kept?.channel.close(promise: nil)
         if let (channel, handler) = self.pool?.take(generation: target.generation) {
             handler.owner = self
-            self.upstream = Upstream(handler: handler, channel: channel, generation: target.generation)
-            self.beginExchange()
+            self.beginExchange(exchange, on: Upstream(handler: handler, channel: channel, generation: target.generation))
             return
         }
         self.connect(to: target)
@@ -498,37 +592,21 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private func connect(to target: TrafficRouter.Target) {
         guard let context = self.context else { return }
         let number = self.requestNumber
-        // An address, not a host name: `connect(host:port:)` would resolve "127.0.0.1" on a
-        // thread pool and race address families for every connection.
-        guard let address = try? SocketAddress(ipAddress: "127.0.0.1", port: target.port) else {
-            self.retry()
-            return
-        }
-        ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(.seconds(2))
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try ProxyConnection.bound(channel)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
-                }
-            }
-            .connect(to: address)
+        self.settings.connector.connect(to: target, on: context.eventLoop)
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
-                    guard self.requestNumber == number, self.context != nil, case .routing = self.phase,
+                    guard self.requestNumber == number, self.context != nil, case .routing(let exchange, _) = self.state,
                         let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
                     else {
                         channel.close(promise: nil)
                         return
                     }
                     handler.owner = self
-                    self.upstream = Upstream(handler: handler, channel: channel, generation: target.generation)
-                    self.beginExchange()
+                    self.beginExchange(exchange, on: Upstream(handler: handler, channel: channel, generation: target.generation))
                 case .failure:
-                    guard self.requestNumber == number, case .routing = self.phase else { return }
+                    guard self.requestNumber == number, case .routing = self.state else { return }
                     // Refused: nothing reached the server, so any request may go again, maybe to
                     // a newer generation (the refusing one is gone or going).
                     self.retry()
@@ -540,42 +618,44 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// one that is not there: the request is held, as while nothing is healthy, for at most
     /// `serve.hold_timeout` from its first refusal, then answered 502.
     private func retry() {
-        guard let context = self.context, let exchange = self.exchange else { return }
-        self.releaseCount()
+        guard let context = self.context, case .routing(let exchange, _) = self.state else { return }
+        self.release(exchange)
         exchange.attempts += 1
-        exchange.counted = nil
-        let now = NIODeadline.now()
+        // The loop's clock: the wall clock on a real loop, virtual time on a test's.
+        let now = context.eventLoop.now
         let firstFailure = exchange.firstFailure ?? now
         exchange.firstFailure = firstFailure
-        self.phase = .routing
-        if now - firstFailure >= self.settings.hold {
-            self.answer(status: 502, reason: "Bad Gateway", message: "safe-watch: the server refused or dropped the connection\n")
+        let decision = ProxyExchangePolicy.afterRefusal(
+            attempts: exchange.attempts, sinceFirstRefusal: .nanoseconds((now - firstFailure).nanoseconds),
+            hold: .nanoseconds(self.settings.hold.nanoseconds))
+        let pause: Duration
+        switch decision {
+        case .badGateway:
+            self.answer(LocalAnswer(status: 502, reason: "Bad Gateway", body: "safe-watch: the server refused or dropped the connection\n"))
             return
+        case .retry(let after):
+            pause = after
         }
-        // Give a generation that is being replaced a moment to leave the router, or the next one
-        // time to come up.
         let number = self.requestNumber
-        let pause = TimeAmount.milliseconds(min(250, 20 * Int64(exchange.attempts)))
-        context.eventLoop.assumeIsolated().scheduleTask(in: pause) {
-            guard self.requestNumber == number, case .routing = self.phase else { return }
+        context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(saturating: pause)) {
+            guard self.requestNumber == number, case .routing = self.state else { return }
             self.route()
         }
     }
 
     /// The upstream connection is there: the head goes, then the body as it arrives.
-    private func beginExchange() {
-        guard let exchange = self.exchange, let upstream = self.upstream else { return }
-        self.phase = .exchanging
-        self.responseHead = nil
+    private func beginExchange(_ exchange: Exchange, on upstream: Upstream) {
+        self.state = .exchanging(exchange, upstream)
+        exchange.response = .awaitingHead(partial: nil)
         if let head = exchange.forwardedHead { upstream.handler.write(head) }
-        self.passRequestBody()
+        self.passRequestBody(exchange, to: upstream)
         upstream.handler.flush()
         upstream.handler.resumeReads()
     }
 
     /// Passes the part of the request body that has arrived to the server.
-    private func passRequestBody() {
-        guard let exchange = self.exchange, let upstream = self.upstream, var received = self.received else {
+    private func passRequestBody(_ exchange: Exchange, to upstream: Upstream) {
+        guard var received = self.received else {
             self.resumeClientReads()
             return
         }
@@ -594,9 +674,8 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                 exchange.requestBody = scanner.isDone ? .done : .chunked(scanner)
                 exchange.sentBody = true
             } catch {
-                // The server has part of a request it will never see the end of.
+                // The server has part of a request it will never see the end of: its connection goes too.
                 self.received = nil
-                self.upstream?.reusable = false
                 self.refuse(status: 400, reason: "Bad Request", detail: error.reason)
                 return
             }
@@ -612,45 +691,55 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Whether the server's next bytes can be taken now.
     fileprivate func readsUpstream(_ channel: any Channel) -> Bool {
-        guard let upstream = self.upstream, upstream.channel === channel else { return true }
+        guard let upstream = self.state.upstream, upstream.channel === channel else { return true }
         // Idle keep-alive connections are read too, to see them close.
         return self.context?.channel.isWritable ?? true
     }
 
     fileprivate func upstreamWritabilityChanged(_ channel: any Channel) {
-        guard self.upstream?.channel === channel, channel.isWritable else { return }
+        guard self.state.upstream?.channel === channel, channel.isWritable else { return }
         self.resumeClientReads()
     }
 
     fileprivate func upstreamRead(_ bytes: ByteBuffer, from channel: any Channel) {
-        guard let context = self.context, let upstream = self.upstream, upstream.channel === channel else { return }
-        if case .tunnel = self.phase {
+        guard let context = self.context, let upstream = self.state.upstream, upstream.channel === channel else { return }
+        switch self.state {
+        case .tunnel:
             self.writeToClient(bytes, context)
-            return
-        }
-        guard case .exchanging = self.phase, let exchange = self.exchange else {
+        case .exchanging(let exchange, _):
+            self.readResponse(bytes, exchange, context)
+        case .awaitingHead(_, let lastRequest):
             // Bytes from an idle server connection: not an answer to anything; it cannot be reused.
-            self.dropUpstream()
-            return
+            self.state = .awaitingHead(kept: nil, lastRequest: lastRequest)
+            upstream.channel.close(promise: nil)
+        case .routing(let exchange, _):
+            self.state = .routing(exchange, kept: nil)
+            upstream.channel.close(promise: nil)
+        case .closing:
+            break
         }
+    }
+
+    /// Takes the server's bytes for the exchange in progress: the response head, then its body.
+    private func readResponse(_ bytes: ByteBuffer, _ exchange: Exchange, _ context: ChannelHandlerContext) {
         var bytes = bytes
         while bytes.readableBytes > 0 {
             switch exchange.response {
-            case .awaitingHead:
-                if var head = self.responseHead {
+            case .awaitingHead(let partial):
+                if var head = partial {
                     head.writeBuffer(&bytes)
                     bytes = head
                 }
                 let end = bytes.withUnsafeReadableBytes { HTTPFraming.headEnd(in: $0) }
                 switch end {
                 case .incomplete:
-                    self.responseHead = bytes
+                    exchange.response = .awaitingHead(partial: bytes)
                     return
                 case .tooLarge:
                     self.failUpstream(detail: "the server's response head is over \(HTTPFraming.maxHeadLength / 1024) KiB")
                     return
                 case .complete(let length):
-                    self.responseHead = nil
+                    exchange.response = .awaitingHead(partial: nil)
                     let method = exchange.request.method
                     let parsed = bytes.withUnsafeReadableBytes { raw in
                         Result { () throws(HTTPFraming.Refusal) in
@@ -677,43 +766,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                         self.beginTunnel(head: head, rest: bytes, context: context)
                         return
                     }
-                    exchange.dechunking = response.body == .chunked && exchange.request.version < .http1_1
-                    if response.body == .untilClose || exchange.dechunking { exchange.clientKeeps = false }
-                    if self.shuttingDown { exchange.clientKeeps = false }
-                    exchange.forwardedHead = nil  // answered: never replayed
-                    exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
-                    if let browser = self.settings.browser, !exchange.dechunking,
-                        let tag = self.injection(by: browser, response, length: length, bytes: bytes, exchange: exchange)
-                    {
-                        let head = self.forwardedResponseHead(
-                            response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps, clientVersion: exchange.request.version,
-                            dechunking: false, allocator: context.channel.allocator)
-                        exchange.rewriter = HTMLResponseRewriter(head: Array(head.readableBytesView), framing: response.body, tag: tag)
-                        if bytes.readableBytes == 0 { return }
-                        continue
-                    }
-                    // A body that came whole with its head goes out with it: one write, not two.
-                    var bodyWithHead = 0
-                    if case .length(let bodyLength) = response.body, UInt64(bytes.readableBytes - length) >= bodyLength {
-                        bodyWithHead = Int(bodyLength)
-                        exchange.response = .body(.done, keepAlive: response.keepAlive)
-                    }
-                    let head: ByteBuffer
-                    if response.passesUnchanged(
-                        clientKeepsConnection: exchange.clientKeeps, clientVersion: exchange.request.version, dechunking: exchange.dechunking),
-                        let asSent = bytes.readSlice(length: length + bodyWithHead)
-                    {
-                        // The usual answer: the server's own bytes, not copied.
-                        head = asSent
-                    } else {
-                        var rewritten = self.forwardedResponseHead(
-                            response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps,
-                            clientVersion: exchange.request.version, dechunking: exchange.dechunking,
-                            allocator: context.channel.allocator, extraCapacity: bodyWithHead)
-                        if var body = bytes.readSlice(length: bodyWithHead) { rewritten.writeBuffer(&body) }
-                        head = rewritten
-                    }
-                    self.writeToClient(head, context)
+                    self.forwardResponseHead(response, length: length, from: &bytes, exchange, context)
                     if case .body(.done, _) = exchange.response {
                         self.finishResponse(extraBytes: bytes.readableBytes > 0)
                         return
@@ -729,7 +782,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     break
                 case .length(let left):
                     let take = Int(min(UInt64(bytes.readableBytes), left))
-                    if let slice = bytes.readSlice(length: take) { self.writeToClient(slice, context) }
+                    if let slice = bytes.readSlice(length: take) { self.writeResponseBody(slice, context) }
                     exchange.response = .body(left == UInt64(take) ? .done : .length(left - UInt64(take)), keepAlive: keepAlive)
                 case .chunked(var scanner):
                     do {
@@ -741,13 +794,13 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                             }
                             for range in dataRanges {
                                 if let slice = bytes.getSlice(at: start + range.lowerBound, length: range.count) {
-                                    self.writeToClient(slice, context)
+                                    self.writeResponseBody(slice, context)
                                 }
                             }
                             bytes.moveReaderIndex(forwardBy: taken)
                         } else {
                             let taken = try bytes.withUnsafeReadableBytes { raw throws(HTTPFraming.Refusal) in try scanner.scan(raw) }
-                            if let slice = bytes.readSlice(length: taken) { self.writeToClient(slice, context) }
+                            if let slice = bytes.readSlice(length: taken) { self.writeResponseBody(slice, context) }
                         }
                         exchange.response = .body(scanner.isDone ? .done : .chunked(scanner), keepAlive: keepAlive)
                     } catch {
@@ -756,7 +809,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                         return
                     }
                 case .untilClose:
-                    self.writeToClient(bytes, context)
+                    self.writeResponseBody(bytes, context)
                     bytes.moveReaderIndex(to: bytes.writerIndex)
                 }
                 if case .body(.done, _) = exchange.response {
@@ -767,47 +820,98 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Sends the final response head (`length` bytes at the start of `bytes`) to the client, with
+    /// the body too when it came whole with the head; `bytes` moves past what was sent. Where
+    /// the response's framing for the client is decided: the one place to change a response's
+    /// head (or to hold it back, to rewrite the body that follows).
+    private func forwardResponseHead(
+        _ response: ResponseHead, length: Int, from bytes: inout ByteBuffer, _ exchange: Exchange, _ context: ChannelHandlerContext
+    ) {
+        exchange.dechunking = response.body == .chunked && exchange.request.version < .http1_1
+        if response.body == .untilClose || exchange.dechunking { exchange.clientKeeps = false }
+        exchange.forwardedHead = nil  // answered: never replayed
+        exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
+        // A full HTML page is held back, gathered and sent with the live-reload script (`[browser]`).
+        if let browser = self.settings.browser, !exchange.dechunking,
+            let tag = self.injection(by: browser, response, length: length, bytes: bytes, exchange: exchange)
+        {
+            let head = self.forwardedResponseHead(
+                response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps, clientVersion: exchange.request.version,
+                dechunking: false, allocator: context.channel.allocator)
+            exchange.rewriter = HTMLResponseRewriter(head: Array(head.readableBytesView), framing: response.body, tag: tag)
+            return
+        }
+        // A body that came whole with its head goes out with it: one write, not two.
+        var bodyWithHead = 0
+        if case .length(let bodyLength) = response.body, UInt64(bytes.readableBytes - length) >= bodyLength {
+            bodyWithHead = Int(bodyLength)
+            exchange.response = .body(.done, keepAlive: response.keepAlive)
+        }
+        let head: ByteBuffer
+        if response.passesUnchanged(
+            clientKeepsConnection: exchange.clientKeeps, clientVersion: exchange.request.version, dechunking: exchange.dechunking),
+            let asSent = bytes.readSlice(length: length + bodyWithHead)
+        {
+            // The usual answer: the server's own bytes, not copied.
+            head = asSent
+        } else {
+            var rewritten = self.forwardedResponseHead(
+                response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps,
+                clientVersion: exchange.request.version, dechunking: exchange.dechunking,
+                allocator: context.channel.allocator, extraCapacity: bodyWithHead)
+            if var body = bytes.readSlice(length: bodyWithHead) { rewritten.writeBuffer(&body) }
+            head = rewritten
+        }
+        self.writeToClient(head, context)
+    }
+
+    /// Sends the next part of a response body to the client (de-chunked already if it is sent so):
+    /// every body byte after the head's own write passes here.
+    private func writeResponseBody(_ bytes: ByteBuffer, _ context: ChannelHandlerContext) {
+        self.writeToClient(bytes, context)
+    }
+
     fileprivate func upstreamReadComplete(from channel: any Channel) {
-        guard self.upstream?.channel === channel else { return }
+        guard self.state.upstream?.channel === channel else { return }
         self.flushClient()
     }
 
     fileprivate func upstreamClosed(_ channel: any Channel) {
-        guard let upstream = self.upstream, upstream.channel === channel else { return }
-        self.upstream = nil
-        switch self.phase {
+        guard self.state.upstream?.channel === channel else { return }
+        switch self.state {
+        case .awaitingHead(_, let lastRequest):
+            self.state = .awaitingHead(kept: nil, lastRequest: lastRequest)
+        case .routing(let exchange, _):
+            self.state = .routing(exchange, kept: nil)
         case .tunnel:
             self.context?.close(promise: nil)
-            return
-        case .exchanging:
+        case .closing:
             break
-        default:
-            return
-        }
-        guard let exchange = self.exchange else { return }
-        if var rewriter = exchange.rewriter, case .body(_, let keepAlive) = exchange.response, let context = self.context {
-            exchange.rewriter = nil
-            self.gathered(rewriter.serverClosed(), exchange, keepAlive: keepAlive, context: context)
-            return
-        }
-        switch exchange.response {
-        case .body(.untilClose, _):
-            self.finishResponse(extraBytes: false)
-        case .body:
-            // Half an answer cannot be mended: end the client's connection as the server did.
-            self.abortExchange()
-        case .awaitingHead:
-            // Closed before answering: the server closed a reused keep-alive connection just as
-            // the request went, or died on it. The request may have been acted on, so only one
-            // that is safe to repeat and has no body goes again, once (a request that kills
-            // its server every time gets its 502). Anything else — a POST — is never sent twice.
-            if exchange.replays == 0, !exchange.sentBody, exchange.forwardedHead != nil, self.responseHead == nil,
-                Self.idempotent.contains(exchange.request.method)
-            {
-                self.exchange?.replays += 1
-                self.retry()
-            } else {
-                self.failUpstream(detail: "the server closed the connection without answering")
+        case .exchanging(let exchange, _):
+            self.state = .routing(exchange, kept: nil)
+            if var rewriter = exchange.rewriter, case .body(_, let keepAlive) = exchange.response, let context = self.context {
+                exchange.rewriter = nil
+                self.gathered(rewriter.serverClosed(), exchange, keepAlive: keepAlive, context: context)
+                return
+            }
+            switch exchange.response {
+            case .body(.untilClose, _):
+                self.finishResponse(extraBytes: false)
+            case .body:
+                // Half an answer cannot be mended: end the client's connection as the server did.
+                self.abortExchange()
+            case .awaitingHead(let partial):
+                // Closed before answering. `forwardedHead` is nil once a final answer's head came.
+                let decision = ProxyExchangePolicy.afterUnansweredClose(
+                    method: exchange.request.method, replays: exchange.replays, sentBody: exchange.sentBody,
+                    answerBegan: partial != nil || exchange.forwardedHead == nil)
+                switch decision {
+                case .replay:
+                    exchange.replays += 1
+                    self.retry()
+                case .badGateway:
+                    self.failUpstream(detail: "the server closed the connection without answering")
+                }
             }
         }
     }
@@ -818,58 +922,72 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// so a swap drains a download in flight: with backpressure the answer's end arrives only once
     /// the client has taken nearly all of it.
     private func finishResponse(extraBytes: Bool) {
-        guard self.context != nil, let exchange = self.exchange else { return }
-        var requestDone = false
-        if case .done = exchange.requestBody { requestDone = true }
-        if case .body(_, let serverKeeps) = exchange.response, serverKeeps, requestDone, !extraBytes {
-            self.upstream?.reusable = true
-        } else {
-            self.dropUpstream()
+        guard self.context != nil else { return }
+        let exchange: Exchange
+        let upstream: Upstream?
+        switch self.state {
+        case .exchanging(let current, let currentUpstream):
+            exchange = current
+            upstream = currentUpstream
+        case .routing(let current, .none):
+            exchange = current  // the server closed its connection to end the response
+            upstream = nil
+        case .awaitingHead, .routing, .tunnel, .closing:
+            return
         }
+        var serverKeeps = false
+        if case .body(_, let keepAlive) = exchange.response { serverKeeps = keepAlive }
+        let after = ProxyExchangePolicy.afterResponse(
+            serverKeeps: serverKeeps, clientKeeps: exchange.clientKeeps, requestDone: exchange.requestBody.isDone, extraBytes: extraBytes)
+        self.state = .awaitingHead(kept: after.keepsServerConnection ? upstream : nil, lastRequest: false)
+        if !after.keepsServerConnection { upstream?.channel.close(promise: nil) }
         // The server has done its part: what is left of the answer (at most a read and the write
         // buffer, backpressure saw to that) goes from here, so the generation may be stopped.
-        self.releaseCount()
+        self.release(exchange)
         self.flushClient()
-        self.exchange = nil
-        // The server answered before the body was all sent: the rest of it would be taken for
-        // the next request.
-        guard exchange.clientKeeps, requestDone, !self.shuttingDown else {
+        guard after.keepsClientConnection else {
             self.closeGracefully()
             return
         }
-        self.phase = .awaitingHead
         self.processReceived()
-        if case .awaitingHead = self.phase { self.resumeClientReads() }
+        if case .awaitingHead = self.state { self.resumeClientReads() }
     }
 
-    /// The response broke off after it began: the client's connection ends, as the server's did.
+    /// The response broke off after it began (or the request's body will never end): the
+    /// client's connection ends, as the server's did.
     private func abortExchange() {
-        self.releaseCount()
-        self.exchange = nil
-        self.dropUpstream()
+        let leaving = self.state
+        self.state = .closing
+        switch leaving {
+        case .routing(let exchange, _), .exchanging(let exchange, _):
+            self.release(exchange)
+        case .awaitingHead, .tunnel, .closing:
+            break
+        }
+        leaving.upstream?.channel.close(promise: nil)
         self.context?.close(promise: nil)
     }
 
     /// The server failed the request before answering it: 502.
     private func failUpstream(detail: String) {
-        self.dropUpstream()
-        self.answer(status: 502, reason: "Bad Gateway", message: "safe-watch: \(detail)\n")
+        if case .exchanging(let exchange, let upstream) = self.state {
+            self.state = .routing(exchange, kept: nil)
+            upstream.channel.close(promise: nil)
+        }
+        self.answer(LocalAnswer(status: 502, reason: "Bad Gateway", body: "safe-watch: \(detail)\n"))
     }
 
     /// Answers the current request from the proxy itself. The connection stays open only when
     /// the client keeps it and no unread body is on its way.
-    private func answer(status: Int, reason: String, message: String) {
-        guard let context = self.context, let exchange = self.exchange else { return }
-        self.releaseCount()
-        self.exchange = nil
-        var bodyPending = true
-        if case .done = exchange.requestBody { bodyPending = false }
-        let keeps = exchange.clientKeeps && !bodyPending && !self.shuttingDown
-        self.writeAnswer(status: status, reason: reason, message: message, keeps: keeps, context: context)
+    private func answer(_ answer: LocalAnswer) {
+        guard let context = self.context, case .routing(let exchange, let kept) = self.state else { return }
+        self.release(exchange)
+        let keeps = exchange.clientKeeps && exchange.requestBody.isDone
+        self.writeAnswer(answer, keeps: keeps, context: context)
+        self.state = .awaitingHead(kept: kept, lastRequest: false)
         if keeps {
-            self.phase = .awaitingHead
             self.processReceived()
-            if case .awaitingHead = self.phase { self.resumeClientReads() }
+            if case .awaitingHead = self.state { self.resumeClientReads() }
         } else {
             self.received = nil
             self.closeGracefully()
@@ -879,30 +997,41 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Answers a request the proxy cannot forward, then closes the connection.
     private func refuse(status: Int, reason: String, detail: String) {
         guard let context = self.context else { return }
-        self.releaseCount()
-        self.exchange = nil
-        self.dropUpstream()
-        self.writeAnswer(status: status, reason: reason, message: "safe-watch: \(detail)\n", keeps: false, context: context)
+        let leaving = self.state
+        self.state = .closing
+        switch leaving {
+        case .routing(let exchange, _), .exchanging(let exchange, _):
+            self.release(exchange)
+        case .awaitingHead, .tunnel, .closing:
+            break
+        }
+        leaving.upstream?.channel.close(promise: nil)
+        self.writeAnswer(LocalAnswer(status: status, reason: reason, body: "safe-watch: \(detail)\n"), keeps: false, context: context)
         self.closeGracefully()
     }
 
-    private func writeAnswer(status: Int, reason: String, message: String, keeps: Bool, context: ChannelHandlerContext) {
-        var head = "HTTP/1.1 \(status) \(reason)\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(message.utf8.count)\r\n"
+    private func writeAnswer(_ answer: LocalAnswer, keeps: Bool, context: ChannelHandlerContext) {
+        var head = "HTTP/1.1 \(answer.status) \(answer.reason)\r\ncontent-type: \(answer.contentType)\r\ncontent-length: \(answer.body.utf8.count)\r\n"
         if !keeps { head += "connection: close\r\n" }
         head += "\r\n"
-        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(string: head + message)), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(string: head + answer.body)), promise: nil)
         self.clientUnflushed = false
     }
 
     /// Shuts the write side once the last answer is out, then discards what the client still
     /// sends until it closes (or `lingerTimeout`): closing with unread bytes would reset the
-    /// connection, and a reset can destroy the answer before the client reads it.
+    /// connection, and a reset can destroy the answer before the client reads it. A server
+    /// connection left reusable goes to the pool.
     private func closeGracefully() {
         guard let context = self.context else { return }
-        self.phase = .closing
+        let leaving = self.state
+        self.state = .closing
         self.received = nil
-        if self.exchange == nil { self.poolUpstream() }
-        self.dropUpstream()
+        if case .awaitingHead(let kept, _) = leaving {
+            self.pool(kept)
+        } else {
+            leaving.upstream?.channel.close(promise: nil)
+        }
         let channel = context.channel
         // After the writes before it: a client that shut its side already is closed outright,
         // which would drop writes still queued.
@@ -919,12 +1048,12 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// The server agreed to switch protocols: from here on bytes pass both ways untouched. The
     /// tunnel stays counted against its generation until it closes, so a swap drains it.
     private func beginTunnel(head: ByteBuffer, rest: ByteBuffer, context: ChannelHandlerContext) {
-        self.phase = .tunnel
-        self.exchange?.forwardedHead = nil
+        guard case .exchanging(let exchange, let upstream) = self.state else { return }
+        self.state = .tunnel(upstream, counted: exchange.counted)
         self.writeToClient(head, context)
         if rest.readableBytes > 0 { self.writeToClient(rest, context) }
         self.flushClient()
-        if let received = self.received, received.readableBytes > 0, let upstream = self.upstream {
+        if let received = self.received, received.readableBytes > 0 {
             upstream.handler.write(received)
             upstream.handler.flush()
         }
@@ -938,18 +1067,19 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// `idleGrace` to send one last request. A tunnel cannot be finished: it is closed.
     private func shutdownBegan(idleGrace: TimeAmount) {
         guard let context = self.context else { return }
-        self.shuttingDown = true
-        self.exchange?.clientKeeps = false
-        switch self.phase {
+        switch self.state {
         case .tunnel:
             context.close(promise: nil)
-        case .awaitingHead:
+        case .awaitingHead(let kept, _):
+            self.state = .awaitingHead(kept: kept, lastRequest: true)
             let number = self.requestNumber
             context.eventLoop.assumeIsolated().scheduleTask(in: idleGrace) {
-                guard self.requestNumber == number, case .awaitingHead = self.phase, self.received == nil else { return }
+                guard self.requestNumber == number, case .awaitingHead = self.state, self.received == nil else { return }
                 self.context?.close(promise: nil)
             }
-        default:
+        case .routing(let exchange, _), .exchanging(let exchange, _):
+            exchange.clientKeeps = false
+        case .closing:
             break
         }
     }
@@ -980,7 +1110,8 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             HeadBytes.field("content-type", has: "text/html", atStart: true, in: UnsafeRawBufferPointer(rebasing: $0[..<length]))
         }
         guard html, let head = bytes.getBytes(at: bytes.readerIndex, length: length) else { return nil }
-        return browser.injection(requestMethod: exchange.request.method, status: response.status, head: head, generation: self.upstream?.generation)
+        return browser.injection(
+            requestMethod: exchange.request.method, status: response.status, head: head, generation: self.state.upstream?.generation)
     }
 
     /// Takes body bytes of a page being gathered; writes the page once it is whole.
@@ -1010,20 +1141,32 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Gives the client's connection to the browser side, which answers on it from here on
-    /// (and closes it, or streams events on it): this handler leaves the pipeline.
+    /// Gives the client's connection to the browser side, which answers on it from here on (and
+    /// closes it, or streams events on it): this handler leaves the pipeline.
     private func handOver(_ answer: (any Channel) -> Void) {
         guard let context = self.context else { return }
-        self.releaseCount()
-        self.exchange = nil
-        self.dropUpstream()
+        let leaving = self.state
+        self.state = .closing
+        switch leaving {
+        case .routing(let exchange, let kept):
+            self.release(exchange)
+            self.pool(kept)
+        case .awaitingHead(let kept, _):
+            self.pool(kept)
+        case .exchanging, .tunnel, .closing:
+            leaving.upstream?.channel.close(promise: nil)
+        }
         self.received = nil
-        self.phase = .closing
+        let channel = context.channel
         if let id = self.clientID {
             self.clientID = nil
             self.router.clientClosed(id)
+            // An event stream never ends by itself: it closes when safe-watch stops, which waits
+            // for every accepted connection to close.
+            let router = self.router
+            let stream = router.clientOpened { _ in channel.eventLoop.execute { channel.close(promise: nil) } }
+            channel.closeFuture.whenComplete { _ in router.clientClosed(stream) }
         }
-        let channel = context.channel
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         answer(channel)
         // A read this handler held back would otherwise never be asked for again.
@@ -1047,28 +1190,25 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         return head
     }
 
-    private func releaseCount() {
-        if let generation = self.exchange?.counted {
-            self.exchange?.counted = nil
+    /// The exchange is answered (or given up): the router stops counting it against its generation.
+    private func release(_ exchange: Exchange) {
+        if let generation = exchange.counted {
+            exchange.counted = nil
             self.router.release(generation)
         }
     }
 
-    /// Hands an idle, reusable server connection to the pool, for the next client connection on
-    /// this event loop (a client per request, as `curl` in a loop, then reuses the server's).
-    private func poolUpstream() {
-        guard let upstream = self.upstream, upstream.reusable, upstream.channel.isActive, let pool = self.pool else { return }
-        self.upstream = nil
+    /// Hands an idle server connection to the pool, for the next client connection on this event
+    /// loop (a client per request, as `curl` in a loop, then reuses the server's); one the pool
+    /// cannot take is closed.
+    private func pool(_ upstream: Upstream?) {
+        guard let upstream else { return }
+        guard upstream.channel.isActive, let pool = self.pool else {
+            upstream.channel.close(promise: nil)
+            return
+        }
         upstream.handler.owner = nil
         pool.put(upstream.channel, upstream.handler, generation: upstream.generation)
-    }
-
-    /// Forgets the upstream connection, then closes it. In that order: closing can call
-    /// `upstreamClosed` at once, which must not take it for a failure of the current request.
-    private func dropUpstream() {
-        let upstream = self.upstream
-        self.upstream = nil
-        upstream?.channel.close(promise: nil)
     }
 }
 

@@ -78,7 +78,7 @@ struct ServerLauncher: Sendable {
             environment[configuration.run.portEnv] = String(port)
         }
         if !self.sharedSockets.isEmpty {
-            // LISTEN_PID is set to the server's own pid by the exec-child trampoline.
+            // LISTEN_PID is set to the server's own pid by the spawn (setsListenPID).
             environment["LISTEN_FDS"] = String(self.sharedSockets.count)
             environment["LISTEN_FDNAMES"] = self.sharedSockets.map(\.name).joined(separator: ":")
         }
@@ -123,10 +123,11 @@ struct ServerLauncher: Sendable {
             process = try await self.launcher.start(
                 executable: plan.executable, arguments: plan.arguments, environment: plan.environment,
                 workingDirectory: self.projectDirectory, output: output, deathSignal: SIGTERM,
-                passedDescriptors: self.sharedSockets.map(\.fd))
+                passedDescriptors: self.sharedSockets.map(\.fd), setsListenPID: !self.sharedSockets.isEmpty)
         } catch {
             plan.notifySocket?.close()
-            throw Failure(reason: "cannot start \(plan.executable): \(error)")
+            // "cannot run PROGRAM: REASON" names the program already.
+            throw Failure(reason: error.isExecFailure ? "\(error)" : "cannot start \(plan.executable): \(error)")
         }
         let server = ServerProcess(generation: generation, process: process, port: plan.port, output: tail, handoff: plan.handoff)
         plan.notifySocket?.start { lines in

@@ -63,12 +63,11 @@ public actor SupervisorRuntime {
     private var restoreState: @Sendable () async -> Void = {}
 
     /// - Parameters:
-    ///   - selfExecutable: safe-watch's own binary for the exec-child trampoline (nil: exec directly).
     ///   - sharedSockets: in socket mode, the sockets passed to every generation.
     ///   - serviceManager: systemd, when safe-watch runs as a service.
     public init(
         project: Project, reporter: Reporter, router: TrafficRouter, group: any EventLoopGroup,
-        selfExecutable: String?, sharedSockets: [PublicSockets.Socket] = [], serviceManager: ServiceManager = ServiceManager(),
+        sharedSockets: [PublicSockets.Socket] = [], serviceManager: ServiceManager = ServiceManager(),
         publicAddresses: [String] = []
     ) {
         self.publicAddresses = publicAddresses
@@ -81,7 +80,7 @@ public actor SupervisorRuntime {
         self.board = StatusBoard(gatesMigrations: policy.gatesMigrations)
         self.reporter = reporter
         (self.events, self.post) = AsyncStream<Event>.makeStream()
-        self.launcher = ChildLauncher(selfExecutable: selfExecutable)
+        self.launcher = ChildLauncher()
         self.builder = Builder(launcher: self.launcher)
         self.stager = Stager(stateDirectory: project.stateDirectory)
         self.serverLauncher = ServerLauncher(

@@ -118,6 +118,11 @@ public final class TrafficRouter: Sendable {
         for waiter in idle { waiter.resume() }
     }
 
+    /// Requests (and tunnels) counted against `generation` right now.
+    func inFlight(_ generation: Generation) -> Int {
+        self.state.withLock { $0.inFlight[generation, default: 0] }
+    }
+
     /// Returns once no request is in flight to `generation` (it must no longer be active), or
     /// after `timeout`, whichever comes first.
     public func waitUntilIdle(_ generation: Generation, timeout: Duration) async {

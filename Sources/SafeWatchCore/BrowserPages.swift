@@ -184,7 +184,7 @@ public enum BrowserPages {
     /// The status page. `token` is the per-run secret the action buttons send; nil (a foreign Host)
     /// makes the page read-only.
     public static func status(
-        _ snapshot: StatusSnapshot, feed: BrowserFeed, settings: LiveReloadSettings, token: String?, now: Date
+        _ snapshot: StatusSnapshot, feed: BrowserFeed, settings: LiveReloadSettings, token: String?, now: Date, watchedPaths: [String] = []
     ) -> String {
         func ago(_ date: Date) -> String {
             Duration.milliseconds(Int64((now.timeIntervalSince(date) * 1000).rounded())).humanReadable + " ago"
@@ -210,7 +210,8 @@ public enum BrowserPages {
         row("migrations", escapeHTML(snapshot.migrations))
         let polled = snapshot.watching.polled.isEmpty ? "" : "; polling " + escapeHTML(snapshot.watching.polled.joined(separator: ", "))
         let assets = settings.assetDirectories.isEmpty ? "" : "; assets (no build): " + escapeHTML(settings.assetDirectories.joined(separator: ", "))
-        row("watching", "\(snapshot.watching.directories) directories with inotify\(polled)\(assets)")
+        let paths = watchedPaths.isEmpty ? "" : escapeHTML(watchedPaths.joined(separator: ", ")) + ": "
+        row("watching", "\(paths)\(snapshot.watching.directories) directories with inotify\(polled)\(assets)")
 
         var builds = "<table id=\"builds\"><tr><th>build</th><th>result</th><th>took</th><th>finished</th><th></th></tr>"
         for build in feed.builds.reversed() {

@@ -30,8 +30,8 @@ package enum ExternalCommand {
 
     /// Runs `executable` (an absolute path) with `arguments` (argv[0] excluded), waits for it to exit
     /// and for its output to end, or stops it after `timeout` (then `status` is nil). `environment`
-    /// entries are added to this process's environment. In safe-watch (`ExecChild.selfExecutable`)
-    /// the command gets SIGTERM if safe-watch dies, as servers and builds do.
+    /// entries are added to this process's environment. The command gets SIGTERM if safe-watch dies,
+    /// as servers and builds do.
     package static func run(
         _ executable: String, _ arguments: [String], environment extra: [String: String] = [:],
         timeout: Duration = .seconds(600)
@@ -48,22 +48,17 @@ package enum ExternalCommand {
         var environment = currentEnvironment()
         for (key, value) in extra { environment[key] = value }
         let name = executable.split(separator: "/").last.map(String.init) ?? executable
-        var program = executable
-        var argv = [name] + arguments
-        if let selfExecutable = ExecChild.selfExecutable {
-            program = selfExecutable
-            argv = ExecChild.arguments(selfExecutable: selfExecutable, deathSignal: SIGTERM, executable: executable, arguments: arguments)
-        }
         let request = SpawnRequest(
-            executable: program, arguments: argv, environment: environment,
-            standardOutput: output.writeEnd, standardError: errors.writeEnd)
+            executable: executable, arguments: [name] + arguments, environment: environment,
+            standardOutput: output.writeEnd, standardError: errors.writeEnd, deathSignal: SIGTERM)
         let process: ProcessHandle
         do {
             process = try await Spawner.shared.start(request)
         } catch {
             output.closeWriteEnd()
             errors.closeWriteEnd()
-            throw MigrationDatabaseError(.toolMissing, "cannot run \(executable): \(error)")
+            // An exec failure says "cannot run PROGRAM: REASON" itself.
+            throw MigrationDatabaseError(.toolMissing, error.isExecFailure ? "\(error)" : "cannot run \(executable): \(error)")
         }
         output.closeWriteEnd()
         errors.closeWriteEnd()

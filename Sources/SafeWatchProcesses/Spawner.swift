@@ -17,11 +17,17 @@ public struct SpawnRequest: Sendable {
     /// Descriptors that become 3, 4, … in the child (LISTEN_FDS): the listening sockets SwiftNIO
     /// serves, as NIO numbers them.
     public var passedDescriptors: [Int32]
+    /// The signal the child gets when safe-watch dies (PR_SET_PDEATHSIG), 0 for none: a server or
+    /// build must not outlive a safe-watch that was SIGKILLed.
+    public var deathSignal: Int32
+    /// Sets `LISTEN_PID` to the child's own pid (socket activation: sd_listen_fds only takes the
+    /// sockets when it names the process reading it, and that pid exists only once it is spawned).
+    public var setsListenPID: Bool
 
     public init(
         executable: String, arguments: [String], environment: [String: String],
         workingDirectory: String? = nil, standardOutput: FileDescriptor? = nil, standardError: FileDescriptor? = nil,
-        passedDescriptors: [Int32] = []
+        passedDescriptors: [Int32] = [], deathSignal: Int32 = 0, setsListenPID: Bool = false
     ) {
         self.executable = executable
         self.arguments = arguments
@@ -30,6 +36,8 @@ public struct SpawnRequest: Sendable {
         self.standardOutput = standardOutput
         self.standardError = standardError
         self.passedDescriptors = passedDescriptors
+        self.deathSignal = deathSignal
+        self.setsListenPID = setsListenPID
     }
 }
 
@@ -87,30 +95,51 @@ public final class Spawner: Sendable {
         }
     }
 
-    private static func spawnNow(_ request: SpawnRequest) -> Result<ProcessHandle, SystemError> {
+    /// Room for the child to write its pid into (`sw_spawn` needs 10 characters: any pid_t).
+    private static let listenPIDPlaceholder = String(repeating: "0", count: 10)
+
+    /// Spawns on the calling thread: its exit is what PR_SET_PDEATHSIG watches (tests call it from a
+    /// thread of their own that then ends).
+    static func spawnNow(_ request: SpawnRequest) -> Result<ProcessHandle, SystemError> {
+        var environment = request.environment
+        if request.setsListenPID { environment["LISTEN_PID"] = Self.listenPIDPlaceholder }
         let argv = request.arguments.map { strdup($0) } + [nil]
-        let envp = request.environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let envp = environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
         var pid: pid_t = 0
+        var failedStep = SW_SPAWN_PREPARE
         // The pidfd is opened before the reaper may reap the child (it can exit at once).
         let (code, handle) = Reaper.shared.withoutReaping { () -> (Int32, ProcessHandle?) in
             let code = request.passedDescriptors.withUnsafeBufferPointer { fds in
                 withOptionalCString(request.workingDirectory) { cwd in
                     sw_spawn(
-                        &pid, request.executable, argv, envp, cwd, -1, request.standardOutput?.rawValue ?? -1,
-                        request.standardError?.rawValue ?? -1, fds.baseAddress, Int32(fds.count))
+                        &pid, &failedStep, request.executable, argv, envp, cwd, -1,
+                        request.standardOutput?.rawValue ?? -1, request.standardError?.rawValue ?? -1,
+                        fds.baseAddress, Int32(fds.count), request.deathSignal, request.setsListenPID ? 1 : 0)
                 }
             }
             return (code, code == 0 ? ProcessHandle.openSpawned(pid) : nil)
         }
         guard code == 0, let handle else {
-            // posix_spawn returns its error rather than setting errno.
-            return .failure(SystemError(call: "posix_spawn", errno: Errno(rawValue: code), context: request.executable))
+            // sw_spawn returns its error rather than setting errno.
+            return .failure(Self.failure(Errno(rawValue: code), at: failedStep, request))
         }
         return .success(handle)
+    }
+
+    /// The error of a spawn that failed at `step`, named after the call that failed there.
+    private static func failure(_ errno: Errno, at step: sw_spawn_step, _ request: SpawnRequest) -> SystemError {
+        switch step {
+        case SW_SPAWN_EXEC: SystemError(call: SystemError.execCall, errno: errno, context: request.executable)
+        case SW_SPAWN_WORKING_DIRECTORY: SystemError(call: "chdir", errno: errno, context: request.workingDirectory ?? "")
+        case SW_SPAWN_DESCRIPTORS: SystemError(call: "dup2", errno: errno, context: request.executable)
+        case SW_SPAWN_SESSION: SystemError(call: "setsid", errno: errno, context: request.executable)
+        case SW_SPAWN_DEATH_SIGNAL: SystemError(call: "prctl(PR_SET_PDEATHSIG)", errno: errno, context: request.executable)
+        default: SystemError(call: "spawn", errno: errno, context: request.executable)
+        }
     }
 }
 

@@ -58,7 +58,15 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
         self.context = context
     }
 
+    /// The call of a spawn whose program could not be run (the `context` is the program): said as
+    /// "cannot run PROGRAM: REASON", what people recognise from their shell.
+    public static let execCall = "execve"
+
+    /// True when a spawned program could not be run (missing, not executable, bad interpreter).
+    public var isExecFailure: Bool { self.call == Self.execCall }
+
     public var description: String {
+        if self.isExecFailure { return "cannot run \(self.context): \(self.errno)" }
         let what = self.context.isEmpty ? self.call : "\(self.call) \(self.context)"
         return "\(what): \(self.errno)\(self.hint)"
     }

@@ -52,7 +52,7 @@ extension SafeWatchCommand {
             }
             checks.append(Doctor.configuration(file: file, exists: exists, error: failure))
 
-            let launcher = ChildLauncher(selfExecutable: try? files.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            let launcher = ChildLauncher()
             Reaper.shared.start()
             checks.append(Doctor.toolchain(await ProjectLoader.swiftToolchain(launcher: launcher), buildCommand: configuration.build.command))
 

@@ -225,7 +225,7 @@ extension SafeWatchCommand {
         /// The starter for the package in `directory`: `swift package describe` names its
         /// executable products. No package, or no executable product, is an error with the fix.
         static func starterConfiguration(for directory: String) async throws -> StarterConfiguration {
-            let launcher = ChildLauncher(selfExecutable: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            let launcher = ChildLauncher()
             Reaper.shared.start()
             let products: ExecutableProducts
             do {

@@ -31,7 +31,7 @@ extension SafeWatchCommand {
 
         func tool() -> MigrationsTool {
             let project = self.project.directory
-            let launcher = ChildLauncher(selfExecutable: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            let launcher = ChildLauncher()
             Reaper.shared.start()
             let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
             return MigrationsTool(

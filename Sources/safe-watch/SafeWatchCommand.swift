@@ -151,8 +151,7 @@ extension SafeWatchCommand {
 
         private func supervise(events: EventLog) async -> Int32 {
             let logger = Logger(label: "safe-watch")
-            let selfExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-            let launcher = ChildLauncher(selfExecutable: selfExecutable)
+            let launcher = ChildLauncher()
             do {
                 try becomeChildSubreaper()
             } catch {
@@ -234,7 +233,8 @@ extension SafeWatchCommand {
             let router = TrafficRouter()
             let (browserSettings, browserNotice) = project.liveReloadSettings(
                 listenAddresses: sockets.sockets.isEmpty ? [project.configuration.serve.listen] : sockets.sockets.map(\.address))
-            let browser = browserSettings.map { BrowserEndpoints(settings: $0, projectDirectory: project.directory, events: events) }
+            let browser = browserSettings.map { BrowserEndpoints(
+                    settings: $0, projectDirectory: project.directory, watchedPaths: project.configuration.watch.paths, events: events) }
             var listeners: [ProxyListener] = []
             if project.configuration.serve.mode.forwardsToPrivatePort {
                 for socket in sockets.sockets {
@@ -270,7 +270,7 @@ extension SafeWatchCommand {
                 reporter.info(framework.assumption(product: product))
             }
             let runtime = SupervisorRuntime(
-                project: project, reporter: reporter, router: router, group: group, selfExecutable: selfExecutable,
+                project: project, reporter: reporter, router: router, group: group,
                 sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager,
                 publicAddresses: (sockets.sockets.isEmpty ? [address] : sockets.sockets.map(\.address)).map { "\(scheme)://\($0)" })
             if let browserNotice { reporter.info(browserNotice) }

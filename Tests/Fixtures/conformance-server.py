@@ -249,7 +249,8 @@ def handle(request, sock, rfile):
         # Pages for the browser side: a full document (to get the live-reload script), a fragment
         # (to be left alone), compressed, with a policy, chunked with `</body>` split across chunks,
         # delimited by the close.
-        page = b"<!doctype html><html><head><title>gen %d</title></head><body><p>gen %d page</p></body></html>\n" % (GEN, GEN)
+        link = b'<link rel="stylesheet" href="/site.css">' if query.get("stylesheet") else b""
+        page = b"<!doctype html><html><head><title>gen %d</title>%s</head><body><p>gen %d page</p></body></html>\n" % (GEN, link, GEN)
         headers = [("Content-Type", "text/html; charset=utf-8"), ("ETag", '"page-%d"' % GEN)]
         if query.get("policy"):
             headers.append(("Content-Security-Policy", query["policy"]))
@@ -272,6 +273,13 @@ def handle(request, sock, rfile):
         else:
             head = response("200 OK", headers + closing, page)
             sock.sendall(head[: len(head) - len(page)] if request.method == "HEAD" else head)
+    elif path.endswith(".css") and ".." not in path:
+        # The project's Public/ directory, as Vapor's FileMiddleware serves it.
+        try:
+            with open(os.path.join("Public", path.lstrip("/")), "rb") as file:
+                sock.sendall(response("200 OK", [("Content-Type", "text/css"), ("Cache-Control", "no-cache")] + closing, file.read()))
+        except OSError:
+            sock.sendall(response("404 Not Found", closing, b"no such file\n"))
     elif path == "/slow-stream":
         sock.sendall(response("200 OK", [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")] + closing, length=False))
         for index in range(int(query.get("chunks", "10"))):

@@ -68,7 +68,7 @@ final class EventStream: @unchecked Sendable {
 
 extension SupervisorIntegrationTests {
     func withBrowserSetup(
-        version: String = "browser-1", configuration extra: String = "", waitForServing: Bool = true, prepare: (String) throws -> Void = { _ in },
+        version: String = "browser-1", configuration extra: String = "", stopTimeout: String = "3s", waitForServing: Bool = true, prepare: (String) throws -> Void = { _ in },
         _ body: (BrowserSetup) async throws -> Void
     ) async throws {
         let directory = try await Fixture.shared.reset(version: version)
@@ -80,7 +80,7 @@ extension SupervisorIntegrationTests {
         try? FileManager.default.removeItem(atPath: directory + "/Public")
         try prepare(directory)
         var configuration = "[build]\ncommand = '''\(buildCommand)'''\nbinary = \"conformance-server.py\"\n[watch]\ndebounce = \"50ms\"\n"
-        configuration += "[health]\ninterval = \"50ms\"\n[run]\nstop_timeout = \"3s\"\n" + extra
+        configuration += "[health]\ninterval = \"50ms\"\n[run]\nstop_timeout = \"\(stopTimeout)\"\n" + extra
         try configuration.save(to: directory + "/safe-watch.toml")
         let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
         var failure: (any Error)?
@@ -219,6 +219,22 @@ extension SupervisorIntegrationTests {
             let greeting = try await offPool { [try late.next(), try late.next()] }
             #expect(greeting.map(\.name) == ["hello", "build-failed"], "\(greeting)")
             #expect(greeting[0].data.contains(#""generation":3"#))
+        }
+    }
+
+    @Test func anOpenEventStreamDoesNotHoldUpStopping() async throws {
+        // With a 30 s stop_timeout safe-watch waits up to 15 s for open client connections: an
+        // event stream, which never ends by itself, must be closed by safe-watch as it stops.
+        try await withBrowserSetup(stopTimeout: "30s") { setup in
+            let stream = try await offPool { try EventStream(port: setup.port) }
+            _ = try await offPool { try stream.next() }
+            let started = ContinuousClock.now
+            setup.safeWatch.signal(SIGTERM)
+            let outcome = try await offPool { stream.client.closes(within: .seconds(20)) }
+            #expect(outcome != .stillOpen, "the event stream was still open as safe-watch stopped")
+            #expect(await setup.safeWatch.waitForExit(limit: .seconds(20)) == .exited(0))
+            let took = ContinuousClock.now - started
+            #expect(took < .seconds(8), "stopping took \(took) with an event stream open")
         }
     }
 

@@ -367,7 +367,7 @@ extension SupervisorIntegrationTests {
         #expect(await safeWatch.log.waitForLine(containing: "✓ gen 1 healthy") != nil, "\(safeWatch.output)")
         let servers = processes(mentioning: directory + "/.safe-watch/generations/1/hello-server")
         #expect(servers.count == 1)
-        // No chance to clean up: the parent-death signal set by the exec-child trampoline stops it.
+        // No chance to clean up: the parent-death signal set when it was spawned stops it.
         safeWatch.signal(SIGKILL)
         #expect(await safeWatch.waitForExit() == .signalled(SIGKILL))
         var left = servers

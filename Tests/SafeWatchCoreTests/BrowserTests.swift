@@ -412,7 +412,9 @@ struct BrowserPagesTests {
             watching: .init(directories: 3, polled: []), pidOf: { _ in 42 })
         let snapshot = board.snapshot(facts, at: Date(timeIntervalSince1970: 5))
         let feed = BrowserFeed(assetDirectories: [])
-        let withToken = BrowserPages.status(snapshot, feed: feed, settings: settings, token: "t0k", now: Date(timeIntervalSince1970: 10))
+        let withToken = BrowserPages.status(
+            snapshot, feed: feed, settings: settings, token: "t0k", now: Date(timeIntervalSince1970: 10), watchedPaths: ["Sources", "Public"])
+        #expect(withToken.contains("Sources, Public: 3 directories with inotify; assets (no build): Public, Resources/Views"))
         #expect(withToken.contains("data-token=\"t0k\""))
         #expect(withToken.contains("gen 2 serving, pid 42"))
         #expect(withToken.contains("/p&lt;x&gt;"))

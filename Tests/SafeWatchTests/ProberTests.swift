@@ -13,7 +13,7 @@ import Testing
     /// takes: the pause between probes grew by doubling without a cap and overflowed Duration
     /// after ~75 probes, which trapped safe-watch for any server slower than ~7 s to start.
     @Test func aServerThatNeverAcceptsIsProbedUntilTheStartupTimeoutWithoutOverflow() async throws {
-        let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(selfExecutable: nil), projectDirectory: "/")
+        let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(), projectDirectory: "/")
         // A port nothing listens on: a socket bound and never listening refuses connections.
         let port = try freeLoopbackPort()
         let check = HealthCheck(kind: .tcp, interval: .milliseconds(1), startupTimeout: .milliseconds(400))
@@ -31,7 +31,7 @@ import Testing
     /// Cancelling the task that probes (the candidate exited or was superseded) ends the loop at
     /// once, well before the startup timeout.
     @Test func cancellingTheProbingTaskEndsItPromptly() async throws {
-        let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(selfExecutable: nil), projectDirectory: "/")
+        let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(), projectDirectory: "/")
         let check = HealthCheck(kind: .notify, interval: .milliseconds(10), startupTimeout: .seconds(60))
         let start = ContinuousClock.now
         let (firstProbe, probed) = AsyncStream<Void>.makeStream()
@@ -53,7 +53,7 @@ import Testing
     /// An HTTP probe under way when the probing is cancelled does not wait out health.timeout: a
     /// candidate that accepts and never answers is let go at once.
     @Test func cancellingEndsAnHTTPProbeUnderWay() async throws {
-        let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(selfExecutable: nil), projectDirectory: "/")
+        let prober = Prober(group: MultiThreadedEventLoopGroup.singleton, launcher: ChildLauncher(), projectDirectory: "/")
         // Listening, never accepting: the kernel completes the connection and nobody answers.
         let (listener, port) = try listenLoopback()
         defer { close(listener) }

@@ -3,18 +3,39 @@
 
 #include <sys/types.h>
 
+/// The step of `sw_spawn` that failed: before the child existed, or in the child before its
+/// program ran.
+typedef enum sw_spawn_step {
+    SW_SPAWN_PREPARE = 0,          // in the parent: descriptors, stack, clone
+    SW_SPAWN_DESCRIPTORS = 1,      // dup2 into 0, 1, 2, 3, …
+    SW_SPAWN_SESSION = 2,          // setsid
+    SW_SPAWN_DEATH_SIGNAL = 3,     // prctl(PR_SET_PDEATHSIG)
+    SW_SPAWN_WORKING_DIRECTORY = 4, // chdir
+    SW_SPAWN_EXEC = 5,             // execve
+} sw_spawn_step;
+
 /// Spawns `path` in a new session (so in its own process group) with every signal reset to its
-/// default disposition and an empty signal mask.
+/// default disposition and an empty signal mask, without exec'ing anything but `path`.
+///
+/// The child is created with clone(CLONE_VM | CLONE_VFORK) on a small stack of its own and does
+/// only async-signal-safe system calls before execve; the parent resumes once it has exec'd or
+/// failed, and learns the failure's errno and step through the memory they share.
 ///
 /// - `stdin_fd`, `stdout_fd`, `stderr_fd` become 0, 1 and 2 (-1: /dev/null).
 /// - `pass_fds[0..<pass_count]` become 3, 4, … in the child (socket handoff, LISTEN_FDS).
-/// - every other descriptor is closed in the child (`addclosefrom_np`), whatever its CLOEXEC flag.
+/// - every other descriptor is closed in the child (close_range), whatever its CLOEXEC flag.
 /// - `cwd` (may be NULL) is the child's working directory.
+/// - `death_signal` > 0: the child gets it when the calling *thread* exits (PR_SET_PDEATHSIG). If
+///   the parent died before the prctl took effect, the child exits with 127 instead of running.
+/// - `set_listen_pid`: `envp` must hold `LISTEN_PID=` followed by at least 10 placeholder
+///   characters; the child writes its own pid there (socket activation needs the server's pid,
+///   known only in the child).
 ///
-/// Returns 0 and sets `*pid`, or an errno value.
-int sw_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+/// Returns 0 and sets `*pid`, or an errno value with `*failed_step` saying where (the child, if
+/// one was created, is already reaped then).
+int sw_spawn(pid_t *pid, sw_spawn_step *failed_step, const char *path, char *const argv[], char *const envp[],
              const char *cwd, int stdin_fd, int stdout_fd, int stderr_fd,
-             const int *pass_fds, int pass_count);
+             const int *pass_fds, int pass_count, int death_signal, int set_listen_pid);
 
 /// prctl(PR_SET_CHILD_SUBREAPER, 1): orphans of our children are reparented to us.
 int sw_set_child_subreaper(void);
