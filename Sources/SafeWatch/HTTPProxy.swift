@@ -549,7 +549,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // A browser is not held while nothing serves: it gets a page that turns into the app.
         if let browser = self.settings.browser, exchange.attempts == 0, let head = exchange.forwardedHead,
-            head.withUnsafeReadableBytes({ HeadBytes.field("accept", has: "text/html", atStart: false, in: $0) }),
+            head.withUnsafeReadableBytes({ HeadBytes.field(HeadBytes.accept, has: HeadBytes.textHTML, atStart: false, in: $0) }),
             let request = BrowserEndpoints.Request(head: Array(head.readableBytesView)), request.wantsHTML
         {
             self.handOver { browser.respondNothingServing(to: request, on: $0) }
@@ -1107,7 +1107,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private func injection(by browser: BrowserEndpoints, _ response: ResponseHead, length: Int, bytes: ByteBuffer, exchange: Exchange) -> String? {
         guard response.status >= 200, response.status != 101, HTMLResponseRewriter.accepts(response.body) else { return nil }
         let html = bytes.withUnsafeReadableBytes {
-            HeadBytes.field("content-type", has: "text/html", atStart: true, in: UnsafeRawBufferPointer(rebasing: $0[..<length]))
+            HeadBytes.field(HeadBytes.contentType, has: HeadBytes.textHTML, atStart: true, in: UnsafeRawBufferPointer(rebasing: $0[..<length]))
         }
         guard html, let head = bytes.getBytes(at: bytes.readerIndex, length: length) else { return nil }
         return browser.injection(

@@ -431,8 +431,16 @@ public enum HeadBytes {
     /// Whether a header field `name` (lower case) has a value that starts with (`atStart`) or
     /// contains `value` (lower case), ignoring case.
     public static func field(_ name: String, has value: String, atStart: Bool, in head: UnsafeRawBufferPointer) -> Bool {
-        let name = Array(name.utf8)
-        let value = Array(value.utf8)
+        self.field(Array(name.utf8), has: Array(value.utf8), atStart: atStart, in: head)
+    }
+
+    /// The names and values the proxy looks for, made once: its checks allocate nothing.
+    public static let contentType = Array("content-type".utf8)
+    public static let accept = Array("accept".utf8)
+    public static let textHTML = Array("text/html".utf8)
+
+    /// `field(_:has:atStart:in:)` with the name and value as lower-case bytes.
+    public static func field(_ name: [UInt8], has value: [UInt8], atStart: Bool, in head: UnsafeRawBufferPointer) -> Bool {
         var lineStart = 0
         let count = head.count
         func lower(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte + 32 : byte }

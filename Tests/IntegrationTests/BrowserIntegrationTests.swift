@@ -238,6 +238,30 @@ extension SupervisorIntegrationTests {
         }
     }
 
+    @Test func aBlockedMigrationReachesTheStreamWithItsFindingAndFix() async throws {
+        let database = makeTemporaryDirectory("browser-gate-db") + "/dev.db"
+        let users = "CREATE TABLE users (id integer PRIMARY KEY);\n"
+        try await withBrowserSetup(
+            configuration: "[migrations]\ndatabase_url = \"sqlite:\(database)\"\napply = \"safe-watch\"\n",
+            prepare: { directory in
+                try createAccountDirectory(directory + "/migrations")
+                try users.save(to: directory + "/migrations/0001_users.sql")
+            }
+        ) { setup in
+            let stream = try await offPool { try EventStream(port: setup.port) }
+            _ = try await offPool { try stream.next() }
+            // An applied migration edited: the next generation is blocked, the page hears why and how to fix it.
+            try "CREATE TABLE users (id integer PRIMARY KEY, name text);\n".save(to: setup.directory + "/migrations/0001_users.sql")
+            try setVersion("browser-mig-2", in: setup.directory)
+            let events = try await offPool { try stream.until("migrations-blocked") }
+            let blocked = try #require(events.last)
+            #expect(blocked.data.contains("SW101") && blocked.data.contains("0001_users.sql"), "\(blocked.data)")
+            #expect(blocked.data.contains(#""fix":""#), "\(blocked.data)")
+            #expect(!events.contains { $0.name == "reload" }, "\(events)")
+            try users.save(to: setup.directory + "/migrations/0001_users.sql")
+        }
+    }
+
     @Test func assetChangesReachTheBrowserWithoutABuildAndTemporaryFilesDoNot() async throws {
         try await withBrowserSetup(prepare: { directory in
             try createAccountDirectory(directory + "/Public/css")
