@@ -26,7 +26,10 @@ public final class EventLog: Sendable {
         self.capacity = capacity
     }
 
-    func append(level: Logger.Level, event: String, message: String, generation: Generation?, build: BuildID?) {
+    func append(
+        level: Logger.Level, event: String, message: String, generation: Generation?, build: BuildID?, path: String? = nil,
+        diagnostics: [StatusSnapshot.Diagnostic]? = nil
+    ) {
         let text = message.utf8.count > Self.maximumMessageLength
             ? String(decoding: message.utf8.prefix(Self.maximumMessageLength), as: UTF8.self) + "…" : message
         // Numbered, kept and handed out under one lock: subscribers see the order of `seq`.
@@ -34,7 +37,7 @@ public final class EventLog: Sendable {
         self.state.withLock { state in
             let record = EventRecord(
                 seq: state.next, time: Date(), level: level.rawValue, event: event, message: text, generation: generation,
-                build: build)
+                build: build, path: path, diagnostics: diagnostics)
             state.next += 1
             let line = (try? Self.encoder.encode(record)).map { String(decoding: $0, as: UTF8.self) + "\n" } ?? ""
             state.kept.append(line)
@@ -79,6 +82,20 @@ public struct EventLogHandler: LogHandler {
         let merged = self.metadata.merging(event.metadata ?? [:]) { $1 }
         self.log.append(
             level: event.level, event: merged["event"].map { "\($0)" } ?? "log", message: "\(event.message)",
-            generation: merged["generation"].flatMap { Int("\($0)") }, build: merged["build"].flatMap { Int("\($0)") })
+            generation: merged["generation"].flatMap { Int("\($0)") }, build: merged["build"].flatMap { Int("\($0)") },
+            path: merged["path"].map { "\($0)" }, diagnostics: merged["diagnostics"].flatMap(Self.diagnostics))
+    }
+
+    /// The diagnostics the reporter attaches to `build_failed` (`Reporter.diagnosticsMetadata`).
+    static func diagnostics(_ value: Logger.Metadata.Value) -> [StatusSnapshot.Diagnostic]? {
+        guard case .array(let items) = value else { return nil }
+        return items.compactMap { item in
+            guard case .dictionary(let fields) = item, let file = fields["file"].map({ "\($0)" }),
+                let line = fields["line"].flatMap({ Int("\($0)") })
+            else { return nil }
+            return StatusSnapshot.Diagnostic(
+                file: file, line: line, column: fields["column"].flatMap { Int("\($0)") },
+                severity: fields["severity"].map { "\($0)" } ?? "error", message: fields["message"].map { "\($0)" } ?? "")
+        }
     }
 }

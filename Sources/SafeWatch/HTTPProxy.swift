@@ -17,12 +17,13 @@ public enum HTTPProxy {
     /// and Forwarded go to the server with each request.
     public static func start(
         socket: Int32, holdTimeout: Duration, addsForwardingFields: Bool = true, router: TrafficRouter,
-        group: any EventLoopGroup
+        group: any EventLoopGroup, browser: BrowserEndpoints? = nil
     ) async throws -> ProxyListener {
         let pools = UpstreamPools(group: group)
         pools.follow(router)
         let settings = ProxyConnection.Settings(
-            hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: pools)
+            hold: TimeAmount(saturating: holdTimeout), addsForwardingFields: addsForwardingFields, pools: pools,
+            browser: browser)
         return try await listen(on: socket, router: router, group: group) { channel in
             try ProxyConnection.bound(channel)
             try channel.pipeline.syncOperations.addHandler(ProxyConnection(router: router, settings: settings))
@@ -136,11 +137,13 @@ struct SocketUpstreamConnector: UpstreamConnector {
 /// Requests are taken one at a time: a pipelined request waits in `received` (unread beyond one
 /// read) until the response before it has gone out. Both channels run on the same event loop.
 ///
-/// Two places are meant to be extended: `headAction(for:head:)` decides whether a request is
-/// answered by the proxy itself instead of forwarded, and every response goes to the client
-/// through `forwardResponseHead` (its head, and a body that came whole with it) and
-/// `writeResponseBody` (the rest of the body, as it arrives).
-final class ProxyConnection: ChannelDuplexHandler {
+/// Two places are meant to be extended: `headAction(for:head:browser:)` decides whether a request
+/// is answered by the proxy itself instead of forwarded (the browser side's requests are handed
+/// over with the connection), and every response goes to the client through
+/// `forwardResponseHead` (its head, and a body that came whole with it; a full HTML page is held
+/// back there and gathered to get the live-reload script) and `writeResponseBody` (the rest of
+/// the body, as it arrives).
+final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -150,6 +153,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         var addsForwardingFields: Bool
         var pools = UpstreamPools(group: nil)
         var connector: any UpstreamConnector = SocketUpstreamConnector()
+        /// The browser side (`[browser]`): answers under its prefix, injects the live-reload script.
+        var browser: BrowserEndpoints?
     }
 
     /// Where the connection is, with what it holds there.
@@ -223,6 +228,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         var clientKeeps: Bool
         /// The response is sent de-chunked (a chunked response to an HTTP/1.0 client).
         var dechunking = false
+        /// An HTML page being gathered to get the live-reload script (`[browser]`).
+        var rewriter: HTMLResponseRewriter?
 
         init(request: RequestHead, forwardedHead: ByteBuffer, requestBody: BodyProgress, clientKeeps: Bool) {
             self.request = request
@@ -252,6 +259,8 @@ final class ProxyConnection: ChannelDuplexHandler {
         case forward
         /// Answer it from the proxy, without a server.
         case answerLocally(LocalAnswer)
+        /// Give the connection to the browser side (`[browser] prefix`), which answers on it.
+        case handOver(BrowserEndpoints.Request)
     }
 
     /// An answer the proxy writes itself.
@@ -485,7 +494,7 @@ final class ProxyConnection: ChannelDuplexHandler {
                 let head = UnsafeRawBufferPointer(rebasing: raw[..<length])
                 return Result { () throws(HTTPFraming.Refusal) in
                     let request = try RequestHead(head)
-                    let action = Self.headAction(for: request, head: head)
+                    let action = Self.headAction(for: request, head: head, browser: self.settings.browser)
                     if case .forward = action { request.forwarded(from: head, self.forwarding, into: &self.headScratch) }
                     return (request, action)
                 }
@@ -514,24 +523,38 @@ final class ProxyConnection: ChannelDuplexHandler {
                 self.route()
             case .answerLocally(let answer):
                 self.answer(answer)
+            case .handOver(let local):
+                if let browser = self.settings.browser { self.handOver { browser.respond(to: local, on: $0) } }
             }
             return true
         }
     }
 
     /// Whether the proxy answers a request itself rather than forward it: the one place that
-    /// decides it. `head` is the request head as received. Today every request is forwarded.
-    static func headAction(for request: RequestHead, head: UnsafeRawBufferPointer) -> HeadAction {
-        .forward
+    /// decides it. `head` is the request head as received. Requests under `[browser] prefix` go to
+    /// the browser side; every other request is forwarded (one comparison of bytes).
+    static func headAction(for request: RequestHead, head: UnsafeRawBufferPointer, browser: BrowserEndpoints?) -> HeadAction {
+        guard let browser, HeadBytes.targetStarts(with: browser.prefixBytes, in: head),
+            let local = BrowserEndpoints.Request(head: Array(head))
+        else { return .forward }
+        return .handOver(local)
     }
 
     // MARK: Routing
 
     private func route() {
-        guard let context = self.context, case .routing = self.state else { return }
+        guard let context = self.context, case .routing(let exchange, _) = self.state else { return }
         // The usual case, a server is healthy, needs no future.
         if let target = self.router.acquireActive() {
             self.routed(to: target)
+            return
+        }
+        // A browser is not held while nothing serves: it gets a page that turns into the app.
+        if let browser = self.settings.browser, exchange.attempts == 0, let head = exchange.forwardedHead,
+            head.withUnsafeReadableBytes({ HeadBytes.field(HeadBytes.accept, has: HeadBytes.textHTML, atStart: false, in: $0) }),
+            let request = BrowserEndpoints.Request(head: Array(head.readableBytesView)), request.wantsHTML
+        {
+            self.handOver { browser.respondNothingServing(to: request, on: $0) }
             return
         }
         let number = self.requestNumber
@@ -752,6 +775,10 @@ final class ProxyConnection: ChannelDuplexHandler {
                     }
                 }
             case .body(let progress, let keepAlive):
+                if exchange.rewriter != nil {
+                    self.gather(&bytes, exchange, keepAlive: keepAlive, context: context)
+                    return
+                }
                 switch progress {
                 case .done:
                     break
@@ -806,6 +833,16 @@ final class ProxyConnection: ChannelDuplexHandler {
         if response.body == .untilClose || exchange.dechunking { exchange.clientKeeps = false }
         exchange.forwardedHead = nil  // answered: never replayed
         exchange.response = .body(BodyProgress(response.body), keepAlive: response.keepAlive)
+        // A full HTML page is held back, gathered and sent with the live-reload script (`[browser]`).
+        if let browser = self.settings.browser, !exchange.dechunking,
+            let tag = self.injection(by: browser, response, length: length, bytes: bytes, exchange: exchange)
+        {
+            let head = self.forwardedResponseHead(
+                response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps, clientVersion: exchange.request.version,
+                dechunking: false, allocator: context.channel.allocator)
+            exchange.rewriter = HTMLResponseRewriter(head: Array(head.readableBytesView), framing: response.body, tag: tag)
+            return
+        }
         // A body that came whole with its head goes out with it: one write, not two.
         var bodyWithHead = 0
         if case .length(let bodyLength) = response.body, UInt64(bytes.readableBytes - length) >= bodyLength {
@@ -854,6 +891,11 @@ final class ProxyConnection: ChannelDuplexHandler {
             break
         case .exchanging(let exchange, _):
             self.state = .routing(exchange, kept: nil)
+            if var rewriter = exchange.rewriter, case .body(_, let keepAlive) = exchange.response, let context = self.context {
+                exchange.rewriter = nil
+                self.gathered(rewriter.serverClosed(), exchange, keepAlive: keepAlive, context: context)
+                return
+            }
             switch exchange.response {
             case .body(.untilClose, _):
                 self.finishResponse(extraBytes: false)
@@ -1058,6 +1100,79 @@ final class ProxyConnection: ChannelDuplexHandler {
         guard self.clientUnflushed, let context = self.context else { return }
         self.clientUnflushed = false
         context.flush()
+    }
+
+    // MARK: The browser side
+
+    /// The script tag a response gets (`[browser]`), or nil. Only a `text/html` head is looked at
+    /// closer, so other responses cost one scan of their head's bytes.
+    private func injection(by browser: BrowserEndpoints, _ response: ResponseHead, length: Int, bytes: ByteBuffer, exchange: Exchange) -> String? {
+        guard response.status >= 200, response.status != 101, HTMLResponseRewriter.accepts(response.body) else { return nil }
+        let html = bytes.withUnsafeReadableBytes {
+            HeadBytes.field(HeadBytes.contentType, has: HeadBytes.textHTML, atStart: true, in: UnsafeRawBufferPointer(rebasing: $0[..<length]))
+        }
+        guard html, let head = bytes.getBytes(at: bytes.readerIndex, length: length) else { return nil }
+        return browser.injection(
+            requestMethod: exchange.request.method, status: response.status, head: head, generation: self.state.upstream?.generation)
+    }
+
+    /// Takes body bytes of a page being gathered; writes the page once it is whole.
+    private func gather(_ bytes: inout ByteBuffer, _ exchange: Exchange, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard var rewriter = exchange.rewriter else { return }
+        let step = rewriter.take(Array(bytes.readableBytesView))
+        bytes.moveReaderIndex(to: bytes.writerIndex)
+        exchange.rewriter = rewriter
+        if step == .needMore { return }
+        exchange.rewriter = nil
+        self.gathered(step, exchange, keepAlive: keepAlive, context: context)
+    }
+
+    private func gathered(_ step: HTMLResponseRewriter.Step, _ exchange: Exchange, keepAlive: Bool, context: ChannelHandlerContext) {
+        switch step {
+        case .needMore:
+            return
+        case .complete(let output, _, let leftover):
+            exchange.response = .body(.done, keepAlive: keepAlive)
+            var buffer = context.channel.allocator.buffer(capacity: output.count)
+            buffer.writeBytes(output)
+            self.writeToClient(buffer, context)
+            self.finishResponse(extraBytes: !leftover.isEmpty)
+        case .malformed:
+            // Half an answer cannot be mended: end the client's connection as the server did.
+            self.abortExchange()
+        }
+    }
+
+    /// Gives the client's connection to the browser side, which answers on it from here on (and
+    /// closes it, or streams events on it): this handler leaves the pipeline.
+    private func handOver(_ answer: (any Channel) -> Void) {
+        guard let context = self.context else { return }
+        let leaving = self.state
+        self.state = .closing
+        switch leaving {
+        case .routing(let exchange, let kept):
+            self.release(exchange)
+            self.pool(kept)
+        case .awaitingHead(let kept, _):
+            self.pool(kept)
+        case .exchanging, .tunnel, .closing:
+            leaving.upstream?.channel.close(promise: nil)
+        }
+        self.received = nil
+        let channel = context.channel
+        if let id = self.clientID {
+            self.clientID = nil
+            self.router.clientClosed(id)
+            // An event stream never ends by itself: it closes when safe-watch stops, which waits
+            // for every accepted connection to close.
+            let router = self.router
+            let stream = router.clientOpened { _ in channel.eventLoop.execute { channel.close(promise: nil) } }
+            channel.closeFuture.whenComplete { _ in router.clientClosed(stream) }
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        answer(channel)
+        // A read this handler held back would otherwise never be asked for again.
+        channel.read()
     }
 
     /// The response head at the start of `bytes` (`length` bytes), rewritten for the client, in a

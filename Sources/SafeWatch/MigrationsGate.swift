@@ -115,13 +115,14 @@ struct MigrationsGate: Sendable {
         }
         let line = "migrations: \(report.verdict.rawValue) in \(took.humanReadable)"
             + (report.pending.isEmpty ? "" : " — pending: \(report.pending.map(String.init).joined(separator: ", "))")
+        // Their own event names: the browser's overlay shows a blocking verdict with its fixes.
         switch report.verdict {
-        case .block: self.reporter.warning("✗ " + line)
-        case .safe, .safeAfterApply: self.reporter.info("✓ " + line)
+        case .block: self.reporter.log(.warning, "✗ " + line, event: "migrations_verdict")
+        case .safe, .safeAfterApply: self.reporter.log(.info, "✓ " + line, event: "migrations_verdict")
         }
         for finding in report.findings {
             let text = "  \(finding.severity == .block ? "BLOCK" : "warn") \(finding.rule.rawValue) \(finding.file ?? "-"): \(finding.message)\n    fix: \(finding.recovery)"
-            if finding.severity == .block { self.reporter.warning(text) } else { self.reporter.info(text) }
+            self.reporter.log(finding.severity == .block ? .warning : .info, text, event: "migrations_finding")
         }
     }
 }

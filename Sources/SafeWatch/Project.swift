@@ -46,4 +46,13 @@ public struct Project: Sendable {
         self.configurationFile.hasPrefix(self.directory + "/")
             ? String(self.configurationFile.dropFirst(self.directory.count + 1)) : self.configurationFile
     }
+
+    /// The browser side as configured, with the default asset directories that exist here.
+    public func liveReloadSettings(listenAddresses: [ListenAddress]) -> (settings: LiveReloadSettings?, notice: String?) {
+        let directory = self.directory
+        return LiveReloadSettings.from(self.configuration, listenAddresses: listenAddresses) { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: directory + "/" + path, isDirectory: &isDirectory) && isDirectory.boolValue
+        }
+    }
 }

@@ -30,6 +30,10 @@ public struct Reporter: Sendable {
         case .configReloaded, .configRejected, .stateDirectoryLost, .stopping, .stopped:
             break
         }
+        if case .buildFailed(_, _, let failure, _) = report {
+            // All of them, structured, for the browser's overlay and `safe-watch events`.
+            metadata["diagnostics"] = Self.diagnosticsMetadata(failure.diagnostics)
+        }
         self.logger.log(level: level, "\(message)", metadata: metadata)
         if case .buildFailed(_, _, let failure, _) = report {
             for diagnostic in failure.diagnostics.prefix(self.diagnosticsShown) {
@@ -44,6 +48,29 @@ public struct Reporter: Sendable {
     /// One line of a server's output.
     public func serverOutput(_ generation: Generation, _ line: String) {
         self.logger.info("[gen \(generation)] \(line)", metadata: ["event": "output", "generation": .stringConvertible(generation)])
+    }
+
+    /// A file under `[browser] assets` changed: the browser restyles or reloads, nothing builds.
+    public func assetChanged(_ path: String, kind: AssetKind) {
+        let what = kind == .css ? "restyling the browser's pages" : "reloading the browser's pages"
+        self.logger.info("↻ \(path) changed: \(what), no build", metadata: ["event": "asset_changed", "path": .string(path)])
+    }
+
+    /// A message with its own event name (for `safe-watch events` and the browser).
+    public func log(_ level: Logger.Level, _ message: String, event: String) {
+        self.logger.log(level: level, "\(message)", metadata: ["event": .string(event)])
+    }
+
+    static func diagnosticsMetadata(_ diagnostics: [Diagnostic]) -> Logger.Metadata.Value {
+        .array(
+            diagnostics.map { diagnostic in
+                var fields: Logger.Metadata = [
+                    "file": .string(diagnostic.file), "line": .stringConvertible(diagnostic.line),
+                    "severity": .string(diagnostic.severity.rawValue), "message": .string(diagnostic.message),
+                ]
+                if let column = diagnostic.column { fields["column"] = .stringConvertible(column) }
+                return .dictionary(fields)
+            })
     }
 
     public func info(_ message: String) {

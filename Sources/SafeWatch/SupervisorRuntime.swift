@@ -185,6 +185,8 @@ public actor SupervisorRuntime {
                 return
             }
             if burst.touchedMigrations { self.reportMigrationsVerdict() }
+            for asset in burst.assets { self.reporter.assetChanged(asset.path, kind: asset.kind) }
+            guard !burst.paths.isEmpty else { return }
             self.perform(self.machine.filesChanged(burst.paths, at: now))
         case .buildFinished(let id, let outcome):
             for path in self.buildWrittenFiles { self.watch.ledger.recordCurrent(path) }

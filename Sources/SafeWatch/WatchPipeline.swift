@@ -24,6 +24,8 @@ final class WatchPipeline {
         var paths: [String]
         /// A migration file changed in it: the runtime prints the migrations verdict.
         var touchedMigrations: Bool
+        /// Files under `[browser] assets`: they go to the browser, and build nothing.
+        var assets: [(path: String, kind: AssetKind)] = []
     }
 
     private var project: Project
@@ -41,6 +43,8 @@ final class WatchPipeline {
     private var migrationsChangedInBurst = false
     /// Files changed since the last build started (the builder's same-second wait looks at them).
     private var changedSinceBuild: [String] = []
+    /// The asset files in the burst being debounced, and what each asks of the browser.
+    private var assetsInBurst: [String: AssetKind] = [:]
 
     init(project: Project, reporter: Reporter) {
         self.project = project
@@ -111,6 +115,7 @@ final class WatchPipeline {
     func take(_ changes: [WatchedChange], at now: Moment) -> Intake {
         var intake = Intake()
         var buildPaths: [String] = []
+        var assetPaths: [String] = []
         for change in changes {
             if change.kind == .rescanned {
                 buildPaths.append("(the whole tree: inotify queue overflowed)")
@@ -122,12 +127,16 @@ final class WatchPipeline {
                 self.migrationsChangedInBurst = true
                 buildPaths.append(change.path)
             case .configuration: intake.configurationChanged = true
+            case .asset(let kind):
+                self.assetsInBurst[change.path] = kind
+                assetPaths.append(change.path)
             case .irrelevant: break
             }
         }
-        guard !buildPaths.isEmpty else { return intake }
+        guard !buildPaths.isEmpty || !assetPaths.isEmpty else { return intake }
         self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") }
-        intake.quietAt = self.debouncer.record(buildPaths, at: now)
+        // Assets share the debounce: an editor's save is one event for the browser, not three.
+        intake.quietAt = self.debouncer.record(buildPaths + assetPaths, at: now)
         return intake
     }
 
@@ -137,14 +146,18 @@ final class WatchPipeline {
         guard let released = self.debouncer.release(at: now) else { return nil }
         var paths = self.ledger.changed(released)
         paths.removeAll { ownOutput.contains($0) }
-        guard !paths.isEmpty else { return nil }
+        let assetKinds = self.assetsInBurst
+        self.assetsInBurst = [:]
+        let assets = paths.compactMap { path in assetKinds[path].map { (path: path, kind: $0) } }
+        paths.removeAll { assetKinds[$0] != nil }
+        guard !paths.isEmpty || !assets.isEmpty else { return nil }
         let touchedMigrations = self.migrationsChangedInBurst
         self.migrationsChangedInBurst = false
         let directory = self.project.directory
         let (present, gone) = paths.reduce(into: ([String](), [String]())) { split, path in
             if FileManager.default.fileExists(atPath: directory + "/" + path) { split.0.append(path) } else { split.1.append(path) }
         }
-        return Burst(paths: present + gone, touchedMigrations: touchedMigrations)
+        return Burst(paths: present + gone, touchedMigrations: touchedMigrations, assets: assets)
     }
 
     /// The files changed since the last build started; the next one starts now.
@@ -171,10 +184,13 @@ final class WatchPipeline {
 
     /// Decides what a changed path means; made once per configuration, not per event.
     private static func classifier(for project: Project) -> ChangeClassifier {
-        ChangeClassifier(
+        var classifier = ChangeClassifier(
             extensions: Set(project.configuration.watch.extensions),
             configurationPath: project.relativeConfigurationFile, ignore: Self.ignoreRules(for: project),
             migrationsDirectory: project.configuration.migrations.dir)
+        // Without the browser side nobody would hear of an asset change: they stay build inputs then.
+        classifier.assetDirectories = project.liveReloadSettings(listenAddresses: []).settings?.assetDirectories ?? []
+        return classifier
     }
 
     /// `watch.ignore` and the project's `.gitignore`.

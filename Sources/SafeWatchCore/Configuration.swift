@@ -8,8 +8,29 @@ public struct Configuration: Equatable, Sendable {
     public var serve = Serve()
     public var health = HealthCheck()
     public var migrations = Migrations()
+    public var browser = Browser()
 
     public init() {}
+
+    /// The browser side of the proxy: live reload, the build-error overlay, the status page
+    /// (README, "In the browser").
+    public struct Browser: Equatable, Sendable {
+        public init() {}
+
+        /// nil: on in proxy mode, the only mode that sees HTTP responses to inject into.
+        public var enabled: Bool?
+        /// The reserved path prefix safe-watch answers itself and never forwards; starts and ends with "/".
+        public var prefix = "/_safe-watch/"
+        /// Directories (relative to the project) whose changes reach the browser without a build;
+        /// nil: `Public` and `Resources/Views`, those of them that exist.
+        public var assets: [String]?
+        /// Host names besides the listen address that may trigger the status page's actions (a
+        /// tunnel's name, say).
+        public var publicHosts: [String] = []
+
+        /// The asset directories used when `assets` is not set, those that exist.
+        public static let defaultAssets = ["Public", "Resources/Views"]
+    }
 
     public struct Migrations: Equatable, Sendable {
         public init() {}

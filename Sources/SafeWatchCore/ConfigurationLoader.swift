@@ -34,7 +34,8 @@ public struct ConfigurationLoader: Sendable {
 
     /// The keys each table accepts; anything else is an error (a typo must not pass silently).
     static let knownKeys: [String: Set<String>] = [
-        "": ["product", "build", "run", "watch", "serve", "health", "migrations"],
+        "": ["product", "build", "run", "watch", "serve", "health", "migrations", "browser"],
+        "browser": ["enabled", "prefix", "assets", "public_hosts"],
         "migrations": ["dir", "database_url", "apply", "backup", "backup_dir", "ignore_missing"],
         "build": ["command", "binary", "timeout"],
         "run": ["args", "env", "port_env", "stop_signal", "stop_timeout", "keep_generations", "rollback_window"],
@@ -141,6 +142,9 @@ public struct ConfigurationLoader: Sendable {
             }
             config.migrations.backupDir = try reader.nonEmptyString(migrations, "migrations", "backup_dir") ?? config.migrations.backupDir
             config.migrations.ignoreMissing = try reader.bool(migrations, "migrations", "ignore_missing") ?? config.migrations.ignoreMissing
+        }
+        if let browser = try reader.table(root, "browser") {
+            config.browser = try reader.browser(browser)
         }
         config.settleModeDefaults()
         return config
@@ -263,6 +267,41 @@ struct TableReader {
             if key == "success_threshold" { check.successThreshold = value } else { check.failureThreshold = value }
         }
         return check
+    }
+
+    func browser(_ toml: TOMLTable) throws(ConfigurationError) -> Configuration.Browser {
+        var browser = Configuration.Browser()
+        browser.enabled = try self.bool(toml, "browser", "enabled")
+        if let prefix = try self.string(toml, "browser", "prefix") {
+            // Compared with the request target as bytes: a prefix needing percent-encoding, or
+            // "/" (which would take every path from the server), cannot work.
+            let allowed = prefix.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") && $0 != UInt8(ascii: "%") }
+            guard prefix.hasPrefix("/"), prefix.hasSuffix("/"), prefix.count > 1, allowed else {
+                throw self.error("browser", "prefix", "must be a path that starts and ends with \"/\" and is not \"/\", like \"/_safe-watch/\", got \"\(prefix)\"")
+            }
+            browser.prefix = prefix
+        }
+        if let assets = try self.strings(toml, "browser", "assets") {
+            browser.assets = try assets.map { (path: String) throws(ConfigurationError) -> String in
+                var path = path
+                while path.hasSuffix("/") && path.count > 1 { path.removeLast() }
+                if path.hasPrefix("./") { path.removeFirst(2) }
+                guard !path.isEmpty, !path.hasPrefix("/"), !path.split(separator: "/").contains("..") else {
+                    throw self.error("browser", "assets", "\"\(path)\" must be a directory inside the project, like \"Public\"")
+                }
+                return path
+            }
+        }
+        if let hosts = try self.strings(toml, "browser", "public_hosts") {
+            browser.publicHosts = try hosts.map { (host: String) throws(ConfigurationError) -> String in
+                let host = host.lowercased()
+                guard !host.isEmpty, !host.contains("/"), !host.contains(" "), !host.contains("*") else {
+                    throw self.error("browser", "public_hosts", "\"\(host)\" is not a host name (use \"dev.example.com\" or \"dev.example.com:443\")")
+                }
+                return host
+            }
+        }
+        return browser
     }
 
     private func positiveDuration(_ toml: TOMLTable, _ key: String) throws(ConfigurationError) -> Duration? {

@@ -20,14 +20,25 @@ public struct ConfigurationReload: Equatable, Sendable {
         var configuration = reloaded
         // A product found with `swift package describe` at start is not in the file.
         if configuration.product == nil { configuration.product = current.product }
+        var waiting: [String] = []
         if configuration.serve.listen != current.serve.listen || configuration.serve.mode != current.serve.mode
             || configuration.serve.forwardedHeaders != current.serve.forwardedHeaders
         {
-            self.warning = "serve.listen, serve.mode and serve.forwarded_headers changes take effect when safe-watch restarts"
+            waiting.append("serve.listen, serve.mode and serve.forwarded_headers")
             configuration.serve = current.serve
-        } else {
-            self.warning = nil
         }
+        // The browser side's endpoints are made with the proxy; only its asset directories (the
+        // watcher's) follow a reload.
+        var browser = configuration.browser
+        browser.assets = current.browser.assets
+        if browser != current.browser {
+            waiting.append("browser.enabled, browser.prefix and browser.public_hosts")
+            configuration.browser.enabled = current.browser.enabled
+            configuration.browser.prefix = current.browser.prefix
+            configuration.browser.publicHosts = current.browser.publicHosts
+        }
+        self.warning = waiting.isEmpty ? nil : waiting.joined(separator: "; ") + " changes take effect when safe-watch restarts"
+
         configuration.settleModeDefaults()
         self.rebuild = configuration.build != current.build || configuration.run != current.run
             || configuration.product != current.product || configuration.health != current.health

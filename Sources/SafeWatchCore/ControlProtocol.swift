@@ -115,8 +115,15 @@ public struct EventRecord: Codable, Equatable, Sendable {
     public var message: String
     public var generation: Generation?
     public var build: BuildID?
+    /// The file an `asset_changed` event is about, relative to the project.
+    public var path: String?
+    /// A `build_failed` event's diagnostics, all of them.
+    public var diagnostics: [StatusSnapshot.Diagnostic]?
 
-    public init(seq: Int, time: Date, level: String, event: String, message: String, generation: Generation?, build: BuildID?) {
+    public init(
+        seq: Int, time: Date, level: String, event: String, message: String, generation: Generation?, build: BuildID?,
+        path: String? = nil, diagnostics: [StatusSnapshot.Diagnostic]? = nil
+    ) {
         self.seq = seq
         self.time = time
         self.level = level
@@ -124,6 +131,8 @@ public struct EventRecord: Codable, Equatable, Sendable {
         self.message = message
         self.generation = generation
         self.build = build
+        self.path = path
+        self.diagnostics = diagnostics
     }
 }
 

@@ -148,7 +148,15 @@ public struct StatusSnapshot: Codable, Equatable, Sendable {
         public var severity: String
         public var message: String
 
-        init(_ diagnostic: SafeWatchCore.Diagnostic) {
+        public init(file: String, line: Int, column: Int?, severity: String, message: String) {
+            self.file = file
+            self.line = line
+            self.column = column
+            self.severity = severity
+            self.message = message
+        }
+
+        public init(_ diagnostic: SafeWatchCore.Diagnostic) {
             self.file = diagnostic.file
             self.line = diagnostic.line
             self.column = diagnostic.column

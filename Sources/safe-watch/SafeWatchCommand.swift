@@ -231,6 +231,10 @@ extension SafeWatchCommand {
             }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
             let router = TrafficRouter()
+            let (browserSettings, browserNotice) = project.liveReloadSettings(
+                listenAddresses: sockets.sockets.isEmpty ? [project.configuration.serve.listen] : sockets.sockets.map(\.address))
+            let browser = browserSettings.map { BrowserEndpoints(
+                    settings: $0, projectDirectory: project.directory, watchedPaths: project.configuration.watch.paths, events: events) }
             var listeners: [ProxyListener] = []
             if project.configuration.serve.mode.forwardsToPrivatePort {
                 for socket in sockets.sockets {
@@ -242,7 +246,8 @@ extension SafeWatchCommand {
                             listeners.append(
                                 try await HTTPProxy.start(
                                     socket: socket.fd, holdTimeout: holdTimeout,
-                                    addsForwardingFields: project.configuration.serve.forwardedHeaders, router: router, group: group))
+                                    addsForwardingFields: project.configuration.serve.forwardedHeaders, router: router, group: group,
+                                    browser: browser))
                         }
                     } catch {
                         try? await group.shutdownGracefully()
@@ -268,6 +273,8 @@ extension SafeWatchCommand {
                 project: project, reporter: reporter, router: router, group: group,
                 sharedSockets: project.configuration.serve.mode == .socket ? sockets.sockets : [], serviceManager: manager,
                 publicAddresses: (sockets.sockets.isEmpty ? [address] : sockets.sockets.map(\.address)).map { "\(scheme)://\($0)" })
+            if let browserNotice { reporter.info(browserNotice) }
+            browser?.use(answer: { await runtime.answer($0) }, say: { reporter.info($0) })
             let control = ControlEndpoint()
             if let controlSocket {
                 do {

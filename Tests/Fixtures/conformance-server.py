@@ -36,6 +36,7 @@ exits at once (a download or tunnel it still held would break: the tests see a s
 CONFORMANCE_STARTUP_DELAY (seconds) delays listening for generations after the first.
 """
 
+import gzip
 import hashlib
 import os
 import re
@@ -244,6 +245,41 @@ def handle(request, sock, rfile):
         listener.close()
         say("conformance server gen %d stopped listening" % GEN)
         return False
+    elif path.startswith("/html"):
+        # Pages for the browser side: a full document (to get the live-reload script), a fragment
+        # (to be left alone), compressed, with a policy, chunked with `</body>` split across chunks,
+        # delimited by the close.
+        link = b'<link rel="stylesheet" href="/site.css">' if query.get("stylesheet") else b""
+        page = b"<!doctype html><html><head><title>gen %d</title>%s</head><body><p>gen %d page</p></body></html>\n" % (GEN, link, GEN)
+        headers = [("Content-Type", "text/html; charset=utf-8"), ("ETag", '"page-%d"' % GEN)]
+        if query.get("policy"):
+            headers.append(("Content-Security-Policy", query["policy"]))
+        if path == "/html-fragment":
+            page = b"<li>gen %d row</li>" % GEN
+        if path == "/html-gzip":
+            headers.append(("Content-Encoding", "gzip"))
+            page = gzip.compress(page)
+        if query.get("code") == "304":
+            sock.sendall(response("304 Not Modified", [("ETag", '"page-1"'), ("Content-Length", "1234")] + closing, length=False))
+        elif path == "/html-chunked":
+            sock.sendall(response("200 OK", headers + [("Transfer-Encoding", "chunked")] + closing, length=False))
+            if request.method != "HEAD":
+                cut = page.index(b"</bo") + 2
+                sock.sendall(chunk(page[:cut]))
+                sock.sendall(chunk(page[cut:]) + b"0\r\n\r\n")
+        elif path == "/html-close":
+            sock.sendall(response("200 OK", headers + [("Connection", "close")], page if request.method != "HEAD" else b"", length=False))
+            return False
+        else:
+            head = response("200 OK", headers + closing, page)
+            sock.sendall(head[: len(head) - len(page)] if request.method == "HEAD" else head)
+    elif path.endswith(".css") and ".." not in path:
+        # The project's Public/ directory, as Vapor's FileMiddleware serves it.
+        try:
+            with open(os.path.join("Public", path.lstrip("/")), "rb") as file:
+                sock.sendall(response("200 OK", [("Content-Type", "text/css"), ("Cache-Control", "no-cache")] + closing, file.read()))
+        except OSError:
+            sock.sendall(response("404 Not Found", closing, b"no such file\n"))
     elif path == "/slow-stream":
         sock.sendall(response("200 OK", [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")] + closing, length=False))
         for index in range(int(query.get("chunks", "10"))):

@@ -407,7 +407,7 @@ struct ConfigurationErrorTests {
         expectLocated(error, line: 3, key: "prodcut")
         #expect(
             error?.description
-                == "safe-watch.toml:3: prodcut: unknown key at the top level (known keys: build, health, migrations, product, run, serve, watch)"
+                == "safe-watch.toml:3: prodcut: unknown key at the top level (known keys: browser, build, health, migrations, product, run, serve, watch)"
         )
     }
 

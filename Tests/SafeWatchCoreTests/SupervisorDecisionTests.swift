@@ -309,6 +309,21 @@ import Testing
         #expect(!reload.rebuild)
     }
 
+    @Test func theBrowserTableWaitsForARestartButItsAssetsApplyAtOnce() {
+        let current = Configuration()
+        var file = Configuration()
+        file.browser.prefix = "/__dev/"
+        file.browser.assets = ["static"]
+        let reload = ConfigurationReload(reloaded: file, current: current)
+        #expect(reload.warning == "browser.enabled, browser.prefix and browser.public_hosts changes take effect when safe-watch restarts")
+        #expect(reload.configuration.browser.prefix == "/_safe-watch/")
+        #expect(reload.configuration.browser.assets == ["static"])
+        #expect(!reload.rebuild)
+        var assetsOnly = Configuration()
+        assetsOnly.browser.assets = ["static"]
+        #expect(ConfigurationReload(reloaded: assetsOnly, current: current).warning == nil)
+    }
+
     @Test func aModeChangeThatWaitsDoesNotChangeTheHealthCheckThatFollowsTheMode() {
         var current = Configuration()
         current.serve.mode = .tcp

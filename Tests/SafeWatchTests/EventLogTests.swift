@@ -60,4 +60,22 @@ import Testing
         #expect(records.map(\.event) == ["build_failed", "log"])
         #expect(records[0].build == 4 && records[0].level == "error" && records[0].generation == nil)
     }
+
+    @Test func aFailedBuildCarriesAllItsDiagnosticsAndAnAssetItsPath() throws {
+        let log = EventLog()
+        let reporter = Reporter(logger: Logger(label: "test") { _ in EventLogHandler(log: log) }, publicAddress: nil)
+        let diagnostics = [
+            Diagnostic(file: "Sources/App/a.swift", line: 3, column: 7, severity: .error, message: "no \"x\""),
+            Diagnostic(file: "Sources/App/b.swift", line: 9, severity: .error, message: "link"),
+        ]
+        reporter.report(.buildFailed(2, took: .seconds(1), BuildFailure(summary: "2 errors", diagnostics: diagnostics, errorCount: 2), stillServing: 1))
+        reporter.assetChanged("Public/site.css", kind: .css)
+        let records = try log.subscribe(since: 10) { _ in }.backlog.map(decode)
+        let failed = try #require(records.first { $0.event == "build_failed" })
+        #expect(failed.diagnostics?.map(\.file) == ["Sources/App/a.swift", "Sources/App/b.swift"])
+        #expect(failed.diagnostics?[0].column == 7 && failed.diagnostics?[0].message == "no \"x\"" && failed.diagnostics?[1].column == nil)
+        #expect(records.last?.event == "asset_changed" && records.last?.path == "Public/site.css")
+        // Other events keep their lines as they were: no empty keys.
+        #expect(log.subscribe(since: 1) { _ in }.backlog[0].contains("diagnostics") == false)
+    }
 }

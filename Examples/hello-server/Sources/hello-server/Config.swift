@@ -36,7 +36,8 @@ let usage = """
     shared) socket and ADDRESS:N a private health port; the "listening on" line then
     ends with " (health on ADDRESS:PORT)".
 
-    Endpoints: GET / (version), GET /health, GET /slow (~300 ms); other paths are 404.
+    Endpoints: GET / (version), GET /health, GET /slow (~300 ms), GET /page (an HTML page);
+    other paths are files under ./Public/ or 404.
 
     SIGTERM/SIGINT: stop accepting, let requests in flight finish (at most 10 s); an
     idle keep-alive connection still gets 1 s for one last request, answered with

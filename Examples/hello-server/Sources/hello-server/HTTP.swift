@@ -27,6 +27,7 @@ let maxBodySize = 1024 * 1024
 struct Response {
     var status: Int
     var body: String
+    var contentType = "text/plain; charset=utf-8"
     var extraHeaders: [String] = []
 }
 
@@ -37,6 +38,10 @@ func route(method: String, path: String) -> Response {
         handler = { Response(status: 200, body: "hello-server \(version)\n") }
     case "/health":
         handler = { Response(status: 200, body: "ok\n") }
+    case "/page":
+        // A whole HTML document, for what treats pages differently from other responses (a
+        // supervisor's proxy that injects a live-reload script before `</body>`).
+        handler = { Response(status: 200, body: page, contentType: "text/html; charset=utf-8") }
     case "/slow":
         // Gives tests a request that is reliably still in flight when they
         // send SIGTERM or start a rolling restart.
@@ -45,12 +50,76 @@ func route(method: String, path: String) -> Response {
             return Response(status: 200, body: "slow \(version)\n")
         }
     default:
-        return Response(status: 404, body: "not found\n")
+        guard let file = publicFile(path) else { return Response(status: 404, body: "not found\n") }
+        handler = { file }
     }
     guard method == "GET" || method == "HEAD" else {
         return Response(status: 405, body: "method not allowed\n", extraHeaders: ["Allow: GET, HEAD"])
     }
     return handler()
+}
+
+/// `GET /page`: the version in an HTML document that links `/style.css` (from `Public/`) and
+/// counts its loads in the tab's `sessionStorage` (`hello-server-loads`), so a browser test can
+/// tell a live reload from none, or from two.
+var page: String {
+    """
+    <!DOCTYPE html>
+    <html>
+    <head>
+    <meta charset="utf-8">
+    <title>hello-server \(version)</title>
+    <link rel="stylesheet" href="/style.css">
+    <script>sessionStorage.setItem("hello-server-loads", String(Number(sessionStorage.getItem("hello-server-loads") || 0) + 1));</script>
+    </head>
+    <body>
+    <h1 id="version">hello-server \(version)</h1>
+    </body>
+    </html>
+
+    """
+}
+
+/// The file `Public/<path>` (relative to the working directory) as a response, if there is one.
+/// Paths with `..`, `.`, or empty segments (and so anything outside `Public/`) are never read.
+func publicFile(_ path: String) -> Response? {
+    let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+    guard path.hasPrefix("/"), !segments.isEmpty,
+        segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.hasPrefix(".") })
+    else { return nil }
+    guard let text = readTextFile("Public" + path) else { return nil }
+    return Response(status: 200, body: text, contentType: contentType(ofFile: path))
+}
+
+/// The contents of a regular file, nil if it is not one or cannot be read.
+private func readTextFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 16384)
+    while true {
+        let count = read(fd, &chunk, chunk.count)
+        if count < 0 && errno == EINTR { continue }
+        if count < 0 { return nil }
+        if count == 0 { break }
+        bytes += chunk[..<count]
+        if bytes.count > maxBodySize { return nil }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+private func contentType(ofFile path: String) -> String {
+    switch path.split(separator: ".").last.map({ $0.lowercased() }) {
+    case "css": "text/css; charset=utf-8"
+    case "html": "text/html; charset=utf-8"
+    case "js": "text/javascript; charset=utf-8"
+    case "json": "application/json"
+    case "svg": "image/svg+xml"
+    default: "text/plain; charset=utf-8"
+    }
 }
 
 // MARK: - Connections
@@ -180,7 +249,7 @@ private func receive(_ fd: Int32, into buffer: inout [UInt8]) -> Bool {
 private func send(_ fd: Int32, _ response: Response, keepAlive: Bool, http10KeepAlive: Bool, includeBody: Bool) -> Bool {
     let body = Array(response.body.utf8)
     var head = "HTTP/1.1 \(response.status) \(reasonPhrase(response.status))\r\n"
-    head += "Content-Type: text/plain; charset=utf-8\r\n"
+    head += "Content-Type: \(response.contentType)\r\n"
     head += "Content-Length: \(body.count)\r\n"
     if !keepAlive {
         head += "Connection: close\r\n"
