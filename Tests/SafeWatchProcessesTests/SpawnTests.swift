@@ -80,7 +80,11 @@ extension ProcessTests {
             signal(SIGINT, previousInterrupt)
         }
         let (output, lines) = try linesOfAPipe()
-        let pid = try await Spawner.shared.spawn(shell("grep -E '^Sig(Ign|Blk)' /proc/$$/status", output: output))
+        // grep itself reads its /proc status: a shell would clear its mask on start (dash does).
+        let pid = try await Spawner.shared.spawn(
+            SpawnRequest(
+                executable: "/bin/grep", arguments: ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"], environment: [:],
+                standardOutput: output.writeEnd, standardError: output.writeEnd))
         output.closeWriteEnd()
         #expect(await Reaper.shared.wait(for: pid) == .exited(0))
         #expect(await lines.wait(until: { $0.count == 2 }))
