@@ -22,6 +22,10 @@ public final class ContentLedger: Sendable {
 
     private let directory: String
     private let known = Mutex<[String: Fingerprint]>([:])
+    /// The files there at start, as `startKey`s: a hash per file instead of its path, because a
+    /// tree of 100,000 files cost 20 MB as paths (a collision among 64-bit hashes only ever makes a
+    /// temporary file's coming and going count as a change).
+    private let presentAtStart = Mutex<Set<Int>>([])
 
     /// - Parameter directory: the project directory the relative paths are in.
     public init(directory: String) {
@@ -35,10 +39,11 @@ public final class ContentLedger: Sendable {
         paths.filter { path in
             guard !path.hasPrefix("(") else { return true }
             let now = self.fingerprint(path)
-            let before = self.known.withLock { known in
+            let recorded = self.known.withLock { known in
                 defer { known[path] = now }
                 return known[path]
             }
+            let before = recorded ?? (self.presentAtStart.withLock { $0.contains(Self.startKey(path)) } ? .present : nil)
             // Never seen and not there: a temporary file that came and went (an editor's, or an
             // atomic write's) is no change.
             guard let before else { return now != .absent }
@@ -49,10 +54,16 @@ public final class ContentLedger: Sendable {
     /// The files there at start (relative paths): deleting one is a change, while a path never
     /// seen that comes and goes is not.
     public func seed(present paths: some Sequence<String>) {
-        self.known.withLock { known in
-            for path in paths where known[path] == nil { known[path] = .present }
-        }
+        self.seed(presentKeys: Set(paths.map(Self.startKey)))
     }
+
+    /// `seed(present:)` with the paths already turned into `startKey`s.
+    public func seed(presentKeys: Set<Int>) {
+        self.presentAtStart.withLock { $0.formUnion(presentKeys) }
+    }
+
+    /// What `seed` keeps of a relative path.
+    public static func startKey(_ path: String) -> Int { path.hashValue }
 
     /// Records what `path` holds now, without judging it: it was written by the build.
     public func recordCurrent(_ path: String) {

@@ -61,9 +61,11 @@ final class WatchPipeline {
 
     /// Records what is in the tree now, so that the first save of a file is judged against it.
     func seedLedger() {
-        self.ledger.seed(
-            present: scanTree(root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: Self.ignoreRules(for: self.project))
-                .filter { !$0.value.isDirectory }.keys)
+        var present = Set<Int>()
+        forEachFile(root: self.project.directory, paths: self.project.configuration.watch.paths, ignore: Self.ignoreRules(for: self.project)) {
+            present.insert(ContentLedger.startKey($0))
+        }
+        self.ledger.seed(presentKeys: present)
     }
 
     /// inotify for the watched paths whose file system delivers its events, stat polling for the

@@ -129,6 +129,37 @@ public func scanTree(root: String, paths: [String], ignore: IgnoreRules) -> [Str
     return stamps
 }
 
+/// Calls `body` with the relative path of every entry that is not a directory under `paths`,
+/// without descending into ignored directories. Files are not matched against the ignore rules
+/// (events for ignored files never get past the watchers) and an entry is stat'ed only where
+/// readdir does not give its type: this walk stands between safe-watch's start and its first build,
+/// and on a tree of 100,000 files the matching and the stats were most of its time.
+public func forEachFile(root: String, paths: [String], ignore: IgnoreRules, _ body: (String) -> Void) {
+    var pending = paths.map(normalizedWatchPath)
+    while let directory = pending.popLast() {
+        let absolute = directory == "." ? root : root + "/" + directory
+        guard let stream = opendir(absolute) else { continue }
+        defer { closedir(stream) }
+        let descriptor = dirfd(stream)
+        while let entry = readdir(stream) {
+            let name = entryName(entry)
+            if name == "." || name == ".." { continue }
+            let path = child(directory, name)
+            var isDirectory = entry.pointee.d_type == UInt8(DT_DIR)
+            if entry.pointee.d_type == UInt8(DT_UNKNOWN) {
+                var info = stat()
+                guard fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                isDirectory = info.st_mode & S_IFMT == S_IFDIR
+            }
+            if !isDirectory {
+                body(path)
+            } else if !ignore.isIgnored(path, isDirectory: true) {
+                pending.append(path)
+            }
+        }
+    }
+}
+
 /// Calls `body` with each entry of an open directory but "." and "..", and its stamp (not
 /// following symlinks); nil when it could not be stat'ed (gone since the listing).
 private func forEachEntry(of stream: OpaquePointer, _ body: (String, FileStamp?) -> Void) {

@@ -7,6 +7,26 @@ import Testing
 
 /// The stat poller on a real tree (what runs where inotify sees nothing).
 @Suite struct TreePollerTests {
+    /// The walk that tells the content ledger which files were there at start: every file and
+    /// symlink under the watched paths, none inside an ignored directory, directories not listed.
+    @Test func forEachFileListsFilesAndSkipsIgnoredDirectories() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let root = directory.path
+        try FileManager.default.createDirectory(atPath: root + "/Sources/App/Deep", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/.build/debug", withIntermediateDirectories: true)
+        for file in ["Package.swift", "Sources/App/main.swift", "Sources/App/Deep/x.swift", ".build/debug/a.o"] {
+            try "1".write(toFile: root + "/" + file, atomically: false, encoding: .utf8)
+        }
+        #expect(symlink("main.swift", root + "/Sources/App/link.swift") == 0)
+        var seen: [String] = []
+        forEachFile(root: root, paths: ["."], ignore: IgnoreRules(patterns: [".build/"])) { seen.append($0) }
+        #expect(seen.sorted() == ["Package.swift", "Sources/App/Deep/x.swift", "Sources/App/link.swift", "Sources/App/main.swift"])
+        seen = []
+        forEachFile(root: root, paths: ["Sources/App/Deep/"], ignore: IgnoreRules()) { seen.append($0) }
+        #expect(seen == ["Sources/App/Deep/x.swift"])
+    }
+
     @Test func seesCreateEditDeleteAndRenameAndIgnoresWhatIsIgnored() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
