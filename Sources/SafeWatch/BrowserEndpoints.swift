@@ -209,8 +209,7 @@ public final class BrowserEndpoints: Sendable {
         let page = self.shared.lock.withLock { state in
             let id = state.nextPage
             state.nextPage += 1
-            let state2 = state.answer == nil ? "starting" : (state.feed.generation == nil ? "starting" : "serving")
-            let greeting = state.feed.greeting(run: self.run, state: state2).map(\.serverSentEvent).joined()
+            let greeting = state.feed.greeting(run: self.run).map(\.serverSentEvent).joined()
             deliver(head + greeting)
             state.pages[id] = deliver
             return id

@@ -179,8 +179,16 @@ public struct BrowserFeed: Sendable {
         }
     }
 
+    /// As `safe-watch status` says it, from what the browser knows: serving, or, before anything
+    /// serves, starting or failing.
+    public var state: String {
+        if self.generation != nil { return "serving" }
+        return self.overlay == nil ? "starting" : "failing"
+    }
+
     /// What a page that just connected hears first: `hello`, then the overlay if one is up.
-    public func greeting(run: String, state: String) -> [BrowserEvent] {
+    public func greeting(run: String) -> [BrowserEvent] {
+        let state = self.state
         struct Hello: Encodable {
             var run: String
             var generation: Generation?
