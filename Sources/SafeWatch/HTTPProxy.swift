@@ -1140,6 +1140,12 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .malformed:
             // Half an answer cannot be mended: end the client's connection as the server did.
             self.abortExchange()
+        case .tooLarge(let output, let scanner):
+            // Too big to hold: what came so far goes out as it came, the rest streams after it.
+            exchange.response = .body(scanner.map(BodyProgress.chunked) ?? .untilClose, keepAlive: keepAlive)
+            var buffer = context.channel.allocator.buffer(capacity: output.count)
+            buffer.writeBytes(output)
+            self.writeToClient(buffer, context)
         }
     }
 

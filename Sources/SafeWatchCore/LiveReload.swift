@@ -317,9 +317,14 @@ public struct HTMLResponseRewriter: Sendable {
         case complete(output: [UInt8], injected: Bool, leftover: [UInt8])
         /// The server's framing is malformed.
         case malformed(String)
+        /// A page of unknown length grew past `largestDocument`: it gets no script. `output` is the
+        /// head and what came of the body so far, as it came; the rest of the body follows as it
+        /// comes, framed by `scanner` (chunked bodies; nil for one that ends when the server closes).
+        case tooLarge(output: [UInt8], scanner: ChunkedBodyScanner?)
     }
 
-    /// A document longer than this is passed through as it is (its length is known up front).
+    /// A document longer than this is passed through as it is: at once when its length is known up
+    /// front, and once it has grown past it otherwise (what one page may hold in memory).
     public static let largestDocument = 8 << 20
 
     private let head: [UInt8]
@@ -367,11 +372,13 @@ public struct HTMLResponseRewriter: Sendable {
             case .success(let count): consumed = count
             }
             self.raw.append(contentsOf: bytes.prefix(consumed))
-            guard self.chunked.isDone else { return .needMore }
+            guard self.chunked.isDone else {
+                return self.raw.count > Self.largestDocument ? .tooLarge(output: self.head + self.raw, scanner: self.chunked) : .needMore
+            }
             return self.finish(body: self.data, leftover: Array(bytes.dropFirst(consumed)))
         case .untilClose:
             self.raw.append(contentsOf: bytes)
-            return .needMore
+            return self.raw.count > Self.largestDocument ? .tooLarge(output: self.head + self.raw, scanner: nil) : .needMore
         case .none:
             return self.finish(body: [], leftover: bytes)
         }

@@ -254,6 +254,9 @@ def handle(request, sock, rfile):
         headers = [("Content-Type", "text/html; charset=utf-8"), ("ETag", '"page-%d"' % GEN)]
         if query.get("policy"):
             headers.append(("Content-Security-Policy", query["policy"]))
+        if query.get("pad"):
+            # A page too big to hold for the script: filler in a comment before `</body>`.
+            page = page.replace(b"<p>", b"<!--" + b"x" * int(query["pad"]) + b"--><p>", 1)
         if path == "/html-fragment":
             page = b"<li>gen %d row</li>" % GEN
         if path == "/html-gzip":
@@ -265,7 +268,8 @@ def handle(request, sock, rfile):
             sock.sendall(response("200 OK", headers + [("Transfer-Encoding", "chunked")] + closing, length=False))
             if request.method != "HEAD":
                 cut = page.index(b"</bo") + 2
-                sock.sendall(chunk(page[:cut]))
+                for start in range(0, cut, 1 << 20):
+                    sock.sendall(chunk(page[start:min(cut, start + (1 << 20))]))
                 sock.sendall(chunk(page[cut:]) + b"0\r\n\r\n")
         elif path == "/html-close":
             sock.sendall(response("200 OK", headers + [("Connection", "close")], page if request.method != "HEAD" else b"", length=False))

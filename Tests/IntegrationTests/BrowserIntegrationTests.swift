@@ -133,6 +133,16 @@ extension SupervisorIntegrationTests {
                     }
                 }
             }
+            await conformanceCase("a chunked page past the largest document streams as it came, without the script") {
+                let pad = (8 << 20) + (1 << 20)  // past HTMLResponseRewriter.largestDocument (8 MiB)
+                let response = try await self.browserExchange(
+                    port, "GET /html-chunked?pad=\(pad) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                #expect(response.status == 200)
+                #expect(response.value("transfer-encoding") == "chunked")
+                #expect(response.body.count > pad)
+                #expect(!response.text.contains("<script"))
+                #expect(response.text.hasSuffix("</body></html>\n"))
+            }
             await conformanceCase("until close") {
                 let response = try await self.browserExchange(port, "GET /html-close HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 #expect(response.value("content-length") == String(response.body.count))

@@ -263,6 +263,31 @@ struct HTMLResponseRewriterTests {
         }
     }
 
+    @Test("a page of unknown length past the largest document is let go as it came, the rest to stream after it")
+    func tooLarge() {
+        let original = head("HTTP/1.1 200 OK\nContent-Type: text/html\nTransfer-Encoding: chunked\n\n")
+        var rewriter = HTMLResponseRewriter(head: original, framing: .chunked, tag: tag)
+        let chunk = Array("100000\r\n".utf8) + [UInt8](repeating: UInt8(ascii: "a"), count: 1 << 20) + Array("\r\n".utf8)
+        var sent: [UInt8] = []
+        var step = HTMLResponseRewriter.Step.needMore
+        while step == .needMore {
+            sent += chunk
+            step = rewriter.take(chunk)
+        }
+        guard case .tooLarge(let output, let scanner?) = step else {
+            Issue.record("not let go: \(step)")
+            return
+        }
+        #expect(output == original + sent)
+        #expect(sent.count > HTMLResponseRewriter.largestDocument && sent.count <= HTMLResponseRewriter.largestDocument + chunk.count)
+        #expect(!scanner.isDone)
+        var untilClose = HTMLResponseRewriter(head: [], framing: .untilClose, tag: tag)
+        guard case .tooLarge(_, nil) = untilClose.take([UInt8](repeating: 0, count: HTMLResponseRewriter.largestDocument + 1)) else {
+            Issue.record("an until-close page was held past the limit")
+            return
+        }
+    }
+
     @Test("bytes past the body are handed back")
     func leftover() {
         var rewriter = HTMLResponseRewriter(head: head("HTTP/1.1 200 OK\n\n"), framing: .length(6), tag: tag)
