@@ -958,6 +958,13 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// The response broke off after it began (or the request's body will never end): the
     /// client's connection ends, as the server's did.
     private func abortExchange() {
+        self.enterClosing()
+        self.context?.close(promise: nil)
+    }
+
+    /// Moves to `.closing`: the request in hand leaves the router's count and the server
+    /// connection is closed, not pooled.
+    private func enterClosing() {
         let leaving = self.state
         self.state = .closing
         switch leaving {
@@ -967,7 +974,6 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             break
         }
         leaving.upstream?.channel.close(promise: nil)
-        self.context?.close(promise: nil)
     }
 
     /// The server failed the request before answering it: 502.
@@ -999,15 +1005,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Answers a request the proxy cannot forward, then closes the connection.
     private func refuse(status: Int, reason: String, detail: String) {
         guard let context = self.context else { return }
-        let leaving = self.state
-        self.state = .closing
-        switch leaving {
-        case .routing(let exchange, _), .exchanging(let exchange, _):
-            self.release(exchange)
-        case .awaitingHead, .tunnel, .closing:
-            break
-        }
-        leaving.upstream?.channel.close(promise: nil)
+        self.enterClosing()
         self.writeAnswer(LocalAnswer(status: status, reason: reason, body: "safe-watch: \(detail)\n"), keeps: false, context: context)
         self.closeGracefully()
     }
