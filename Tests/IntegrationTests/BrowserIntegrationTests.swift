@@ -72,34 +72,18 @@ extension SupervisorIntegrationTests {
         _ body: (BrowserSetup) async throws -> Void
     ) async throws {
         let directory = try await Fixture.shared.reset(version: version)
-        let script = directory + "/conformance-server.py"
-        try? FileManager.default.removeItem(atPath: script)
-        try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Tests/Fixtures/conformance-server.py", toPath: script)
-        giveToAccount(script)
-        chmod(script, 0o755)
+        try installConformanceServer(in: directory)
         try? FileManager.default.removeItem(atPath: directory + "/Public")
         try prepare(directory)
         var configuration = "[build]\ncommand = '''\(buildCommand)'''\nbinary = \"conformance-server.py\"\n[watch]\ndebounce = \"50ms\"\n"
         configuration += "[health]\ninterval = \"50ms\"\n[run]\nstop_timeout = \"\(stopTimeout)\"\n" + extra
         try configuration.save(to: directory + "/safe-watch.toml")
-        let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
-        var failure: (any Error)?
-        do {
-            let start = await firstLine(safeWatch, containing: "mode on http://")
-            let port = try #require(start?.split(separator: ":").last.flatMap { Int($0) }, "no start line:\n\(safeWatch.output)")
+        try await withSafeWatchOnAFreePort(in: directory, removing: ["Public"]) { safeWatch, port in
             if waitForServing {
                 try #require(await firstLine(safeWatch, containing: "✓ gen 1 healthy") != nil, "gen 1 never served:\n\(safeWatch.output)")
             }
             try await body(BrowserSetup(safeWatch: safeWatch, port: port, directory: directory))
-        } catch {
-            failure = error
         }
-        let status = await safeWatch.terminate()
-        if failure == nil { #expect(status == .exited(0), "\(safeWatch.output)") }
-        try? FileManager.default.removeItem(atPath: script)
-        try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml")
-        try? FileManager.default.removeItem(atPath: directory + "/Public")
-        if let failure { throw failure }
     }
 
     /// One request on a new connection, its response read as a client must frame it.

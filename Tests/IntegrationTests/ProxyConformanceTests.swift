@@ -467,34 +467,19 @@ extension SupervisorIntegrationTests {
         serve: String = "", stopTimeout: String = "3s", environment: String? = nil, _ body: (ConformanceSetup) async throws -> Void
     ) async throws {
         let directory = try await Fixture.shared.reset(version: "conformance-1")
-        let script = directory + "/conformance-server.py"
-        try? FileManager.default.removeItem(atPath: script)
-        try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Tests/Fixtures/conformance-server.py", toPath: script)
-        giveToAccount(script)
-        chmod(script, 0o755)
+        try installConformanceServer(in: directory)
         // Build "true": a change under Sources/ (setVersion) makes the next generation of the same script.
         var configuration = "[build]\ncommand = \"true\"\nbinary = \"conformance-server.py\"\n[watch]\ndebounce = \"50ms\"\n"
         configuration += "[health]\ninterval = \"50ms\"\n[run]\nstop_timeout = \"\(stopTimeout)\"\n"
         if let environment { configuration += "env = { \(environment) }\n" }
         if !serve.isEmpty { configuration += "[serve]\n\(serve)\n" }
         try configuration.save(to: directory + "/safe-watch.toml")
-        let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
-        var failure: (any Error)?
-        do {
-            let start = await firstLine(safeWatch, containing: "mode on http://")
-            let port = try #require(start?.split(separator: ":").last.flatMap { Int($0) }, "no start line:\n\(safeWatch.output)")
+        try await withSafeWatchOnAFreePort(in: directory) { safeWatch, port in
             let listening = await firstLine(safeWatch, containing: "[gen 1] conformance server gen 1 listening on 127.0.0.1:")
             let serverPort = try #require(listening?.split(separator: ":").last.flatMap { Int($0) }, "the server never listened:\n\(safeWatch.output)")
             try #require(await firstLine(safeWatch, containing: "✓ gen 1 healthy") != nil, "gen 1 never served:\n\(safeWatch.output)")
             try await body(ConformanceSetup(safeWatch: safeWatch, port: port, serverPort: serverPort, directory: directory))
-        } catch {
-            failure = error
         }
-        let status = await safeWatch.terminate()
-        if failure == nil { #expect(status == .exited(0), "\(safeWatch.output)") }
-        try? FileManager.default.removeItem(atPath: script)
-        try? FileManager.default.removeItem(atPath: directory + "/safe-watch.toml")
-        if let failure { throw failure }
     }
 }
 
@@ -505,6 +490,38 @@ func conformanceCase(_ name: String, _ body: () async throws -> Void) async {
     } catch {
         Issue.record("\(name): \(error)")
     }
+}
+
+/// Copies the conformance server into the project `directory` (as its account may run it).
+func installConformanceServer(in directory: String) throws {
+    let script = directory + "/conformance-server.py"
+    try? FileManager.default.removeItem(atPath: script)
+    try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Tests/Fixtures/conformance-server.py", toPath: script)
+    giveToAccount(script)
+    chmod(script, 0o755)
+}
+
+/// Runs safe-watch on `directory` (its safe-watch.toml written already) on a free port, gives
+/// `body` the process and that port, then stops it whatever happened (exit 0 expected when `body`
+/// passed) and removes the conformance server, safe-watch.toml and `removing`.
+func withSafeWatchOnAFreePort(
+    in directory: String, removing: [String] = [], _ body: (SafeWatchProcess, Int) async throws -> Void
+) async throws {
+    let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+    var failure: (any Error)?
+    do {
+        let start = await firstLine(safeWatch, containing: "mode on http://")
+        let port = try #require(start?.split(separator: ":").last.flatMap { Int($0) }, "no start line:\n\(safeWatch.output)")
+        try await body(safeWatch, port)
+    } catch {
+        failure = error
+    }
+    let status = await safeWatch.terminate()
+    if failure == nil { #expect(status == .exited(0), "\(safeWatch.output)") }
+    for path in ["conformance-server.py", "safe-watch.toml"] + removing {
+        try? FileManager.default.removeItem(atPath: directory + "/" + path)
+    }
+    if let failure { throw failure }
 }
 
 /// The first line containing `text` after index `from`: nil after `limit`, or as soon as safe-watch

@@ -8,60 +8,13 @@ import Testing
 /// The proxy's two browser hooks on EmbeddedChannels: a request under the prefix is handed over
 /// (no server sees it), a full HTML page is gathered and sent with the script and an exact length.
 struct BrowserProxyTests {
-    private final class StandInServers: UpstreamConnector, @unchecked Sendable {
-        // Unchecked: touched only on the embedded loop, which is the test's own thread.
-        let loop: EmbeddedEventLoop
-        private(set) var connections: [EmbeddedChannel] = []
-
-        init(loop: EmbeddedEventLoop) {
-            self.loop = loop
-        }
-
-        func connect(to target: TrafficRouter.Target, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
-            let channel = EmbeddedChannel(handler: UpstreamHandler(), loop: self.loop)
-            do {
-                try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: target.port)).wait()
-            } catch {
-                return eventLoop.makeFailedFuture(error)
-            }
-            self.connections.append(channel)
-            return eventLoop.makeSucceededFuture(channel)
-        }
-    }
-
     private static let settings = LiveReloadSettings(
         prefix: "/_safe-watch/", assetDirectories: [], publicHosts: [], listenAddresses: [ListenAddress(host: "127.0.0.1", port: 8080)])
 
-    private struct Proxy {
-        let router = TrafficRouter()
-        let client: EmbeddedChannel
-        let servers: StandInServers
-        let browser = BrowserEndpoints(settings: BrowserProxyTests.settings, projectDirectory: "/nonexistent", events: EventLog())
-
-        init(serving: Bool = true) throws {
-            let loop = EmbeddedEventLoop()
-            self.servers = StandInServers(loop: loop)
-            if serving { self.router.setActive(.init(generation: 1, port: 8001)) }
-            let settings = ProxyConnection.Settings(
-                hold: .seconds(5), addsForwardingFields: false, connector: self.servers, browser: self.browser)
-            self.client = EmbeddedChannel(handler: ProxyConnection(router: self.router, settings: settings), loop: loop)
-            try self.client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
-        }
-
-        func send(_ text: String) throws {
-            try self.client.writeInbound(ByteBuffer(string: text))
-        }
-
-        func heard() throws -> String {
-            var text = ""
-            while let buffer = try self.client.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
-            return text
-        }
-
-        func answer(_ text: String, on index: Int = 0) throws {
-            try #require(self.servers.connections.count > index)
-            try self.servers.connections[index].writeInbound(ByteBuffer(string: text))
-        }
+    /// A proxy with browser endpoints of its own.
+    private func proxy(serving: Bool = true) throws -> EmbeddedProxy {
+        try EmbeddedProxy(
+            serving: serving, browser: BrowserEndpoints(settings: Self.settings, projectDirectory: "/nonexistent", events: EventLog()))
     }
 
     /// The response's head fields and body, split at the blank line.
@@ -71,7 +24,7 @@ struct BrowserProxyTests {
     }
 
     @Test func aChunkedPageInPiecesGetsTheScriptWithAnExactLengthAndTheConnectionGoesOn() throws {
-        let proxy = try Proxy()
+        let proxy = try self.proxy()
         try proxy.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         try proxy.answer("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n<body>hi<")
         #expect(try proxy.heard().isEmpty, "held back until the page is whole")
@@ -90,7 +43,7 @@ struct BrowserProxyTests {
     }
 
     @Test func aFragmentAndAHeadPassAsTheServerSentThem() throws {
-        let proxy = try Proxy()
+        let proxy = try self.proxy()
         try proxy.send("GET /row HTTP/1.1\r\nHost: a\r\n\r\n")
         let fragment = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 9\r\n\r\n<li>x</li"
         try proxy.answer(fragment)
@@ -102,7 +55,7 @@ struct BrowserProxyTests {
     }
 
     @Test func aRequestUnderThePrefixIsAnsweredByTheBrowserSideAndNeverForwarded() throws {
-        let proxy = try Proxy()
+        let proxy = try self.proxy()
         try proxy.send("GET /_safe-watch/client.js HTTP/1.1\r\nHost: a\r\n\r\n")
         let (head, body) = split(try proxy.heard())
         #expect(head.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/javascript"), "\(head)")
@@ -112,12 +65,12 @@ struct BrowserProxyTests {
     }
 
     @Test func whileNothingServesABrowserGetsThePageAndOtherClientsAreHeld() throws {
-        let browser = try Proxy(serving: false)
+        let browser = try self.proxy(serving: false)
         try browser.send("GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html,*/*\r\n\r\n")
         let (head, body) = split(try browser.heard())
         #expect(head.hasPrefix("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html"), "\(head)")
         #expect(body.contains("Nothing is serving yet") && body.contains("data-generation=\"0\""))
-        let other = try Proxy(serving: false)
+        let other = try self.proxy(serving: false)
         try other.send("GET / HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\n")
         #expect(try other.heard().isEmpty, "held, as before")
         other.router.setActive(.init(generation: 1, port: 8001))

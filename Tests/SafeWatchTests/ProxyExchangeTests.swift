@@ -9,94 +9,10 @@ import Testing
 /// server connection are EmbeddedChannels on one loop with virtual time, the servers stood in by
 /// an `UpstreamConnector` that hands out channels the test answers byte by byte.
 struct ProxyExchangeTests {
-    /// Server connections made on demand, or refused.
-    private final class StandInServers: UpstreamConnector, @unchecked Sendable {
-        // Unchecked: touched only on the embedded loop, which is the test's own thread.
-        let loop: EmbeddedEventLoop
-        /// Every connection made, in order.
-        private(set) var connections: [EmbeddedChannel] = []
-        /// Where each connection attempt went, refused ones too.
-        private(set) var attempts: [TrafficRouter.Target] = []
-        /// Attempts still to refuse, before any byte.
-        var refusing = 0
-
-        init(loop: EmbeddedEventLoop) {
-            self.loop = loop
-        }
-
-        func connect(to target: TrafficRouter.Target, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
-            self.attempts.append(target)
-            if self.refusing > 0 {
-                self.refusing -= 1
-                return eventLoop.makeFailedFuture(IOError(errnoCode: 111, reason: "connect"))  // ECONNREFUSED
-            }
-            let channel = EmbeddedChannel(handler: UpstreamHandler(), loop: self.loop)
-            do {
-                try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: target.port)).wait()
-            } catch {
-                return eventLoop.makeFailedFuture(error)
-            }
-            self.connections.append(channel)
-            return eventLoop.makeSucceededFuture(channel)
-        }
-    }
-
-    /// A client connection to a proxy whose router sends to generation 1.
-    private struct Proxy {
-        let router = TrafficRouter()
-        let client: EmbeddedChannel
-        let servers: StandInServers
-
-        init(hold: TimeAmount = .seconds(5)) throws {
-            let loop = EmbeddedEventLoop()
-            self.servers = StandInServers(loop: loop)
-            self.router.setActive(.init(generation: 1, port: 8001))
-            let settings = ProxyConnection.Settings(hold: hold, addsForwardingFields: false, connector: self.servers)
-            self.client = EmbeddedChannel(handler: ProxyConnection(router: self.router, settings: settings), loop: loop)
-            try self.client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
-        }
-
-        func send(_ text: String) throws {
-            try self.client.writeInbound(ByteBuffer(string: text))
-        }
-
-        /// Everything written to the client so far.
-        func heard() throws -> String {
-            try Self.drain(self.client)
-        }
-
-        /// The server connection made `index`th.
-        func server(_ index: Int) throws -> EmbeddedChannel {
-            try #require(self.servers.connections.count > index, "server connection \(index) was made")
-            return self.servers.connections[index]
-        }
-
-        /// Everything the proxy sent to server connection `index` so far.
-        func serverGot(_ index: Int = 0) throws -> String {
-            try Self.drain(try self.server(index))
-        }
-
-        func answer(_ text: String, on index: Int = 0) throws {
-            try self.server(index).writeInbound(ByteBuffer(string: text))
-        }
-
-        func advance(by time: TimeAmount) {
-            self.client.embeddedEventLoop.advanceTime(by: time)
-        }
-
-        private static func drain(_ channel: EmbeddedChannel) throws -> String {
-            var text = ""
-            while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
-                text += String(buffer: buffer)
-            }
-            return text
-        }
-    }
-
     private static let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
 
     @Test func aRequestIsForwardedAndItsResponseReturnedAsSent() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         #expect(try proxy.serverGot() == "GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         #expect(proxy.router.inFlight(1) == 1, "counted while the server answers")
@@ -107,7 +23,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func aKeptAliveConnectionSendsTheNextRequestOnTheSameServerConnection() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         try proxy.answer(Self.ok)
         #expect(try proxy.heard() == Self.ok)
@@ -119,7 +35,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func pipelinedRequestsGoOneAtATime() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
         #expect(try proxy.serverGot() == "GET /a HTTP/1.1\r\nHost: a\r\n\r\n", "the second waits for the first's answer")
         try proxy.answer(Self.ok)
@@ -129,7 +45,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func aRefusedConnectionIsRetriedOnTheNextGeneration() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         proxy.servers.refusing = 1
         try proxy.send("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
         #expect(proxy.servers.connections.isEmpty)
@@ -144,7 +60,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func aGenerationThatKeepsRefusingGets502AfterTheHold() throws {
-        let proxy = try Proxy(hold: .seconds(1))
+        let proxy = try EmbeddedProxy(hold: .seconds(1))
         proxy.servers.refusing = .max
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         proxy.advance(by: .milliseconds(900))
@@ -155,7 +71,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func aRequestWhoseBodyReachedTheServerIsNeverSentAgain() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
         #expect(try proxy.serverGot().hasSuffix("\r\n\r\nhi"))
         try proxy.server(0).close().wait()
@@ -166,7 +82,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func anIdempotentRequestDroppedBeforeAnyAnswerGoesAgainOnce() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         try proxy.server(0).close().wait()
         proxy.advance(by: .milliseconds(20))
@@ -178,7 +94,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func a100ContinueReachesTheClientThenTheBodyGoesAndTheAnswerComes() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("PUT /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
         #expect(try proxy.serverGot().hasSuffix("Content-Length: 5\r\n\r\n"))
         try proxy.answer("HTTP/1.1 100 Continue\r\n\r\n")
@@ -190,7 +106,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func anUpgradeBecomesATunnelCountedUntilItCloses() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         _ = try proxy.serverGot()
         let switching = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -205,7 +121,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func aClientClosingMidResponseClosesTheServerConnectionAndReleasesTheRequest() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
         try proxy.answer("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         try proxy.client.close().wait()
@@ -214,7 +130,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func stoppingMidExchangeFinishesTheAnswerThenCloses() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
         proxy.router.beginShuttingDown(idleGrace: .seconds(1))
         proxy.client.embeddedEventLoop.run()
@@ -229,7 +145,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func stoppingWhileIdleClosesBothConnectionsAfterTheGrace() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         try proxy.answer(Self.ok)
         proxy.router.beginShuttingDown(idleGrace: .seconds(1))
@@ -243,7 +159,7 @@ struct ProxyExchangeTests {
     }
 
     @Test func aRequestInTheGraceIsAnsweredAsTheLast() throws {
-        let proxy = try Proxy()
+        let proxy = try EmbeddedProxy()
         proxy.router.beginShuttingDown(idleGrace: .seconds(1))
         proxy.client.embeddedEventLoop.run()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
