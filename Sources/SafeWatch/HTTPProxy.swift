@@ -1131,9 +1131,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         case .complete(let output, _, let leftover):
             exchange.response = .body(.done, keepAlive: keepAlive)
-            var buffer = context.channel.allocator.buffer(capacity: output.count)
-            buffer.writeBytes(output)
-            self.writeToClient(buffer, context)
+            self.writeToClient(context.channel.allocator.buffer(bytes: output), context)
             self.finishResponse(extraBytes: !leftover.isEmpty)
         case .malformed:
             // Half an answer cannot be mended: end the client's connection as the server did.
@@ -1141,9 +1139,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .tooLarge(let output, let scanner):
             // Too big to hold: what came so far goes out as it came, the rest streams after it.
             exchange.response = .body(scanner.map(BodyProgress.chunked) ?? .untilClose, keepAlive: keepAlive)
-            var buffer = context.channel.allocator.buffer(capacity: output.count)
-            buffer.writeBytes(output)
-            self.writeToClient(buffer, context)
+            self.writeToClient(context.channel.allocator.buffer(bytes: output), context)
         }
     }
 
