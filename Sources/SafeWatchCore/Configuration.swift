@@ -95,7 +95,7 @@ public struct Configuration: Equatable, Sendable {
         /// File extensions whose changes rebuild.
         public var extensions: [String] = ["swift"]
         /// Quiet time after the last change before a build starts.
-        public var debounce: Duration = .milliseconds(100)
+        public var debounce: Duration = .milliseconds(50)
         /// inotify, or stat polling for trees whose file system loses inotify events.
         public var poll: PollSetting = .auto
     }

@@ -79,7 +79,7 @@ public struct StarterConfiguration: Equatable, Sendable {
             # paths = ["."]
             # ignore = []                 # gitignore syntax, e.g. ["tmp/", "*.log"]; .gitignore applies too
             # extensions = ["swift"]      # Package.swift and anything under Sources/ always rebuild
-            # debounce = "100ms"          # quiet time after the last change before a build starts
+            # debounce = "50ms"           # quiet time after the last change before a build starts
             # poll = "auto"               # "off", or an interval such as "500ms" to poll with stat instead of inotify
 
             [serve]

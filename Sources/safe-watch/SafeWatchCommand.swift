@@ -60,7 +60,7 @@ extension SafeWatchCommand {
         var binary: String?
 
         @Option(
-            name: .long, help: ArgumentHelp("Quiet time after the last change before building, e.g. 100ms.", valueName: "duration"),
+            name: .long, help: ArgumentHelp("Quiet time after the last change before building (default 50ms).", valueName: "duration"),
             transform: { try OptionValue.duration($0) })
         var debounce: Duration?
 

@@ -39,7 +39,7 @@ struct ConfigurationDefaultsTests {
         #expect(config.watch.paths == ["."])
         #expect(config.watch.ignore == [])
         #expect(config.watch.extensions == ["swift"])
-        #expect(config.watch.debounce == .milliseconds(100))
+        #expect(config.watch.debounce == .milliseconds(50))
         #expect(config.serve.mode == .proxy)
         #expect(config.serve.listen == ListenAddress(host: "127.0.0.1", port: 8080))
         #expect(config.serve.holdTimeout == .seconds(30))
