@@ -229,7 +229,7 @@ extension SafeWatchCommand {
                 writeToStandardError("safe-watch: \(error)\n")
                 return error.exitCode
             }
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopCount(forCores: System.coreCount))
             let router = TrafficRouter()
             let (browserSettings, browserNotice) = project.liveReloadSettings(
                 listenAddresses: sockets.sockets.isEmpty ? [project.configuration.serve.listen] : sockets.sockets.map(\.address))
