@@ -948,7 +948,11 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.release(exchange)
         self.flushClient()
         guard after.keepsClientConnection else {
-            self.closeGracefully()
+            // A client that asked to close and sent nothing more has nothing unread to reset the
+            // answer with: the connection closes once the answer is out, as nginx does, without
+            // the shutdown, the wait for the client's end and the timer of a lingering close.
+            let clientAskedToClose = !exchange.request.keepAlive && exchange.requestBody.isDone && self.received == nil
+            self.closeGracefully(lingering: !clientAskedToClose)
             return
         }
         self.processReceived()
@@ -1020,9 +1024,10 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Shuts the write side once the last answer is out, then discards what the client still
     /// sends until it closes (or `lingerTimeout`): closing with unread bytes would reset the
-    /// connection, and a reset can destroy the answer before the client reads it. A server
-    /// connection left reusable goes to the pool.
-    private func closeGracefully() {
+    /// connection, and a reset can destroy the answer before the client reads it. Without
+    /// `lingering` (the client asked to close and sent nothing after its request) the connection
+    /// closes once the answer is out. A server connection left reusable goes to the pool.
+    private func closeGracefully(lingering: Bool = true) {
         guard let context = self.context else { return }
         let leaving = self.state
         self.state = .closing
@@ -1036,7 +1041,12 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         // After the writes before it: a client that shut its side already is closed outright,
         // which would drop writes still queued.
         self.clientUnflushed = false
-        context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+        let answered = context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(capacity: 0)))
+        guard lingering else {
+            answered.whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        answered.whenComplete { _ in
             channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
         }
         context.eventLoop.scheduleTask(in: Self.lingerTimeout) { channel.close(promise: nil) }
