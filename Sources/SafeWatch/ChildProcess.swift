@@ -3,8 +3,9 @@ import SafeWatchCore
 import SafeWatchProcesses
 import SafeWatchSystem
 
-/// How safe-watch starts its children: each in its own session, with a parent-death signal so
-/// that none outlives a safe-watch that was killed (`Spawner`, `sw_spawn`).
+/// How safe-watch starts its children: each in its own process group without a controlling
+/// terminal, with a parent-death signal so that none outlives a safe-watch that was killed
+/// (`Spawner`, `sw_spawn`).
 public struct ChildLauncher: Sendable {
     public init() {}
 

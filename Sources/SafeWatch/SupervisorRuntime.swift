@@ -17,7 +17,9 @@ public actor SupervisorRuntime {
 
     /// Everything that happens to the runtime, in the order it is handled.
     enum Event: Sendable {
-        case filesChanged([WatchedChange])
+        /// `seenAt`: when the watcher read them, which is when their quiet period starts (the
+        /// event may wait for the loop a while under load, and the debounce must not add that).
+        case filesChanged([WatchedChange], seenAt: Moment)
         case debounceElapsed
         case buildFinished(BuildID, BuildOutcome)
         case candidateHealthy(Generation)
@@ -97,7 +99,7 @@ public actor SupervisorRuntime {
             stateDirectory: self.project.stateDirectory, run: self.project.configuration.run, reporter: self.reporter)
         self.stager.discardAll()
         let post = self.post
-        try self.watch.start { post.yield(.filesChanged($0)) }
+        try self.watch.start(changed: self.changedFilesPoster)
         self.watch.seedLedger()
         defer { self.tasks.cancelAll() }
         self.own(.signals) {
@@ -138,6 +140,14 @@ public actor SupervisorRuntime {
 
     private var now: Moment { ContinuousClock.now - self.start }
 
+    /// What the watchers call on their own threads: the changes, stamped with the moment they were
+    /// read.
+    private var changedFilesPoster: @Sendable ([WatchedChange]) -> Void {
+        let post = self.post
+        let start = self.start
+        return { changes in post.yield(.filesChanged(changes, seenAt: ContinuousClock.now - start)) }
+    }
+
     /// WATCHDOG=1 at half of WATCHDOG_USEC. The tick goes through the event loop like every other
     /// event, so a wedged supervisor stops answering and systemd restarts it; a long build or
     /// probe does not (they run in their own tasks).
@@ -173,8 +183,8 @@ public actor SupervisorRuntime {
     private func handle(_ event: Event) {
         let now = self.now
         switch event {
-        case .filesChanged(let changes):
-            let intake = self.watch.take(changes, at: now)
+        case .filesChanged(let changes, let seenAt):
+            let intake = self.watch.take(changes, at: seenAt)
             if intake.configurationChanged { self.perform(self.machine.signalReceived(.reload, at: now)) }
             if let quietAt = intake.quietAt { self.scheduleDebounceCheck(at: quietAt) }
         case .debounceElapsed:
@@ -488,8 +498,7 @@ public actor SupervisorRuntime {
         if let warning = reload.warning { self.reporter.warning(warning) }
         self.project.configuration = reload.configuration
         HardStopTimer.shared.configure(stopTimeout: reload.configuration.run.stopTimeout)
-        let post = self.post
-        self.watch.reconfigure(self.project) { post.yield(.filesChanged($0)) }
+        self.watch.reconfigure(self.project, changed: self.changedFilesPoster)
         let policy = Self.policy(self.project, runsAsService: self.serviceManager.isPresent)
         self.perform(self.machine.configReloaded(policy, rebuild: reload.rebuild, at: self.now))
     }

@@ -10,13 +10,16 @@ public struct Debouncer: Sendable {
         self.quietPeriod = quietPeriod
     }
 
-    /// Records changes; returns when to look again (the end of the quiet period).
-    public mutating func record(_ paths: [String], at now: Moment) -> Moment {
+    /// Records changes seen at `seen` (when a watcher read them, which may be a little before
+    /// they are recorded); returns when to look again (the end of the quiet period). Changes from
+    /// two watchers can arrive out of order: the quiet period runs from the latest seen.
+    public mutating func record(_ paths: [String], at seen: Moment) -> Moment {
         for path in paths where self.pendingSet.insert(path).inserted {
             self.pending.append(path)
         }
-        self.lastChange = now
-        return now + self.quietPeriod
+        let latest = max(self.lastChange ?? seen, seen)
+        self.lastChange = latest
+        return latest + self.quietPeriod
     }
 
     /// The gathered paths once the tree has been quiet long enough; nil while the burst goes on

@@ -66,7 +66,7 @@ public final class Spawner: Sendable {
         }
     }
 
-    /// Starts the program in a new session (its own process group) and returns its pid. Register
+    /// Starts the program in its own process group, without a controlling terminal, and returns its pid. Register
     /// with `Reaper.shared` to learn how it exits.
     public func spawn(_ request: SpawnRequest) async throws(SystemError) -> pid_t {
         try await self.start(request).pid
@@ -136,7 +136,7 @@ public final class Spawner: Sendable {
         case SW_SPAWN_EXEC: SystemError(call: SystemError.execCall, errno: errno, context: request.executable)
         case SW_SPAWN_WORKING_DIRECTORY: SystemError(call: "chdir", errno: errno, context: request.workingDirectory ?? "")
         case SW_SPAWN_DESCRIPTORS: SystemError(call: "dup2", errno: errno, context: request.executable)
-        case SW_SPAWN_SESSION: SystemError(call: "setsid", errno: errno, context: request.executable)
+        case SW_SPAWN_SESSION: SystemError(call: "setpgid", errno: errno, context: request.executable)
         case SW_SPAWN_DEATH_SIGNAL: SystemError(call: "prctl(PR_SET_PDEATHSIG)", errno: errno, context: request.executable)
         default: SystemError(call: "spawn", errno: errno, context: request.executable)
         }

@@ -49,6 +49,19 @@ struct DebouncerTests {
         #expect(debouncer.release(at: start + .milliseconds(70)) == ["b.swift", "a.swift", "c.swift", "d.swift"])
     }
 
+    @Test("the quiet period runs from the latest change seen, whatever order two watchers' changes arrive in")
+    func changesSeenOutOfOrder() {
+        var debouncer = Debouncer(quietPeriod: .milliseconds(50))
+        #expect(debouncer.record(["polled.swift"], at: start + .milliseconds(30)) == start + .milliseconds(80))
+        // Read by the other watcher 20 ms before, recorded after: it does not shorten the wait.
+        #expect(debouncer.record(["watched.swift"], at: start + .milliseconds(10)) == start + .milliseconds(80))
+        #expect(debouncer.nextCheck == start + .milliseconds(80))
+        #expect(debouncer.release(at: start + .milliseconds(79)) == nil)
+        #expect(debouncer.release(at: start + .milliseconds(80)) == ["polled.swift", "watched.swift"])
+        // A new burst starts from its own first change.
+        #expect(debouncer.record(["next.swift"], at: start + .milliseconds(200)) == start + .milliseconds(250))
+    }
+
     @Test("a late change restarts the quiet period")
     func lateChangeRestarts() {
         var debouncer = Debouncer(quietPeriod: .milliseconds(100))

@@ -46,6 +46,22 @@ extension ProcessTests {
         #expect(await lines.wait(until: { $0 == ["\(withPID) \(withPID)", "without unset"] }), "\(lines.all)")
     }
 
+    @Test func aChildLeadsItsOwnProcessGroupInOurSessionWithoutATerminal() async throws {
+        // Its own group: it is stopped as a group. Our session: a new one would be a new scheduling
+        // autogroup, slower to get a CPU under load. No controlling terminal: /dev/tty cannot be
+        // opened. /proc/PID/stat after the command name: state, ppid, pgrp, session, tty_nr.
+        let (output, lines) = try linesOfAPipe()
+        let script = """
+            sed 's/.*) //' /proc/$$/stat | cut -d' ' -f3-5
+            if (exec 3</dev/tty) 2>/dev/null; then echo terminal; else echo no terminal; fi
+            """
+        let pid = try await Spawner.shared.spawn(shell(script, output: output))
+        output.closeWriteEnd()
+        #expect(await Reaper.shared.wait(for: pid) == .exited(0))
+        #expect(await lines.wait(until: { $0.count == 2 }), "\(lines.all)")
+        #expect(lines.all == ["\(pid) \(getsid(0)) 0", "no terminal"])
+    }
+
     @Test func passedDescriptorsKeepTheirOrderAndNothingElseIsInherited() async throws {
         let (first, firstLines) = try linesOfAPipe()
         let (second, secondLines) = try linesOfAPipe()

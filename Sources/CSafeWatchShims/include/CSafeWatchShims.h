@@ -9,14 +9,15 @@
 typedef enum sw_spawn_step {
     SW_SPAWN_PREPARE = 0,          // in the parent: descriptors, stack, clone
     SW_SPAWN_DESCRIPTORS = 1,      // dup2 into 0, 1, 2, 3, …
-    SW_SPAWN_SESSION = 2,          // setsid
+    SW_SPAWN_SESSION = 2,          // setpgid and TIOCNOTTY (setsid when the terminal cannot be opened)
     SW_SPAWN_DEATH_SIGNAL = 3,     // prctl(PR_SET_PDEATHSIG)
     SW_SPAWN_WORKING_DIRECTORY = 4, // chdir
     SW_SPAWN_EXEC = 5,             // execve
 } sw_spawn_step;
 
-/// Spawns `path` in a new session (so in its own process group) with every signal reset to its
-/// default disposition and an empty signal mask, without exec'ing anything but `path`.
+/// Spawns `path` in its own process group, without a controlling terminal (still in the caller's
+/// session, so in its scheduling autogroup), with every signal reset to its default disposition
+/// and an empty signal mask, without exec'ing anything but `path`.
 ///
 /// The child is created with clone(CLONE_VM | CLONE_VFORK) on a small stack of its own and does
 /// only async-signal-safe system calls before execve; the parent resumes once it has exec'd or
