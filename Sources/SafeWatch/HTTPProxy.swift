@@ -948,11 +948,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.release(exchange)
         self.flushClient()
         guard after.keepsClientConnection else {
-            // A client that asked to close and sent nothing more has nothing unread to reset the
-            // answer with: the connection closes once the answer is out, as nginx does, without
-            // the shutdown, the wait for the client's end and the timer of a lingering close.
-            let clientAskedToClose = !exchange.request.keepAlive && exchange.requestBody.isDone && self.received == nil
-            self.closeGracefully(lingering: !clientAskedToClose)
+            self.closeGracefully(lingering: self.closeLingers(after: exchange))
             return
         }
         self.processReceived()
@@ -1002,8 +998,14 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             if case .awaitingHead = self.state { self.resumeClientReads() }
         } else {
             self.received = nil
-            self.closeGracefully()
+            self.closeGracefully(lingering: true)
         }
+    }
+
+    /// Whether the client's connection, closed after `exchange`'s answer, lingers.
+    private func closeLingers(after exchange: Exchange) -> Bool {
+        ProxyExchangePolicy.closeLingers(
+            clientAskedToClose: !exchange.request.keepAlive, requestDone: exchange.requestBody.isDone, receivedMore: self.received != nil)
     }
 
     /// Answers a request the proxy cannot forward, then closes the connection.
@@ -1011,7 +1013,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context = self.context else { return }
         self.enterClosing()
         self.writeAnswer(LocalAnswer(status: status, reason: reason, body: "safe-watch: \(detail)\n"), keeps: false, context: context)
-        self.closeGracefully()
+        self.closeGracefully(lingering: true)
     }
 
     private func writeAnswer(_ answer: LocalAnswer, keeps: Bool, context: ChannelHandlerContext) {
@@ -1022,12 +1024,11 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.clientUnflushed = false
     }
 
-    /// Shuts the write side once the last answer is out, then discards what the client still
-    /// sends until it closes (or `lingerTimeout`): closing with unread bytes would reset the
-    /// connection, and a reset can destroy the answer before the client reads it. Without
-    /// `lingering` (the client asked to close and sent nothing after its request) the connection
-    /// closes once the answer is out. A server connection left reusable goes to the pool.
-    private func closeGracefully(lingering: Bool = true) {
+    /// Closes the client's connection once the last answer is out. `lingering`
+    /// (`ProxyExchangePolicy.closeLingers`): shuts the write side, then discards what the client
+    /// still sends until it closes (or `lingerTimeout`). A server connection left reusable goes to
+    /// the pool.
+    private func closeGracefully(lingering: Bool) {
         guard let context = self.context else { return }
         let leaving = self.state
         self.state = .closing

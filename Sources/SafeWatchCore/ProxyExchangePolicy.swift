@@ -59,4 +59,13 @@ public enum ProxyExchangePolicy {
             keepsServerConnection: serverKeeps && requestDone && !extraBytes,
             keepsClientConnection: clientKeeps && requestDone)
     }
+
+    /// Whether closing the client's connection lingers: the proxy shuts its side once the answer
+    /// is out and discards what the client still sends until it closes, because closing with
+    /// unread bytes would reset the connection and a reset can destroy the answer before the
+    /// client reads it. A client that asked to close, sent its whole request and nothing after it
+    /// has nothing unread: its connection simply closes once the answer is out, as nginx does.
+    public static func closeLingers(clientAskedToClose: Bool, requestDone: Bool, receivedMore: Bool) -> Bool {
+        !(clientAskedToClose && requestDone && !receivedMore)
+    }
 }

@@ -30,4 +30,14 @@ struct ProxyExchangePolicyTests {
         #expect(after(done: false) == .init(keepsServerConnection: false, keepsClientConnection: false), "the body's rest would be read as a request")
         #expect(after(extra: true) == .init(keepsServerConnection: false, keepsClientConnection: true))
     }
+
+    @Test func aCloseLingersUnlessTheClientAskedForItAndSentNothingMore() {
+        func lingers(asked: Bool = true, done: Bool = true, more: Bool = false) -> Bool {
+            ProxyExchangePolicy.closeLingers(clientAskedToClose: asked, requestDone: done, receivedMore: more)
+        }
+        #expect(!lingers(), "nothing is unread: the connection simply closes")
+        #expect(lingers(asked: false), "a client that expected to keep its connection may be sending its next request")
+        #expect(lingers(done: false), "the rest of the body is unread")
+        #expect(lingers(more: true), "bytes after the request are unread")
+    }
 }
