@@ -45,12 +45,16 @@ import Testing
     }
 
     @Test func aClosedStandardDescriptorIsAnErrorNotABug() throws {
-        // What writeToStandardError meets when safe-watch was started with 2>&-.
-        let closed = try FileDescriptor.pipe()
-        closed.readEnd.close()
-        closed.writeEnd.close()
+        // What writeToStandardError meets when safe-watch was started with 2>&-. A descriptor this
+        // test closed itself could be reused at once by a test running beside it (and the byte
+        // written into that test's file), so the closed one is the first number the kernel never
+        // hands out: the soft limit on open files.
+        var limit = rlimit()
+        #expect(getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        let neverOpen = FileDescriptor(rawValue: Int32(clamping: limit.rlim_cur))
+        #expect(fcntl(neverOpen.rawValue, F_GETFD) == -1)
         #expect(throws: SystemError(call: "write", errno: .badFileDescriptor)) {
-            try closed.writeEnd.writeAll([1], descriptorMayBeClosed: true)
+            try neverOpen.writeAll([1], descriptorMayBeClosed: true)
         }
     }
 
