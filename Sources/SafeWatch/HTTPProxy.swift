@@ -1319,7 +1319,10 @@ final class UpstreamPool {
     }
 
     static let capacity = 32
-    static let maximumIdleTime = TimeAmount.seconds(2)
+
+    /// How long a connection may wait unused: 2 s by default (the proxy's), longer in tests that
+    /// are about something else.
+    let maximumIdleTime: TimeAmount
 
     private var idle: [Idle] = []
     /// The loop the pool is used on; nil in tests without one (then nothing expires on its own).
@@ -1330,8 +1333,9 @@ final class UpstreamPool {
     /// Set while anything is pooled: when the oldest entry will have been idle too long.
     private var expiry: Scheduled<Void>?
 
-    init(eventLoop: (any EventLoop)? = nil) {
+    init(eventLoop: (any EventLoop)? = nil, maximumIdleTime: TimeAmount = .seconds(2)) {
         self.eventLoop = eventLoop
+        self.maximumIdleTime = maximumIdleTime
     }
 
     /// The most recently pooled live connection to `generation`, if any.
@@ -1340,7 +1344,7 @@ final class UpstreamPool {
         while let index = self.idle.lastIndex(where: { $0.generation == generation }) {
             let entry = self.idle.remove(at: index)
             entry.handler.pool = nil
-            if entry.channel.isActive, now - entry.since < Self.maximumIdleTime {
+            if entry.channel.isActive, now - entry.since < self.maximumIdleTime {
                 return (entry.channel, entry.handler)
             }
             entry.channel.close(promise: nil)
@@ -1355,7 +1359,7 @@ final class UpstreamPool {
         }
         let now = NIODeadline.now()
         // Stale ones go first (an older generation's, or idle too long), then the oldest if full.
-        for entry in self.idle where now - entry.since >= Self.maximumIdleTime || entry.generation != generation {
+        for entry in self.idle where now - entry.since >= self.maximumIdleTime || entry.generation != generation {
             self.evict(entry)
         }
         if self.idle.count >= Self.capacity, let oldest = self.idle.first { self.evict(oldest) }
@@ -1375,11 +1379,11 @@ final class UpstreamPool {
     private func scheduleExpiry() {
         guard self.expiry == nil, let eventLoop = self.eventLoop, let oldest = self.idle.map(\.since).min() else { return }
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
-        self.expiry = eventLoop.scheduleTask(deadline: oldest + Self.maximumIdleTime) {
+        self.expiry = eventLoop.scheduleTask(deadline: oldest + self.maximumIdleTime) {
             let pool = pool.value
             pool.expiry = nil
             let now = NIODeadline.now()
-            for entry in pool.idle where now - entry.since >= Self.maximumIdleTime { pool.evict(entry) }
+            for entry in pool.idle where now - entry.since >= pool.maximumIdleTime { pool.evict(entry) }
             pool.scheduleExpiry()
         }
     }
@@ -1407,10 +1411,12 @@ struct UpstreamPools: @unchecked Sendable {
     // never changes after `init`.
     private let pools: [ObjectIdentifier: UpstreamPool]
 
-    init(group: (any EventLoopGroup)?) {
+    init(group: (any EventLoopGroup)?, maximumIdleTime: TimeAmount = .seconds(2)) {
         var pools: [ObjectIdentifier: UpstreamPool] = [:]
         if let group {
-            for loop in group.makeIterator() { pools[ObjectIdentifier(loop)] = UpstreamPool(eventLoop: loop) }
+            for loop in group.makeIterator() {
+                pools[ObjectIdentifier(loop)] = UpstreamPool(eventLoop: loop, maximumIdleTime: maximumIdleTime)
+            }
         }
         self.pools = pools
     }

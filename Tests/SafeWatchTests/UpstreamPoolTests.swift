@@ -24,7 +24,9 @@ import Testing
     }
 
     @Test func connectionsToAGenerationTheRouterLeftAreClosedAndNotPooledAgain() async throws {
-        try await Self.withPool { loop, pools, port in
+        // Idle for a minute: under load the steps below can take seconds, and a connection closed
+        // for its age would look like one closed for its generation.
+        try await Self.withPool(maximumIdleTime: .seconds(60)) { loop, pools, port in
             let router = TrafficRouter()
             router.setActive(TrafficRouter.Target(generation: 1, port: port))
             pools.follow(router)
@@ -46,14 +48,16 @@ import Testing
         }
     }
 
-    /// A loop of its own with its pool, and a loopback listener that never accepts (connections
+    /// A loop of its own with its pool (connections idle for `maximumIdleTime` are closed), and a loopback listener that never accepts (connections
     /// complete in the kernel and wait in its backlog).
-    private static func withPool(_ body: (any EventLoop, UpstreamPools, Int) async throws -> Void) async throws {
+    private static func withPool(
+        maximumIdleTime: TimeAmount = .seconds(2), _ body: (any EventLoop, UpstreamPools, Int) async throws -> Void
+    ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let listener = try listenLoopback(backlog: 16)
         defer { close(listener.fd) }
         do {
-            try await body(group.next(), UpstreamPools(group: group), listener.port)
+            try await body(group.next(), UpstreamPools(group: group, maximumIdleTime: maximumIdleTime), listener.port)
         } catch {
             try await group.shutdownGracefully()
             throw error
