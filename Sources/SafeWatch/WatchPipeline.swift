@@ -146,20 +146,19 @@ final class WatchPipeline {
     /// content. What a running build writes (`ownOutput`) is its own, not an edit.
     func release(at now: Moment, ignoring ownOutput: [String]) -> Burst? {
         guard let released = self.debouncer.release(at: now) else { return nil }
-        var paths = self.ledger.changed(released)
-        paths.removeAll { ownOutput.contains($0) }
+        let ownOutput = Set(ownOutput)
+        var changes = self.ledger.changes(released)
+        changes.removeAll { ownOutput.contains($0.path) }
         let assetKinds = self.assetsInBurst
         self.assetsInBurst = [:]
-        let assets = paths.compactMap { path in assetKinds[path].map { (path: path, kind: $0) } }
-        paths.removeAll { assetKinds[$0] != nil }
-        guard !paths.isEmpty || !assets.isEmpty else { return nil }
+        let assets = changes.compactMap { change in assetKinds[change.path].map { (path: change.path, kind: $0) } }
+        changes.removeAll { assetKinds[$0.path] != nil }
+        guard !changes.isEmpty || !assets.isEmpty else { return nil }
         let touchedMigrations = self.migrationsChangedInBurst
         self.migrationsChangedInBurst = false
-        let directory = self.project.directory
-        let (present, gone) = paths.reduce(into: ([String](), [String]())) { split, path in
-            if FileManager.default.fileExists(atPath: directory + "/" + path) { split.0.append(path) } else { split.1.append(path) }
-        }
-        return Burst(paths: present + gone, touchedMigrations: touchedMigrations, assets: assets)
+        // The files still there first: the build's reason names one of them.
+        let paths = changes.filter(\.isThere).map(\.path) + changes.filter { !$0.isThere }.map(\.path)
+        return Burst(paths: paths, touchedMigrations: touchedMigrations, assets: assets)
     }
 
     /// The files changed since the last build started; the next one starts now.

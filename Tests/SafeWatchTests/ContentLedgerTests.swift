@@ -56,6 +56,40 @@ import Testing
         #expect(ledger.changed(["Package.resolved"]) == ["Package.resolved"])
     }
 
+    /// A checkout's worth of paths: files never read are judged by whether they are there, files
+    /// whose content was recorded are still compared, and each change says whether it is there.
+    @Test func aBurstLargerThanTheReadLimitJudgesUnreadFilesByWhetherTheyAreThere() throws {
+        let ledger = ContentLedger(directory: self.directory)
+        let count = ContentLedger.readsPerBurst + 44
+        let old = (0..<count).map { "Sources/old\($0).swift" }
+        for path in old { try self.write("same\n", path) }
+        try self.write("kept\n", "Sources/kept.swift")
+        ledger.seed(present: old + ["Sources/kept.swift"])
+        // kept.swift's content is recorded by a save of its own.
+        try self.write("kept 2\n", "Sources/kept.swift")
+        #expect(ledger.changed(["Sources/kept.swift"]) == ["Sources/kept.swift"])
+
+        // The burst: every old file rewritten with the same bytes, one deleted, one new file, a
+        // temporary file that came and went, kept.swift saved unchanged.
+        for path in old.dropFirst() { try self.write("same\n", path) }
+        try FileManager.default.removeItem(atPath: self.directory + "/" + old[0])
+        try self.write("new\n", "Sources/new.swift")
+        let burst = old + ["Sources/new.swift", "Sources/.tmp-123", "Sources/kept.swift"]
+        #expect(burst.count > ContentLedger.readsPerBurst)
+        let changes = ledger.changes(burst)
+        #expect(changes.map(\.path) == old + ["Sources/new.swift"])
+        #expect(changes.filter { !$0.isThere }.map(\.path) == [old[0]])
+
+        // Their content was not read: the next save of one counts even with the same bytes, and
+        // the one after it, read this time, does not.
+        try self.write("same\n", old[1])
+        #expect(ledger.changed([old[1]]) == [old[1]])
+        try self.write("same\n", old[1])
+        #expect(ledger.changed([old[1]]) == [])
+        // Gone and still gone: no second change.
+        #expect(ledger.changed([old[0]]) == [])
+    }
+
     @Test func notesAndDirectoriesPassThrough() throws {
         let ledger = ContentLedger(directory: self.directory)
         #expect(ledger.changed(["(the whole tree: inotify queue overflowed)", "Sources"]).count == 2)
