@@ -62,4 +62,12 @@ public enum StateDirectoryProblem {
         }
         return text
     }
+
+    /// `unwritable`, the state directory or a directory inside it, cannot be written by `uid`.
+    public static func foreignMessage(stateDirectory: String, unwritable: String, uid: UInt32, ownerUID: UInt32?) -> String {
+        let owner = ownerUID.map { " (it belongs to uid \($0))" } ?? ""
+        return "\(unwritable) is not writable by uid \(uid)\(owner), so no build could be staged there — left by a safe-watch run as "
+            + "another user? Make it yours with `sudo chown -R \(uid) \(shellQuoted(stateDirectory))`, or remove it with "
+            + "`sudo rm -rf \(shellQuoted(stateDirectory))` (it holds only safe-watch's copies of built servers and its lock)"
+    }
 }

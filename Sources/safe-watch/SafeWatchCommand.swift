@@ -367,6 +367,13 @@ extension SafeWatchCommand {
                     "safe-watch: \(StateDirectoryProblem.message(directory: directory, stateDirectory: stateDirectory, reason: reason, uid: geteuid(), ownerUID: Privileges.owner(of: directory)?.uid))\n")
                 return StateDirectoryProblem.exitCode
             }
+            // Left by a safe-watch run as another user (`sudo safe-watch` once): nothing could be
+            // staged there, so no build would ever serve.
+            if let unwritable = Privileges.firstUnwritableDirectory(in: stateDirectory) {
+                writeToStandardError(
+                    "safe-watch: \(StateDirectoryProblem.foreignMessage(stateDirectory: stateDirectory, unwritable: unwritable, uid: geteuid(), ownerUID: Privileges.owner(of: unwritable)?.uid))\n")
+                return StateDirectoryProblem.exitCode
+            }
             return nil
         }
     }

@@ -118,6 +118,7 @@ extension SupervisorIntegrationTests {
             let roots = makeTemporaryDirectory("sw-rootowned") + "/hello"
             try FileManager.default.copyItem(atPath: Paths.packageRoot + "/Examples/hello-server", toPath: roots)
             try? FileManager.default.removeItem(atPath: roots + "/.build")
+            try? FileManager.default.removeItem(atPath: roots + "/.safe-watch")
             cases.append((roots, "(it belongs to uid 0): run safe-watch as its owner, or make it yours with `sudo chown -R \(account) \(roots)`"))
         }
         for (directory, fix) in cases {
@@ -131,5 +132,33 @@ extension SupervisorIntegrationTests {
             #expect(!FileManager.default.fileExists(atPath: directory + "/.build"))
         }
         chmod(own, 0o755)
+    }
+
+    /// `sudo safe-watch` once leaves `.safe-watch` (or a generation in it) to root. Run as the
+    /// project's owner afterwards, safe-watch stops at once with the reason and the fix, instead of
+    /// building what it could never stage and serving nothing.
+    @Test(.enabled(if: geteuid() == 0, "only root can leave a state directory behind for the account"))
+    func aStateDirectoryLeftByRootStopsWithTheFixAndExit73() async throws {
+        let account = try expectedUserID()
+        let directory = makeTemporaryDirectory("sw-rootstate") + "/project"
+        try createAccountDirectory(directory)
+        try "[build]\ncommand = \"true\"\nbinary = \"server.sh\"\n[health]\ntype = \"none\"\n".save(to: directory + "/safe-watch.toml")
+        giveTreeToAccount(directory)
+        // As a run as root leaves it: the tree, a generation and the lock, all root's.
+        let state = directory + "/.safe-watch"
+        try FileManager.default.createDirectory(atPath: state + "/generations/1", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: state + "/lock", contents: nil, attributes: [.posixPermissions: 0o600]))
+
+        // Then the tree given back, but for the generation root staged.
+        let onlyAGeneration = { #expect(chown(state, account, gid_t(account)) == 0 && chown(state + "/generations", account, gid_t(account)) == 0) }
+        for (unwritable, prepare) in [(state, {}), (state + "/generations/1", onlyAGeneration)] {
+            prepare()
+            let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+            #expect(await safeWatch.waitForExit(limit: .seconds(60)) == .exited(73), "\(safeWatch.output)")
+            let output = safeWatch.output
+            #expect(output.contains("safe-watch: \(unwritable) is not writable by uid \(account) (it belongs to uid 0)"), "\(output)")
+            #expect(output.contains("`sudo chown -R \(account) \(state)`"), "\(output)")
+            #expect(!output.contains("build 1 started"), "\(output)")
+        }
     }
 }
