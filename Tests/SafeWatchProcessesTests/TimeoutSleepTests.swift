@@ -28,6 +28,23 @@ import Testing
         #expect(ContinuousClock.now - cancelled < .seconds(5))
     }
 
+    /// The tests' own race, `result(within:)`: it returns at its limit even when the work does not
+    /// heed cancellation, as a wait for a process that never exits does (a task group would wait
+    /// for the work, and the test for its suite's time limit).
+    @Test func theTestsRaceReturnsAtItsLimitWhenTheWorkIgnoresCancellation() async {
+        let stubborn = Task { await sleepForTimeout(.seconds(3)) }  // not the race's child: not cancelled by it
+        let begun = ContinuousClock.now
+        let value = await result(within: .milliseconds(200)) { () -> Int? in
+            await stubborn.value
+            return 1
+        }
+        let waited = ContinuousClock.now - begun
+        #expect(value == nil)
+        #expect(waited < .seconds(2), "returned after \(waited), at the work's end rather than its limit")
+        #expect(await result(within: .seconds(30)) { 7 } == 7)
+        stubborn.cancel()
+    }
+
     /// 4,000 races won by the work, each cancelling a 10-minute timeout: once a step has passed,
     /// the heap is back where it was (a plain `Task.sleep(for:)` in its place keeps ~3 MB).
     @Test func cancelledTimeoutsLeaveNoMemoryBehind() async {

@@ -85,16 +85,26 @@ extension Recorder where Element == String {
 
 /// What `body` returns, or nil if it has not returned within `limit`; it is cancelled then. The
 /// limit only bounds a failing test.
+///
+/// Returns at the limit even when `body` does not heed cancellation (awaiting a process's exit, a
+/// `Task`'s value): a task group would wait for it to end, so a test waiting for a process that
+/// never exits would wait past its limit, and past the kill that was to follow it.
 public func result<T: Sendable>(within limit: Duration, _ body: @escaping @Sendable () async -> T?) async -> T? {
-    await withTaskGroup(of: T?.self) { group in
-        group.addTask { await body() }
-        group.addTask {
-            try? await Task.sleep(for: limit)
-            return nil
+    await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+        let pending = Mutex<CheckedContinuation<T?, Never>?>(continuation)
+        let finish: @Sendable (T?) -> Void = { value in pending.withLock { $0.take() }?.resume(returning: value) }
+        let timer = Mutex<Task<Void, Never>?>(nil)
+        let work = Task {
+            finish(await body())
+            timer.withLock { $0?.cancel() }
         }
-        let first = await group.next() ?? nil
-        group.cancelAll()
-        return first
+        timer.withLock { pendingTimer in
+            pendingTimer = Task {
+                try? await Task.sleep(for: limit)
+                work.cancel()
+                finish(nil)
+            }
+        }
     }
 }
 
