@@ -11,15 +11,16 @@ public enum Privileges {
         return (info.st_uid, info.st_gid)
     }
 
-    /// The first directory in the tree at `root` (itself included) that this process cannot create
-    /// and remove entries in, by its effective ids; nil when it can write them all (or `root` is
-    /// missing). Symbolic links are not followed.
-    public static func firstUnwritableDirectory(in root: String) -> String? {
+    /// The first directory in the tree at `root` (itself included; only itself unless `descending`)
+    /// that this process cannot create and remove entries in, by its effective ids; nil when it can
+    /// write them all (or `root` is missing). Symbolic links are not followed.
+    public static func firstUnwritableDirectory(in root: String, descending: Bool = true) -> String? {
         var pending = [root]
         while let directory = pending.popLast() {
             var info = stat()
             guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { continue }
             if faccessat(AT_FDCWD, directory, W_OK | X_OK, AT_EACCESS) != 0 { return directory }
+            guard descending else { continue }
             let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             pending += entries.map { directory + "/" + $0 }
         }

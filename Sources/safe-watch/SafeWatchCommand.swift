@@ -368,8 +368,12 @@ extension SafeWatchCommand {
                 return StateDirectoryProblem.exitCode
             }
             // Left by a safe-watch run as another user (`sudo safe-watch` once): nothing could be
-            // staged there, so no build would ever serve.
-            if let unwritable = Privileges.firstUnwritableDirectory(in: stateDirectory) {
+            // staged there, so no build would ever serve. Staging makes and removes generations
+            // (`.safe-watch` itself only while `generations` is not there yet); a `.safe-watch`
+            // another user owns costs only the lock and the control socket, said later.
+            let generations = stateDirectory + "/generations"
+            let staging = FileManager.default.fileExists(atPath: generations) ? generations : stateDirectory
+            if let unwritable = Privileges.firstUnwritableDirectory(in: staging, descending: staging == generations) {
                 writeToStandardError(
                     "safe-watch: \(StateDirectoryProblem.foreignMessage(stateDirectory: stateDirectory, unwritable: unwritable, uid: geteuid(), ownerUID: Privileges.owner(of: unwritable)?.uid))\n")
                 return StateDirectoryProblem.exitCode

@@ -136,7 +136,8 @@ extension SupervisorIntegrationTests {
 
     /// `sudo safe-watch` once leaves `.safe-watch` (or a generation in it) to root. Run as the
     /// project's owner afterwards, safe-watch stops at once with the reason and the fix, instead of
-    /// building what it could never stage and serving nothing.
+    /// building what it could never stage and serving nothing. (A `.safe-watch` another user owns
+    /// whose generations are writable still serves: ControlSocketTests.)
     @Test(.enabled(if: geteuid() == 0, "only root can leave a state directory behind for the account"))
     func aStateDirectoryLeftByRootStopsWithTheFixAndExit73() async throws {
         let account = try expectedUserID()
@@ -151,7 +152,7 @@ extension SupervisorIntegrationTests {
 
         // Then the tree given back, but for the generation root staged.
         let onlyAGeneration = { #expect(chown(state, account, gid_t(account)) == 0 && chown(state + "/generations", account, gid_t(account)) == 0) }
-        for (unwritable, prepare) in [(state, {}), (state + "/generations/1", onlyAGeneration)] {
+        for (unwritable, prepare) in [(state + "/generations", {}), (state + "/generations/1", onlyAGeneration)] {
             prepare()
             let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
             #expect(await safeWatch.waitForExit(limit: .seconds(60)) == .exited(73), "\(safeWatch.output)")
