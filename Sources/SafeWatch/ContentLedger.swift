@@ -64,7 +64,8 @@ public final class ContentLedger: Sendable {
             } else {
                 now = self.isThere(path) ? .present : .absent
             }
-            // What was recorded is read again as `now` replaces it: a `willWrite` since the look above wins.
+            // What was recorded is taken in the same lock as `now` replaces it, so a `willWrite`
+            // since the look above is what `now` is compared with.
             let recorded = self.known.withLock { known in
                 defer { known[path] = now }
                 return known[path]
