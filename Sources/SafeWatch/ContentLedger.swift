@@ -58,12 +58,7 @@ public final class ContentLedger: Sendable {
         let readsEveryFile = paths.count <= Self.readsPerBurst
         return paths.compactMap { path in
             guard !path.hasPrefix("(") else { return Change(path: path, isThere: false) }
-            let now: Fingerprint
-            if readsEveryFile || Self.judgedByContent(self.recorded(path)) {
-                now = self.fingerprint(path)
-            } else {
-                now = self.isThere(path) ? .present : .absent
-            }
+            let now = self.fingerprint(path, readingContent: readsEveryFile || Self.judgedByContent(self.recorded(path)))
             // What was recorded is taken in the same lock as `now` replaces it, so a `willWrite`
             // since the look above is what `now` is compared with.
             let recorded = self.known.withLock { known in
@@ -133,14 +128,11 @@ public final class ContentLedger: Sendable {
         return absolutePath.hasPrefix(prefix) ? String(absolutePath.dropFirst(prefix.count)) : nil
     }
 
-    private func isThere(_ path: String) -> Bool {
-        var info = stat()
-        return lstat(self.directory + "/" + path, &info) == 0
-    }
-
-    private func fingerprint(_ path: String) -> Fingerprint {
+    /// What `path` holds now; without `readingContent`, only whether it is there (`.present`).
+    private func fingerprint(_ path: String, readingContent: Bool = true) -> Fingerprint {
         var info = stat()
         guard lstat(self.directory + "/" + path, &info) == 0 else { return .absent }
+        guard readingContent else { return .present }
         guard info.st_mode & S_IFMT == S_IFREG, info.st_size <= Self.largestHashed,
             let data = FileManager.default.contents(atPath: self.directory + "/" + path)
         else { return .unjudged }
