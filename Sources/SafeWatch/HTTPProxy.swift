@@ -45,7 +45,7 @@ public final class ProxyListener: Sendable {
 }
 
 /// Takes over `socket`, a listening socket safe-watch bound or systemd passed, for a proxy: every
-/// accepted connection is counted, gets TCP_NODELAY and remote half-closure (a client that shuts
+/// accepted connection is counted, has TCP_NODELAY, gets remote half-closure (a client that shuts
 /// its side after sending still gets the answer), then `setUp`. A connection that cannot be set up
 /// is counted and logged by the router rather than closed without a word, which is why the
 /// options are set here and not with childChannelOption. Used by both listeners, HTTP and tcp.
@@ -68,9 +68,10 @@ func listen(
         .childChannelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
                 do {
-                    // TCP_NODELAY is an IPPROTO_TCP option: as a SOL_SOCKET one (`.socketOption`)
-                    // the same number is SO_DEBUG, which only CAP_NET_ADMIN may set.
-                    try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
+                    // No TCP_NODELAY here: ServerBootstrap sets it on the listening socket, and
+                    // Linux copies it to every connection accepted there. Set again on each one,
+                    // it cost a setsockopt and the getsockname NIO makes before it: 2 of the 15
+                    // system calls of a request on a new connection.
                     try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                     try setUp(channel)
                 } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import NIOCore
 import NIOPosix
 import SafeWatchCore
 import SafeWatchSystem
@@ -124,6 +125,28 @@ import Testing
         let closed = ContinuousClock.now
         await router.waitUntilIdle(1, timeout: .seconds(30))
         #expect(ContinuousClock.now - closed < .seconds(10))
+    }
+
+    /// A small write (a response head, a WebSocket frame) leaves at once rather than after Nagle's
+    /// wait for the previous one's acknowledgement: every connection the listeners (HTTP and tcp)
+    /// accept has TCP_NODELAY, as the kernel reports it.
+    @Test func everyAcceptedConnectionSendsSmallWritesAtOnce() async throws {
+        let fd = try ListeningSockets.bind(host: "127.0.0.1", port: 0)
+        let port = try #require(ListeningSockets.localAddress(fd)?.port)
+        let (values, seen) = AsyncStream<Int>.makeStream()
+        @Sendable func record(_ channel: any NIOCore.Channel) throws {
+            let options = try #require(channel.syncOptions)
+            seen.yield(try options.getOption(ChannelOptions.tcpOption(.tcp_nodelay)))
+        }
+        let proxy = try await listen(on: fd, router: TrafficRouter(), group: MultiThreadedEventLoopGroup.singleton, setUp: record)
+        defer { Task { await proxy.close() } }
+        var accepted = values.makeAsyncIterator()
+        for _ in 1...2 {
+            let client = try Socket(connectingTo: port)
+            defer { client.close() }
+            let noDelay = try #require(await accepted.next())
+            #expect(noDelay == 1)
+        }
     }
 }
 
