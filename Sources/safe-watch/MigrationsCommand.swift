@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import SafeWatch
+import SafeWatchCore
 import SafeWatchMigrations
 import SafeWatchProcesses
 import SafeWatchSystem
@@ -11,7 +12,9 @@ extension SafeWatchCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate, record, create and apply sqlx-format migrations.",
             discussion: """
-                The migrations directory (default: migrations/) uses sqlx's layout: \
+                The migrations directory (--dir, else [migrations] dir in safe-watch.toml, else migrations/) and the \
+                database (--database-url, else [migrations] database_url, else $DATABASE_URL) are the ones \
+                `safe-watch run` uses. The directory uses sqlx's layout: \
                 <VERSION>_<description>.sql, or .up.sql + .down.sql. migrations/safe-watch.sum records \
                 every file's checksum (commit it): an edit, deletion or rename of a recorded migration is \
                 caught without a database. Use `validate --strict` in CI and as a pre-commit hook.
@@ -21,24 +24,55 @@ extension SafeWatchCommand {
     }
 
     struct MigrationOptions: ParsableArguments {
-        @OptionGroup var project: ProjectOptions
+        @OptionGroup var project: ConfiguredProjectOptions
 
-        @Option(name: .long, help: ArgumentHelp("The migrations directory, relative to the project.", valueName: "dir"))
-        var dir = "migrations"
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "The migrations directory, relative to the project (default: [migrations] dir, else migrations).", valueName: "dir"))
+        var dir: String?
 
-        @Option(name: .long, help: ArgumentHelp("postgres://… or sqlite:… (default: $DATABASE_URL).", valueName: "url"))
+        @Option(
+            name: .long,
+            help: ArgumentHelp("postgres://… or sqlite:… (default: [migrations] database_url, else $DATABASE_URL).", valueName: "url"))
         var databaseURL: String?
 
+        /// `[migrations]` of the project's configuration (the defaults without one), so these
+        /// commands check the directory and database `safe-watch run` gates on. A configuration
+        /// that does not load ends the command, as it would end `run`.
+        var settings: Configuration.Migrations {
+            let file = self.project.configurationFile
+            guard FileManager.default.fileExists(atPath: file) else {
+                if let given = self.project.config { exitWith("configuration file \(given) does not exist (--config)", StartupError.noInput) }
+                return Configuration.Migrations()
+            }
+            do {
+                let text = try String(contentsOfFile: file, encoding: .utf8)
+                return try ConfigurationLoader(fileName: file).load(text).migrations
+            } catch let error as ConfigurationError {
+                exitWith("\(error)", StartupError.config)
+            } catch {
+                exitWith("cannot read \(file): \(error.localizedDescription)", StartupError.noInput)
+            }
+        }
+
         func tool() -> MigrationsTool {
-            let project = self.project.directory
+            let settings = self.settings
             let launcher = ChildLauncher()
             Reaper.shared.start()
-            let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+            let url = self.databaseURL ?? settings.databaseURL
+                ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
             return MigrationsTool(
-                workspace: MigrationsWorkspace(projectDirectory: project, directory: self.dir, launcher: launcher),
+                workspace: MigrationsWorkspace(projectDirectory: self.project.directory, directory: self.dir ?? settings.dir, launcher: launcher),
                 databaseURL: url, print: { writeToStandardOutput($0 + "\n") })
         }
     }
+}
+
+/// Says why on standard error and exits with `code`.
+private func exitWith(_ message: String, _ code: Int32) -> Never {
+    writeToStandardError("safe-watch: \(message)\n")
+    _exit(code)
 }
 
 extension SafeWatchCommand.Migrations {
@@ -53,10 +87,11 @@ extension SafeWatchCommand.Migrations {
         @Flag(help: "Also run the build command (build.command, or swift build).") var build = false
         func run() async throws {
             let tool = self.options.tool()
-            var code = await tool.validate(strict: self.strict, json: self.json, ignoreMissing: self.ignoreMissing)
+            let ignoreMissing = self.ignoreMissing || self.options.settings.ignoreMissing
+            var code = await tool.validate(strict: self.strict, json: self.json, ignoreMissing: ignoreMissing)
             if self.build {
                 let project = try? await ProjectLoader(
-                    directory: tool.workspace.projectDirectory, configurationFile: nil, launcher: tool.workspace.launcher,
+                    directory: tool.workspace.projectDirectory, configurationFile: self.options.project.config, launcher: tool.workspace.launcher,
                     overrides: { _ in }
                 ).load()
                 let built = await tool.build(command: project?.configuration.buildCommand ?? "swift build")
@@ -102,10 +137,16 @@ extension SafeWatchCommand.Migrations {
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Apply the pending migrations (sqlx-compatible).")
         @OptionGroup var options: SafeWatchCommand.MigrationOptions
-        @Option(help: ArgumentHelp("Back the database up into this directory first.", valueName: "dir")) var backup: String?
+        @Option(help: ArgumentHelp("Back the database up into this directory first (default: [migrations] backup_dir when backup = true).", valueName: "dir"))
+        var backup: String?
         @Flag(help: "Applied versions with no file here (another branch's) do not block, as with sqlx's --ignore-missing.")
         var ignoreMissing = false
-        func run() async throws { _exit(await self.options.tool().run(backupDirectory: self.backup, ignoreMissing: self.ignoreMissing)) }
+        func run() async throws {
+            let settings = self.options.settings
+            let configured = settings.backupDir.hasPrefix("/") ? settings.backupDir : self.options.project.directory + "/" + settings.backupDir
+            let backup = self.backup ?? (settings.backup ? configured : nil)
+            _exit(await self.options.tool().run(backupDirectory: backup, ignoreMissing: self.ignoreMissing || settings.ignoreMissing))
+        }
     }
 
     struct Revert: AsyncParsableCommand {
@@ -114,7 +155,9 @@ extension SafeWatchCommand.Migrations {
         @OptionGroup var options: SafeWatchCommand.MigrationOptions
         @Flag(help: "Applied versions with no file here (another branch's) do not block, as with sqlx's --ignore-missing.")
         var ignoreMissing = false
-        func run() async throws { _exit(await self.options.tool().revert(ignoreMissing: self.ignoreMissing)) }
+        func run() async throws {
+            _exit(await self.options.tool().revert(ignoreMissing: self.ignoreMissing || self.options.settings.ignoreMissing))
+        }
     }
 
     struct Info: AsyncParsableCommand {

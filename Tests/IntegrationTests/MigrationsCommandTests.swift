@@ -313,6 +313,33 @@ import Testing
         #expect(code == 0 && output.contains("build succeeded"), "\(output)")
     }
 
+    /// The commands check what `safe-watch run` gates on: `[migrations] dir` and `database_url`
+    /// from safe-watch.toml (or `--config`) when no flag says otherwise.
+    @Test func theCommandsUseTheDirectoryAndDatabaseOfTheConfiguration() async throws {
+        let project = try Project()
+        let elsewhere = project.directory + "/db/migrations"
+        try createAccountDirectory(project.directory + "/db")
+        try FileManager.default.moveItem(atPath: project.directory + "/migrations", toPath: elsewhere)
+        try "[migrations]\ndir = \"db/migrations\"\ndatabase_url = \"\(project.database)\"\n".save(to: project.directory + "/safe-watch.toml")
+
+        var (code, output) = try await project.migrations(["run"], database: false)
+        #expect(code == 0 && output.contains("applied 0002_add_email.sql"), "\(output)")
+        #expect(FileManager.default.fileExists(atPath: elsewhere + "/safe-watch.sum"))
+        #expect(!FileManager.default.fileExists(atPath: project.directory + "/migrations"), "nothing is made where the configuration does not point")
+        (code, output) = try await project.migrations(["info"], database: false)
+        #expect(code == 0 && output.contains("2\tapplied\t0002_add_email.sql"), "\(output)")
+        // The flags still win.
+        (code, output) = try await project.migrations(["validate", "--dir", "nowhere"], database: false)
+        #expect(code == 66 && output.contains("\(project.directory)/nowhere does not exist"), "\(output)")
+
+        // Another file by --config; a configuration that does not load stops the command with its line.
+        try "[migrations]\ndir = 3\n".save(to: project.directory + "/broken.toml")
+        (code, output) = try await project.migrations(["validate", "--config", project.directory + "/broken.toml"], database: false)
+        #expect(code == 78 && output.contains("broken.toml:2") && output.contains("migrations.dir"), "\(output)")
+        (code, output) = try await project.migrations(["validate", "--config", project.directory + "/none.toml"], database: false)
+        #expect(code == 66 && output.contains("none.toml does not exist"), "\(output)")
+    }
+
     @Test func missingDirectoryAndUnreachableDatabaseAreClear() async throws {
         let directory = makeTemporaryDirectory("nomig")
         let safeWatch = try await SafeWatchProcess(["migrations", "validate", "--project", directory])
