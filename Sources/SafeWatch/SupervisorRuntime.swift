@@ -185,7 +185,6 @@ public actor SupervisorRuntime {
         switch event {
         case .filesChanged(let changes, let seenAt):
             let intake = self.watch.take(changes, at: seenAt)
-            if intake.configurationChanged { self.perform(self.machine.signalReceived(.reload, at: now)) }
             if let quietAt = intake.quietAt { self.scheduleDebounceCheck(at: quietAt) }
         case .debounceElapsed:
             // What the running build writes is its own output, not an edit.
@@ -194,6 +193,7 @@ public actor SupervisorRuntime {
                 if let next = self.watch.nextCheck { self.scheduleDebounceCheck(at: next, again: true) }
                 return
             }
+            if burst.configurationChanged { self.perform(self.machine.signalReceived(.reload, at: now)) }
             if burst.touchedMigrations { self.reportMigrationsVerdict() }
             for asset in burst.assets { self.reporter.assetChanged(asset.path, kind: asset.kind) }
             guard !burst.paths.isEmpty else { return }

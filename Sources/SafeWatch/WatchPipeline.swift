@@ -11,8 +11,6 @@ import SafeWatchSystem
 final class WatchPipeline {
     /// What one batch of events means for the supervisor.
     struct Intake {
-        /// The configuration file changed: reload it.
-        var configurationChanged = false
         /// When the burst these changes belong to will have been quiet long enough.
         var quietAt: Moment?
     }
@@ -26,6 +24,10 @@ final class WatchPipeline {
         var touchedMigrations: Bool
         /// Files under `[browser] assets`: they go to the browser, and build nothing.
         var assets: [(path: String, kind: AssetKind)] = []
+        /// The configuration file changed in it: reload it, once the burst is over. An editor
+        /// that writes in place truncates first: read at once, the file would be empty, and its
+        /// defaults would replace the settings.
+        var configurationChanged = false
     }
 
     private var project: Project
@@ -45,6 +47,9 @@ final class WatchPipeline {
     private var changedSinceBuild: [String] = []
     /// The asset files in the burst being debounced, and what each asks of the browser.
     private var assetsInBurst: [String: AssetKind] = [:]
+    /// The configuration file, if it changed in the burst: it shares the debounce, and is
+    /// reloaded rather than built.
+    private var configurationInBurst: String?
 
     init(project: Project, reporter: Reporter) {
         self.project = project
@@ -128,7 +133,9 @@ final class WatchPipeline {
             case .migration:
                 self.migrationsChangedInBurst = true
                 buildPaths.append(change.path)
-            case .configuration: intake.configurationChanged = true
+            case .configuration:
+                self.configurationInBurst = change.path
+                buildPaths.append(change.path)
             case .asset(let kind):
                 self.assetsInBurst[change.path] = kind
                 assetPaths.append(change.path)
@@ -136,7 +143,7 @@ final class WatchPipeline {
             }
         }
         guard !buildPaths.isEmpty || !assetPaths.isEmpty else { return intake }
-        self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") }
+        self.changedSinceBuild += buildPaths.filter { !$0.hasPrefix("(") && $0 != self.configurationInBurst }
         // Assets share the debounce: an editor's save is one event for the browser, not three.
         intake.quietAt = self.debouncer.record(buildPaths + assetPaths, at: now)
         return intake
@@ -153,12 +160,16 @@ final class WatchPipeline {
         self.assetsInBurst = [:]
         let assets = changes.compactMap { change in assetKinds[change.path].map { (path: change.path, kind: $0) } }
         changes.removeAll { assetKinds[$0.path] != nil }
-        guard !changes.isEmpty || !assets.isEmpty else { return nil }
+        let configuration = self.configurationInBurst
+        self.configurationInBurst = nil
+        let configurationChanged = changes.contains { $0.path == configuration }
+        changes.removeAll { $0.path == configuration }
+        guard !changes.isEmpty || !assets.isEmpty || configurationChanged else { return nil }
         let touchedMigrations = self.migrationsChangedInBurst
         self.migrationsChangedInBurst = false
         // The files still there first: the build's reason names one of them.
         let paths = changes.filter(\.isThere).map(\.path) + changes.filter { !$0.isThere }.map(\.path)
-        return Burst(paths: paths, touchedMigrations: touchedMigrations, assets: assets)
+        return Burst(paths: paths, touchedMigrations: touchedMigrations, assets: assets, configurationChanged: configurationChanged)
     }
 
     /// The files changed since the last build started; the next one starts now.

@@ -258,6 +258,33 @@ import Testing
         #expect(await safeWatch.terminate() == .exited(0))
     }
 
+    /// An editor that saves in place truncates the file, then writes it. The configuration is
+    /// read once, after the burst, whole: read at the truncation it was empty, and its defaults
+    /// replaced the settings (a user's `[run] env` was gone from the next generation while the
+    /// log said the previous configuration stayed).
+    @Test func aConfigurationSavedInPlaceIsReadOnceAndWhole() async throws {
+        let settings = "[watch]\ndebounce = \"1s\"\n"
+        let (safeWatch, port, directory) = try await startServing(version: "inplace-1", configuration: settings)
+        let isReload: @Sendable (String) -> Bool = { $0.contains("configuration reloaded") || $0.contains("not reloaded") }
+        let handle = try #require(FileHandle(forUpdatingAtPath: directory + "/safe-watch.toml"))
+        try handle.truncate(atOffset: 0)
+        // The editor's own pace between the two, well inside the debounce.
+        try await Task.sleep(for: .milliseconds(100))
+        try handle.write(contentsOf: Data((settings + "[run]\nenv = { HELLO_CHATTER = \"0\" }\n").utf8))
+        try handle.close()
+        let written = safeWatch.log.count
+        #expect(!safeWatch.log.all.contains(where: isReload), "read while the file was empty:\n\(safeWatch.output)")
+        #expect(await safeWatch.log.waitForLine(containing: "✓ configuration reloaded", after: written) != nil, "\(safeWatch.output)")
+        // A reload asked for after it marks the end of what the save caused: one reload.
+        let asked = safeWatch.log.count
+        safeWatch.signal(SIGHUP)
+        #expect(await safeWatch.log.waitForLine(containing: "✓ configuration reloaded", after: asked) != nil)
+        let reloads = safeWatch.log.all.prefix(asked).filter(isReload)
+        #expect(reloads.count == 1, "\(reloads)")
+        #expect(await body(port: port) == "hello-server inplace-1\n")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
     @Test func buildCommandNotFoundAndMissingBinaryAreReported() async throws {
         let directory = try await Fixture.shared.reset(version: "bad-1")
         let notFound = try await SafeWatchProcess(
