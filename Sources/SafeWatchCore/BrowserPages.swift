@@ -20,8 +20,19 @@ public enum BrowserPages {
               var pageRun = me ? me.getAttribute("data-run") : "";
               var state = { reloading: false, run: null, dismissed: null, source: null, retry: 500 };
               window.__safeWatch = state;
+              // Set before each reload: the page that asked for it, to see a reload that brought back
+              // the same page (a copy the browser kept, e.g. from before safe-watch sent no-store).
+              var reloadMark = "safe-watch-reloaded-from";
               function reload() {
                 if (state.reloading) return;
+                var page = pageRun + "/" + pageGeneration;
+                try {
+                  if (sessionStorage.getItem(reloadMark) === page) {
+                    console.warn("safe-watch: the reload brought back the same page (a cached copy?); not reloading again");
+                    return;
+                  }
+                  sessionStorage.setItem(reloadMark, page);
+                } catch (e) {}
                 state.reloading = true;
                 if (state.source) state.source.close();
                 location.reload();

@@ -200,20 +200,29 @@ public enum HTMLInjection {
     }
 
     /// The response head for an injected body: the server's fields without its framing
-    /// (Content-Length, Transfer-Encoding) and without validators that no longer match the body
-    /// (Content-MD5, Digest), then `Content-Length` of the new body. `head` is the whole head,
+    /// (Content-Length, Transfer-Encoding), without validators that no longer match the body
+    /// (Content-MD5, Digest, ETag, Last-Modified) and without its caching rules, then
+    /// `Cache-Control: no-store` and `Content-Length` of the new body. `head` is the whole head,
     /// start line to the blank line.
+    ///
+    /// The page names the generation that served it, so no copy of it may be reused: with its
+    /// ETag kept, the reload after a swap was answered 304 and the browser showed its copy, which
+    /// still named the old generation, and reloaded again, for ever.
     public static func rewrittenHead(_ head: [UInt8], bodyLength: Int) -> [UInt8] {
         let text = String(decoding: head, as: UTF8.self)
         var lines = text.components(separatedBy: "\r\n")
         while lines.last == "" { lines.removeLast() }
-        let dropped: Set = ["content-length", "transfer-encoding", "content-md5", "digest", "repr-digest", "content-digest"]
+        let dropped: Set = [
+            "content-length", "transfer-encoding", "content-md5", "digest", "repr-digest", "content-digest", "etag", "last-modified",
+            "cache-control", "expires", "pragma",
+        ]
         var output = lines.first.map { [$0] } ?? []
         for line in lines.dropFirst() {
             let name = line.split(separator: ":", maxSplits: 1).first.map { $0.trimmingWhitespace().lowercased() } ?? ""
             if dropped.contains(name) { continue }
             output.append(line)
         }
+        output.append("Cache-Control: no-store")
         output.append("Content-Length: \(bodyLength)")
         return Array((output.joined(separator: "\r\n") + "\r\n\r\n").utf8)
     }

@@ -77,6 +77,54 @@ extension SupervisorIntegrationTests {
             #expect(await safeWatch.terminate() == .exited(0))
         }
 
+        /// A page the server lets the browser keep (a file from `Public/` with an ETag, answered 304
+        /// while it is unchanged, as static file servers do) still shows the new generation after a
+        /// swap, in one reload. The page names the generation that served it: with the server's ETag
+        /// passed on, the reload was answered 304, the browser showed its copy naming the old
+        /// generation, and the page reloaded for ever.
+        @Test func aStaticPageTheServerRevalidatesReloadsOnceIntoTheNewGeneration() async throws {
+            let (safeWatch, port, directory) = try await startServing(version: "static-1")
+            try Self.staticPage.save(to: directory + "/Public/static.html")
+            let browser = try await Chromium.start()
+            defer { Task { await browser.quit() } }
+            try await browser.open("http://127.0.0.1:\(port)/static.html")
+            try await waitForLiveReload(browser)
+            #expect(try await loads(browser) == 1)
+
+            let mark = safeWatch.log.count
+            try setVersion("static-2", in: directory)
+            #expect(await safeWatch.log.waitForLine(containing: "✓ gen 2 healthy", after: mark) != nil, "\(safeWatch.output)")
+            let reloaded = await browser.waitFor(generationIs(2), limit: .seconds(60))
+            let text = await browser.pageText()
+            let loadsSoFar = try await loads(browser)
+            #expect(reloaded != nil, "the page never showed generation 2 (loads: \(loadsSoFar)): \(text)")
+            // Once: the stylesheet change is the next thing the page hears; a page reloading again
+            // would have lost the marker set before it.
+            try await waitForLiveReload(browser)
+            try await setMarker(browser, "after-swap")
+            try "#version { color: rgb(0, 128, 0); }\n".save(to: directory + "/Public/style.css")
+            #expect(await browser.waitFor(colourIs("rgb(0, 128, 0)"), limit: .seconds(30)) != nil, "\(safeWatch.output)")
+            #expect(try await marker(browser) == "after-swap", "the page kept reloading")
+            #expect(try await loads(browser) == 2)
+
+            await browser.quit()
+            #expect(await safeWatch.terminate() == .exited(0))
+        }
+
+        /// A static page that counts its loads as `/page` does.
+        static let staticPage = """
+            <!DOCTYPE html>
+            <html>
+            <head>
+            <meta charset="utf-8">
+            <link rel="stylesheet" href="/style.css">
+            <script>sessionStorage.setItem("hello-server-loads", String(Number(sessionStorage.getItem("hello-server-loads") || 0) + 1));</script>
+            </head>
+            <body><h1 id="version">static</h1></body>
+            </html>
+
+            """
+
         @Test func stylesheetChangeRestylesInPlaceWithoutReloadOrBuild() async throws {
             let (safeWatch, port, directory) = try await startServing(version: "style-1")
             let browser = try await Chromium.start()
@@ -165,6 +213,11 @@ extension SupervisorIntegrationTests {
         /// The page's `<h1>` shows `version`.
         func versionShown(_ version: String) -> String {
             "const h = document.getElementById('version'); return h !== null && h.textContent === 'hello-server \(version)';"
+        }
+
+        /// The live-reload script in the page names generation `generation` as the one that served it.
+        func generationIs(_ generation: Int) -> String {
+            "const s = document.querySelector('script[data-generation]'); return s !== null && s.getAttribute('data-generation') === '\(generation)';"
         }
 
         func pageTextContains(_ text: String) -> String {

@@ -196,7 +196,7 @@ struct HTMLResponseRewriterTests {
         let body = Array("<!doctype html><html><body><p>hi</p></body></html>".utf8)
         for piece in [1, 7, body.count] {
             var rewriter = HTMLResponseRewriter(
-                head: head("HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Length: \(body.count)\nETag: \"x\"\n\n"),
+                head: head("HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Length: \(body.count)\nETag: \"x\"\nCache-Control: max-age=600\n\n"),
                 framing: .length(UInt64(body.count)), tag: tag)
             var step = HTMLResponseRewriter.Step.needMore
             var offset = 0
@@ -214,6 +214,9 @@ struct HTMLResponseRewriterTests {
             #expect(declaredLength(head) == newBody.count)
             #expect(newBody.count == body.count + tag.utf8.count)
             #expect(head.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("content-length") }.count == 1)
+            // The page names its generation: no copy may be kept or revalidated into a 304.
+            #expect(!head.lowercased().contains("etag") && !head.lowercased().contains("max-age"), "\(head)")
+            #expect(head.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("cache-control") } == ["Cache-Control: no-store"])
             #expect(String(decoding: newBody, as: UTF8.self).hasSuffix(tag + "</body></html>"))
         }
     }

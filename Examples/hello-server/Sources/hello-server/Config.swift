@@ -37,7 +37,7 @@ let usage = """
     ends with " (health on ADDRESS:PORT)".
 
     Endpoints: GET / (version), GET /health, GET /slow (~300 ms), GET /page (an HTML page);
-    other paths are files under ./Public/ or 404.
+    other paths are files under ./Public/ (with an ETag; 304 for If-None-Match) or 404.
 
     SIGTERM/SIGINT: stop accepting, let requests in flight finish (at most 10 s); an
     idle keep-alive connection still gets 1 s for one last request, answered with

@@ -31,7 +31,7 @@ struct Response {
     var extraHeaders: [String] = []
 }
 
-func route(method: String, path: String) -> Response {
+func route(method: String, path: String, ifNoneMatch: String? = nil) -> Response {
     let handler: () -> Response
     switch path {
     case "/":
@@ -51,7 +51,13 @@ func route(method: String, path: String) -> Response {
         }
     default:
         guard let file = publicFile(path) else { return Response(status: 404, body: "not found\n") }
-        handler = { file }
+        // Revalidation, as static file servers do it (Vapor's FileMiddleware, Starlette's
+        // StaticFiles): the file has not changed, so the browser may keep its copy.
+        if let ifNoneMatch, file.extraHeaders.contains("ETag: " + ifNoneMatch) {
+            handler = { Response(status: 304, body: "", extraHeaders: file.extraHeaders) }
+        } else {
+            handler = { file }
+        }
     }
     guard method == "GET" || method == "HEAD" else {
         return Response(status: 405, body: "method not allowed\n", extraHeaders: ["Allow: GET, HEAD"])
@@ -80,19 +86,20 @@ var page: String {
     """
 }
 
-/// The file `Public/<path>` (relative to the working directory) as a response, if there is one.
+/// The file `Public/<path>` (relative to the working directory) as a response, if there is one,
+/// with an ETag made of its size and modification time.
 /// Paths with `..`, `.`, or empty segments (and so anything outside `Public/`) are never read.
 func publicFile(_ path: String) -> Response? {
     let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
     guard path.hasPrefix("/"), !segments.isEmpty,
         segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.hasPrefix(".") })
     else { return nil }
-    guard let text = readTextFile("Public" + path) else { return nil }
-    return Response(status: 200, body: text, contentType: contentType(ofFile: path))
+    guard let (text, tag) = readTextFile("Public" + path) else { return nil }
+    return Response(status: 200, body: text, contentType: contentType(ofFile: path), extraHeaders: ["ETag: " + tag])
 }
 
-/// The contents of a regular file, nil if it is not one or cannot be read.
-private func readTextFile(_ path: String) -> String? {
+/// The contents of a regular file and its ETag, nil if it is not one or cannot be read.
+private func readTextFile(_ path: String) -> (text: String, etag: String)? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -108,7 +115,8 @@ private func readTextFile(_ path: String) -> String? {
         bytes += chunk[..<count]
         if bytes.count > maxBodySize { return nil }
     }
-    return String(decoding: bytes, as: UTF8.self)
+    let etag = "\"\(info.st_size)-\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)\""
+    return (String(decoding: bytes, as: UTF8.self), etag)
 }
 
 private func contentType(ofFile path: String) -> String {
@@ -188,7 +196,7 @@ func serveConnection(_ fd: Int32) {
         if request.path == "/echo", request.upgrade == "echo", request.method == "GET" {
             return serveEcho(fd, buffer: buffer)
         }
-        let response = route(method: request.method, path: request.path)
+        let response = route(method: request.method, path: request.path, ifNoneMatch: request.ifNoneMatch)
         let keepAlive = request.keepAlive && !server.isShuttingDown
         let sent = send(fd, response, keepAlive: keepAlive, http10KeepAlive: request.minorVersion == 0,
                         includeBody: request.method != "HEAD")
@@ -250,7 +258,8 @@ private func send(_ fd: Int32, _ response: Response, keepAlive: Bool, http10Keep
     let body = Array(response.body.utf8)
     var head = "HTTP/1.1 \(response.status) \(reasonPhrase(response.status))\r\n"
     head += "Content-Type: \(response.contentType)\r\n"
-    head += "Content-Length: \(body.count)\r\n"
+    // A 304's length would be the GET's; it has no body, and says none.
+    if response.status != 304 { head += "Content-Length: \(body.count)\r\n" }
     if !keepAlive {
         head += "Connection: close\r\n"
     } else if http10KeepAlive {
@@ -323,6 +332,8 @@ struct Request {
     var keepAlive: Bool
     /// The protocol asked for with `Upgrade:` (lowercased), if any.
     var upgrade: String?
+    /// `If-None-Match:`, as sent: files from `Public/` answer 304 when it names their ETag.
+    var ifNoneMatch: String?
 }
 
 enum HeadParseResult {
@@ -386,6 +397,8 @@ func parseRequestHead(_ buffer: [UInt8]) -> HeadParseResult {
             contentLength = length
         case "upgrade":
             request.upgrade = String(decoding: value, as: UTF8.self).lowercased()
+        case "if-none-match":
+            request.ifNoneMatch = String(decoding: value, as: UTF8.self)
         case "transfer-encoding":
             // Chunked request bodies are not supported by this small server.
             return .invalid(status: 501)
@@ -460,6 +473,7 @@ extension Substring {
 func reasonPhrase(_ status: Int) -> String {
     switch status {
     case 200: "OK"
+    case 304: "Not Modified"
     case 400: "Bad Request"
     case 404: "Not Found"
     case 405: "Method Not Allowed"
