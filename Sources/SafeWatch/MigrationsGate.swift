@@ -35,7 +35,7 @@ struct MigrationsGate: Sendable {
         self.workspace.snapshot(directory)
         if report.verdict == .block {
             let rules = Set(report.findings.filter { $0.severity == .block }.map(\.rule.rawValue)).sorted()
-            return "BLOCK (\(rules.joined(separator: ", "))) — fix the migrations, see above"
+            return "BLOCK (\(rules.joined(separator: ", "))) — fix the migrations; `safe-watch migrations validate` lists each finding and its fix"
         }
         // Without a database the server applies pending migrations at its start.
         guard report.verdict == .safeAfterApply, let database = checked.database else { return nil }

@@ -66,9 +66,9 @@ public struct PublicSockets: Sendable {
             do {
                 fd = try ListeningSockets.bind(host: serve.listen.host, port: serve.listen.port)
             } catch {
-                throw StartupError(
-                    "cannot listen on \(serve.listen): \(error) — another process may use it; choose another with --listen or serve.listen",
-                    exitCode: StartupError.unavailable)
+                // An address in use has its advice in the error already.
+                let advice = error.errno == .addressInUse ? "" : " — choose another with --listen or serve.listen"
+                throw StartupError("cannot listen on \(serve.listen): \(error)\(advice)", exitCode: StartupError.unavailable)
             }
             let local = ListeningSockets.localAddress(fd)
             sockets.append(Socket(fd: fd, name: "listen", address: ListenAddress(host: serve.listen.host, port: local?.port ?? serve.listen.port)))

@@ -85,6 +85,10 @@ final class WatchPipeline {
         for path in configuration.watch.paths {
             let absolute = path == "." ? self.project.directory : self.project.directory + "/" + path
             let kind = fileSystemKind(of: absolute)
+            if kind == nil {
+                self.reporter.warning(
+                    "[watch] paths: \(path) does not exist or cannot be read, so nothing under it is watched; paths are relative to the project")
+            }
             guard let interval = configuration.watch.poll.interval(losesInotifyEvents: kind?.losesInotifyEvents ?? false) else {
                 inotifyPaths.append(path)
                 continue

@@ -260,10 +260,14 @@ public enum Doctor {
 
     // MARK: configuration
 
-    /// The configuration file: absent (defaults), loaded, or its error as `run` would print it.
-    public static func configuration(file: String, exists: Bool, error: String?) -> DoctorCheck {
+    /// The configuration file: absent (defaults; a problem when `--config` named it, as `run`
+    /// refuses it then), loaded, or its error as `run` would print it.
+    public static func configuration(file: String, exists: Bool, named: Bool = false, error: String?) -> DoctorCheck {
         let subject = "configuration"
         guard exists else {
+            if named {
+                return DoctorCheck(.problem, subject, "\(file) does not exist (--config)", fixes: ["name an existing file, or drop --config to use the project's safe-watch.toml"])
+            }
             return DoctorCheck(.ok, subject, "no \(file): the defaults apply (`safe-watch init` writes a commented one)")
         }
         guard let error else { return DoctorCheck(.ok, subject, "\(file) loads") }

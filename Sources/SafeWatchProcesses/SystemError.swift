@@ -79,7 +79,7 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
         case ("inotify_init1", .tooManyOpenFiles):
             return " — too many inotify instances; raise `fs.inotify.max_user_instances` with sysctl"
         case ("bind", .addressInUse):
-            return " — another process listens there; stop it or choose another address with --listen"
+            return " — another process listens there; stop it, or choose another address with --listen or serve.listen"
         default:
             return ""
         }

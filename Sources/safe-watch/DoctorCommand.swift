@@ -50,7 +50,7 @@ extension SafeWatchCommand {
                     failure = "\(error)"
                 }
             }
-            checks.append(Doctor.configuration(file: file, exists: exists, error: failure))
+            checks.append(Doctor.configuration(file: file, exists: exists, named: self.project.config != nil, error: failure))
 
             let launcher = ChildLauncher()
             Reaper.shared.start()

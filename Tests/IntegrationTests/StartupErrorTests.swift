@@ -94,6 +94,9 @@ import Testing
             ["--project", directory, "--build-command", "true", "--binary", "x", "--listen", "127.0.0.1:\(port)"])
         #expect(status == .exited(69))
         #expect(output.contains("cannot listen on 127.0.0.1:\(port)"), "\(output)")
+        // The advice, once.
+        #expect(output.components(separatedBy: "--listen").count == 2, "\(output)")
+        #expect(output.contains("another process listens there; stop it, or choose another address with --listen or serve.listen"), "\(output)")
     }
 
     /// A bad value names its flag and says what the flag takes, before anything starts.

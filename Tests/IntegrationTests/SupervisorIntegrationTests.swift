@@ -285,6 +285,16 @@ import Testing
         #expect(await safeWatch.terminate() == .exited(0))
     }
 
+    /// A misspelt `[watch] paths` entry is said at start, not found out at the first edit that
+    /// builds nothing.
+    @Test func aWatchedPathThatIsNotThereIsSaidAtStart() async throws {
+        let (safeWatch, _, _) = try await startServing(version: "paths-1", configuration: "[watch]\npaths = [\"Sources\", \"Sourcse\"]\n")
+        let line = await safeWatch.log.waitForLine(containing: "[watch] paths: Sourcse does not exist")
+        #expect(line != nil, "\(safeWatch.output)")
+        #expect(!safeWatch.output.contains("paths: Sources does not exist"))
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
     @Test func buildCommandNotFoundAndMissingBinaryAreReported() async throws {
         let directory = try await Fixture.shared.reset(version: "bad-1")
         let notFound = try await SafeWatchProcess(

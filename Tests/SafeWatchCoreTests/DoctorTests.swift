@@ -89,6 +89,9 @@ struct DoctorTests {
     @Test("the configuration: absent is fine, broken is a problem with its own error")
     func configuration() {
         #expect(Doctor.configuration(file: "/p/safe-watch.toml", exists: false, error: nil).verdict == .ok)
+        // Named by --config, a missing file is what `run` refuses.
+        let missing = Doctor.configuration(file: "/p/other.toml", exists: false, named: true, error: nil)
+        #expect(missing.verdict == .problem && missing.summary.contains("/p/other.toml does not exist (--config)"), "\(missing)")
         #expect(Doctor.configuration(file: "/p/safe-watch.toml", exists: true, error: nil).verdict == .ok)
         let broken = Doctor.configuration(file: "/p/safe-watch.toml", exists: true, error: "/p/safe-watch.toml:3: serve.mode: unknown mode")
         #expect(broken.rendered.hasPrefix("✗ configuration: /p/safe-watch.toml:3: serve.mode: unknown mode\n"))
