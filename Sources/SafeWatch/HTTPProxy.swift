@@ -237,6 +237,8 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         var dechunking = false
         /// An HTML page being gathered to get the live-reload script (`[browser]`).
         var rewriter: HTMLResponseRewriter?
+        /// When a page still being gathered is let go without the script.
+        var gatheringLimit: Scheduled<Void>?
 
         init(request: RequestHead, forwardedHead: ByteBuffer, requestBody: BodyProgress, clientKeeps: Bool) {
             self.request = request
@@ -258,6 +260,8 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         var handler: UpstreamHandler
         var channel: any Channel
         var generation: Generation
+        /// Since when it has waited for the client's next request (nil: in use, or new).
+        var idleSince: NIODeadline?
     }
 
     /// What the proxy does with a request whose head it read whole.
@@ -279,6 +283,8 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private static let lingerTimeout = TimeAmount.seconds(2)
+    /// How long an HTML page may take to arrive whole and get the live-reload script.
+    static let gatheringLimit = TimeAmount.milliseconds(500)
 
     private let router: TrafficRouter
     private let settings: Settings
@@ -584,13 +590,24 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         exchange.counted = target.generation
-        if let kept, kept.generation == target.generation, kept.channel.isActive {
+        let now = self.context?.eventLoop.now ?? .now()
+        let request = exchange.request
+        let hasBody = BodyProgress(request.body).isDone == false
+        if let kept, kept.generation == target.generation, kept.channel.isActive,
+            ProxyExchangePolicy.mayReuse(
+                idleFor: kept.idleSince.map { .nanoseconds((now - $0).nanoseconds) }, method: request.method, hasBody: hasBody)
+        {
+            var kept = kept
+            kept.idleSince = nil
             self.beginExchange(exchange, on: kept)
             return
         }
         self.state = .routing(exchange, kept: nil)
         kept?.channel.close(promise: nil)
-        if let (channel, handler) = self.pool?.take(generation: target.generation) {
+        let unrepeatable = !ProxyExchangePolicy.mayReuse(
+            idleFor: ProxyExchangePolicy.idleLimitForUnrepeatable, method: request.method, hasBody: hasBody)
+        let idleAtMost = unrepeatable ? TimeAmount(saturating: ProxyExchangePolicy.idleLimitForUnrepeatable) : nil
+        if let (channel, handler) = self.pool?.take(generation: target.generation, idleAtMost: idleAtMost) {
             handler.owner = self
             self.beginExchange(exchange, on: Upstream(handler: handler, channel: channel, generation: target.generation))
             return
@@ -848,6 +865,16 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                 response, length: length, from: &bytes, clientKeeps: exchange.clientKeeps, clientVersion: exchange.request.version,
                 dechunking: false, allocator: context.channel.allocator)
             exchange.rewriter = HTMLResponseRewriter(head: Array(head.readableBytesView), framing: response.body, tag: tag)
+            // A page still coming by then (a stream, or a server that pauses mid-page) goes out as it
+            // came, without the script: the client must not wait for its end.
+            exchange.gatheringLimit = context.eventLoop.assumeIsolated().scheduleTask(in: Self.gatheringLimit) { [weak exchange] in
+                guard let exchange, let rewriter = exchange.rewriter, case .exchanging(let current, _) = self.state, current === exchange,
+                    case .body(_, let keepAlive) = exchange.response, let context = self.context
+                else { return }
+                exchange.rewriter = nil
+                self.gathered(rewriter.letGo(), exchange, keepAlive: keepAlive, context: context)
+                self.flushClient()
+            }
             return
         }
         // A body that came whole with its head goes out with it: one write, not two.
@@ -948,7 +975,9 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         if case .body(_, let keepAlive) = exchange.response { serverKeeps = keepAlive }
         let after = ProxyExchangePolicy.afterResponse(
             serverKeeps: serverKeeps, clientKeeps: exchange.clientKeeps, requestDone: exchange.requestBody.isDone, extraBytes: extraBytes)
-        self.state = .awaitingHead(kept: after.keepsServerConnection ? upstream : nil, lastRequest: false)
+        var kept = after.keepsServerConnection ? upstream : nil
+        kept?.idleSince = self.context?.eventLoop.now
+        self.state = .awaitingHead(kept: kept, lastRequest: false)
         if !after.keepsServerConnection { upstream?.channel.close(promise: nil) }
         // The server has done its part: what is left of the answer (at most a read and the write
         // buffer, backpressure saw to that) goes from here, so the generation may be stopped.
@@ -1144,6 +1173,10 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func gathered(_ step: HTMLResponseRewriter.Step, _ exchange: Exchange, keepAlive: Bool, context: ChannelHandlerContext) {
+        if step != .needMore {
+            exchange.gatheringLimit?.cancel()
+            exchange.gatheringLimit = nil
+        }
         switch step {
         case .needMore:
             return
@@ -1154,9 +1187,16 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .malformed:
             // Half an answer cannot be mended: end the client's connection as the server did.
             self.abortExchange()
-        case .tooLarge(let output, let scanner):
-            // Too big to hold: what came so far goes out as it came, the rest streams after it.
-            exchange.response = .body(scanner.map(BodyProgress.chunked) ?? .untilClose, keepAlive: keepAlive)
+        case .letGo(let output, let rest):
+            // Too big to hold, or too slow to wait for: what came so far goes out as it came, the
+            // rest streams after it.
+            let progress: BodyProgress
+            switch rest {
+            case .length(let left): progress = left == 0 ? .done : .length(left)
+            case .chunked(let scanner): progress = .chunked(scanner)
+            case .untilClose: progress = .untilClose
+            }
+            exchange.response = .body(progress, keepAlive: keepAlive)
             self.writeToClient(context.channel.allocator.buffer(bytes: output), context)
         }
     }
@@ -1228,7 +1268,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         upstream.handler.owner = nil
-        pool.put(upstream.channel, upstream.handler, generation: upstream.generation)
+        pool.put(upstream.channel, upstream.handler, generation: upstream.generation, since: upstream.idleSince)
     }
 }
 
@@ -1345,21 +1385,22 @@ final class UpstreamPool {
         self.maximumIdleTime = maximumIdleTime
     }
 
-    /// The most recently pooled live connection to `generation`, if any.
-    func take(generation: Generation) -> (any Channel, UpstreamHandler)? {
+    /// The most recently idle live connection to `generation`, if any; with `idleAtMost`, only one
+    /// idle for less than that (the others stay).
+    func take(generation: Generation, idleAtMost: TimeAmount? = nil) -> (any Channel, UpstreamHandler)? {
         let now = NIODeadline.now()
-        while let index = self.idle.lastIndex(where: { $0.generation == generation }) {
+        let limit = min(idleAtMost ?? self.maximumIdleTime, self.maximumIdleTime)
+        while let index = self.idle.lastIndex(where: { $0.generation == generation && now - $0.since < limit }) {
             let entry = self.idle.remove(at: index)
             entry.handler.pool = nil
-            if entry.channel.isActive, now - entry.since < self.maximumIdleTime {
-                return (entry.channel, entry.handler)
-            }
+            if entry.channel.isActive { return (entry.channel, entry.handler) }
             entry.channel.close(promise: nil)
         }
         return nil
     }
 
-    func put(_ channel: any Channel, _ handler: UpstreamHandler, generation: Generation) {
+    /// `since`: when it last carried a request (default: now).
+    func put(_ channel: any Channel, _ handler: UpstreamHandler, generation: Generation, since: NIODeadline? = nil) {
         if let routed = self.routed, generation != routed {
             channel.close(promise: nil)
             return
@@ -1371,7 +1412,7 @@ final class UpstreamPool {
         }
         if self.idle.count >= Self.capacity, let oldest = self.idle.first { self.evict(oldest) }
         handler.pool = self
-        self.idle.append(Idle(channel: channel, handler: handler, generation: generation, since: now))
+        self.idle.append(Idle(channel: channel, handler: handler, generation: generation, since: min(since ?? now, now)))
         self.scheduleExpiry()
     }
 

@@ -326,10 +326,20 @@ public struct HTMLResponseRewriter: Sendable {
         case complete(output: [UInt8], injected: Bool, leftover: [UInt8])
         /// The server's framing is malformed.
         case malformed(String)
-        /// A page of unknown length grew past `largestDocument`: it gets no script. `output` is the
-        /// head and what came of the body so far, as it came; the rest of the body follows as it
-        /// comes, framed by `scanner` (chunked bodies; nil for one that ends when the server closes).
-        case tooLarge(output: [UInt8], scanner: ChunkedBodyScanner?)
+        /// The page is let go without the script: one of unknown length grew past
+        /// `largestDocument`, or it is still coming after a while (`letGo()`). `output` is the head
+        /// and what came of the body so far, as it came; the rest of the body follows as it comes.
+        case letGo(output: [UInt8], rest: Rest)
+    }
+
+    /// What is left of a body let go, in the server's framing.
+    public enum Rest: Equatable, Sendable {
+        /// This many bytes.
+        case length(UInt64)
+        /// The rest of a chunked body, `scanner` having read the part sent.
+        case chunked(ChunkedBodyScanner)
+        /// Until the server closes.
+        case untilClose
     }
 
     /// A document longer than this is passed through as it is: at once when its length is known up
@@ -382,14 +392,27 @@ public struct HTMLResponseRewriter: Sendable {
             }
             self.raw.append(contentsOf: bytes.prefix(consumed))
             guard self.chunked.isDone else {
-                return self.raw.count > Self.largestDocument ? .tooLarge(output: self.head + self.raw, scanner: self.chunked) : .needMore
+                return self.raw.count > Self.largestDocument ? self.letGo() : .needMore
             }
             return self.finish(body: self.data, leftover: Array(bytes.dropFirst(consumed)))
         case .untilClose:
             self.raw.append(contentsOf: bytes)
-            return self.raw.count > Self.largestDocument ? .tooLarge(output: self.head + self.raw, scanner: nil) : .needMore
+            return self.raw.count > Self.largestDocument ? self.letGo() : .needMore
         case .none:
             return self.finish(body: [], leftover: bytes)
+        }
+    }
+
+    /// The page as it came so far, without the script, and what is left of its body: for a page
+    /// still coming after a while (a stream, or a server that pauses mid-page), which the client
+    /// must not wait on for its end.
+    public func letGo() -> Step {
+        let output = self.head + self.raw
+        switch self.framing {
+        case .length(let length): return .letGo(output: output, rest: .length(length - UInt64(self.raw.count)))
+        case .chunked: return .letGo(output: output, rest: .chunked(self.chunked))
+        case .untilClose: return .letGo(output: output, rest: .untilClose)
+        case .none: return .complete(output: output, injected: false, leftover: [])
         }
     }
 

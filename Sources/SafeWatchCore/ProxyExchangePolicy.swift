@@ -38,6 +38,21 @@ public enum ProxyExchangePolicy {
         replays == 0 && !sentBody && !answerBegan && self.idempotentMethods.contains(method) ? .replay : .badGateway
     }
 
+    /// How long a server connection may have sat idle and still carry a request that could not
+    /// go again (`mayReuse`). Servers close idle keep-alive connections after a second or more
+    /// (uvicorn 5 s, Node 5 s, gunicorn 2 s).
+    public static let idleLimitForUnrepeatable: Duration = .milliseconds(300)
+
+    /// Whether a request may go on a server connection idle for `idleFor` (nil: fresh). A server
+    /// closing its idle connection just as a request goes leaves no telling whether it acted on
+    /// it: a request safe to repeat is sent again (`afterUnansweredClose`), but a POST, or any
+    /// request with a body, would get a 502. Those go on a connection that was just used, or a new one.
+    public static func mayReuse(idleFor: Duration?, method: String, hasBody: Bool) -> Bool {
+        guard let idleFor else { return true }
+        // The time first: on a busy connection it decides, without hashing the method.
+        return idleFor < self.idleLimitForUnrepeatable || (!hasBody && self.idempotentMethods.contains(method))
+    }
+
     /// Which connections stay open once a response is complete.
     public struct AfterResponse: Equatable, Sendable {
         /// The server connection is kept for the client's next request.

@@ -277,7 +277,7 @@ struct HTMLResponseRewriterTests {
             sent += chunk
             step = rewriter.take(chunk)
         }
-        guard case .tooLarge(let output, let scanner?) = step else {
+        guard case .letGo(let output, .chunked(let scanner)) = step else {
             Issue.record("not let go: \(step)")
             return
         }
@@ -285,10 +285,22 @@ struct HTMLResponseRewriterTests {
         #expect(sent.count > HTMLResponseRewriter.largestDocument && sent.count <= HTMLResponseRewriter.largestDocument + chunk.count)
         #expect(!scanner.isDone)
         var untilClose = HTMLResponseRewriter(head: [], framing: .untilClose, tag: tag)
-        guard case .tooLarge(_, nil) = untilClose.take([UInt8](repeating: 0, count: HTMLResponseRewriter.largestDocument + 1)) else {
+        guard case .letGo(_, .untilClose) = untilClose.take([UInt8](repeating: 0, count: HTMLResponseRewriter.largestDocument + 1)) else {
             Issue.record("an until-close page was held past the limit")
             return
         }
+    }
+
+    @Test("a page let go while it is still coming: what came, as it came, and how much is left")
+    func letGoMidPage() {
+        let original = head("HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Length: 100\n\n")
+        var rewriter = HTMLResponseRewriter(head: original, framing: .length(100), tag: tag)
+        let first = Array("<html><head></head><body>".utf8)
+        #expect(rewriter.take(first) == .needMore)
+        #expect(rewriter.letGo() == .letGo(output: original + first, rest: .length(UInt64(100 - first.count))))
+        var untilClose = HTMLResponseRewriter(head: original, framing: .untilClose, tag: tag)
+        #expect(untilClose.take(first) == .needMore)
+        #expect(untilClose.letGo() == .letGo(output: original + first, rest: .untilClose))
     }
 
     @Test("bytes past the body are handed back")

@@ -40,4 +40,15 @@ struct ProxyExchangePolicyTests {
         #expect(lingers(done: false), "the rest of the body is unread")
         #expect(lingers(more: true), "bytes after the request are unread")
     }
+
+    @Test func onlyARequestThatCouldGoAgainTakesAConnectionThatSatIdle() {
+        let limit = ProxyExchangePolicy.idleLimitForUnrepeatable
+        #expect(ProxyExchangePolicy.mayReuse(idleFor: nil, method: "POST", hasBody: true), "a new connection")
+        #expect(ProxyExchangePolicy.mayReuse(idleFor: .seconds(10), method: "GET", hasBody: false))
+        #expect(ProxyExchangePolicy.mayReuse(idleFor: limit - .milliseconds(1), method: "POST", hasBody: true))
+        #expect(!ProxyExchangePolicy.mayReuse(idleFor: limit, method: "POST", hasBody: false))
+        #expect(!ProxyExchangePolicy.mayReuse(idleFor: .seconds(1), method: "PUT", hasBody: true), "a body cannot go again")
+        #expect(ProxyExchangePolicy.mayReuse(idleFor: .seconds(1), method: "DELETE", hasBody: false))
+    }
 }
+

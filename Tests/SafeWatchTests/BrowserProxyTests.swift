@@ -42,6 +42,31 @@ struct BrowserProxyTests {
         #expect(proxy.servers.connections.count == 1)
     }
 
+    /// A page still coming after the gathering limit (a stream, or a server pausing mid-page) is
+    /// not held for its end: what came goes out as it came, without the script, and the rest
+    /// streams after it; the connection goes on.
+    @Test func aPageStillComingAfterTheLimitStreamsAsItCame() throws {
+        let proxy = try self.proxy()
+        try proxy.send("GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+        try proxy.answer(head + "c\r\n<html><body>\r\n")
+        #expect(try proxy.heard().isEmpty, "gathered at first")
+        proxy.advance(by: ProxyConnection.gatheringLimit - .milliseconds(1))
+        #expect(try proxy.heard().isEmpty)
+        proxy.advance(by: .milliseconds(1))
+        #expect(try proxy.heard() == head + "c\r\n<html><body>\r\n")
+        try proxy.answer("8\r\n<p>1</p>\r\n")
+        #expect(try proxy.heard() == "8\r\n<p>1</p>\r\n", "the rest streams as it comes")
+        try proxy.answer("e\r\n</body></html>\r\n0\r\n\r\n")
+        #expect(try proxy.heard() == "e\r\n</body></html>\r\n0\r\n\r\n")
+        #expect(proxy.router.inFlight(1) == 0)
+        // A whole page after it gets the script as usual.
+        try proxy.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        try proxy.answer("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<body></body>")
+        #expect(try proxy.heard().contains("data-generation=\"1\""))
+        #expect(proxy.servers.connections.count == 1)
+    }
+
     @Test func aFragmentAndAHeadPassAsTheServerSentThem() throws {
         let proxy = try self.proxy()
         try proxy.send("GET /row HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -34,6 +34,34 @@ struct ProxyExchangeTests {
         #expect(proxy.servers.connections.count == 1)
     }
 
+    /// A server may close its idle connection just as a request goes: a GET then goes again, a
+    /// POST could not (its 502 is the only honest answer), so a POST does not go on a connection
+    /// idle for `idleLimitForUnrepeatable` or longer: it gets a new one. Right after an answer, or
+    /// for a GET, the connection is reused.
+    @Test func aPostAfterTheServerConnectionSatIdleGoesOnANewOne() throws {
+        let proxy = try EmbeddedProxy()
+        let idle = TimeAmount(saturating: ProxyExchangePolicy.idleLimitForUnrepeatable)
+        let post = "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+        try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        try proxy.answer(Self.ok)
+        #expect(try proxy.heard() == Self.ok)
+        try proxy.send(post)
+        #expect(proxy.servers.connections.count == 1, "just used: reused")
+        try proxy.answer(Self.ok)
+        #expect(try proxy.heard() == Self.ok)
+        proxy.advance(by: idle)
+        try proxy.send("GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(proxy.servers.connections.count == 1, "a GET may go again: it takes the idle connection")
+        try proxy.answer(Self.ok)
+        #expect(try proxy.heard() == Self.ok)
+        proxy.advance(by: idle)
+        try proxy.send(post)
+        #expect(proxy.servers.connections.count == 2)
+        #expect(try proxy.serverGot(1) == post)
+        try proxy.answer(Self.ok, on: 1)
+        #expect(try proxy.heard() == Self.ok)
+    }
+
     @Test func pipelinedRequestsGoOneAtATime() throws {
         let proxy = try EmbeddedProxy()
         try proxy.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
