@@ -313,6 +313,9 @@ public struct Supervisor: Sendable {
     private var exiting: Set<Generation> = []
     /// Staged generations still on disk, in the order they were made; the source of rollbacks.
     private var kept: [Generation] = []
+    /// Generations that have served (were healthy and got the traffic): a rollback goes back to
+    /// one of these, never to one that was discarded or blocked and so never ran for anyone.
+    private var served: Set<Generation> = []
     /// Consecutive crashes of the active generation, for the restart backoff.
     private var crashes = 0
     /// A staged generation waiting for the migrations gate.
@@ -429,6 +432,7 @@ extension Supervisor {
             let oldest = self.kept.first(where: { !inUse.contains($0) })
         {
             self.kept.removeAll { $0 == oldest }
+            self.served.remove(oldest)
             discarded.append(oldest)
         }
         if !discarded.isEmpty {
@@ -460,6 +464,7 @@ extension Supervisor {
             actions.append(self.stopAction(previous.generation))
         }
         let swappedIn = previous?.generation != generation && candidate.purpose == .newBuild
+        self.served.insert(generation)
         // A restart still armed for a crashed generation is moot: this one serves now.
         self.life = .running(.serving(Active(generation: generation, since: now, swappedAt: swappedIn ? now : nil)))
         if candidate.purpose != .restart {
@@ -681,7 +686,7 @@ extension Supervisor {
             return .refused("nothing is serving, so there is nothing to roll back from")
         }
         guard let previous = self.previousKept(before: active.generation) else {
-            return .refused("gen \(active.generation) is the oldest generation kept (keep_generations); there is nothing older to roll back to")
+            return .refused("no generation older than gen \(active.generation) that served is kept (keep_generations); there is nothing to roll back to")
         }
         let actions: [SupervisorAction] = [.report(.rollingBack(from: active.generation, to: previous, because: .requested))]
         return .rollingBack(from: active.generation, to: previous, actions + self.launch(previous, purpose: .rollback, at: now))
@@ -813,9 +818,10 @@ extension Supervisor {
         return [.schedule(.restart(generation), after: delay), .report(.restartScheduled(generation, after: delay))]
     }
 
-    /// The newest kept generation older than `generation`, the one a rollback returns to.
+    /// The newest kept generation older than `generation` that served, the one a rollback
+    /// returns to.
     private func previousKept(before generation: Generation) -> Generation? {
-        self.kept.last(where: { $0 < generation })
+        self.kept.last(where: { $0 < generation && self.served.contains($0) })
     }
 
     private mutating func exitIfDone() -> [SupervisorAction] {

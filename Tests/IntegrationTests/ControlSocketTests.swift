@@ -54,7 +54,7 @@ extension SupervisorIntegrationTests {
         #expect(await body(port: port) == "hello-server ctl-1\n")
         let (refused, refusal) = try await control(["rollback"], project: directory)
         #expect(refused == .exited(1))
-        #expect(refusal.contains("gen 1 is the oldest generation kept"), "\(refusal)")
+        #expect(refusal.contains("no generation older than gen 1 that served is kept"), "\(refusal)")
 
         // Rebuild: the tree as it is (ctl-2) becomes gen 3.
         mark = safeWatch.log.count

@@ -189,13 +189,31 @@ import Testing
         #expect(machine.servingGeneration == 1)
     }
 
+    /// A generation that never served (discarded unhealthy, or blocked by the migrations gate)
+    /// is no place to go back to: the rollback skips it for the one that served before.
+    @Test func goesBackToTheLastGenerationThatServedNotOneThatNeverRan() {
+        var machine = self.serving(generations: 1)
+        _ = machine.filesChanged(["a.swift"], at: .seconds(20))
+        _ = machine.buildFinished(2, .succeeded, at: .seconds(21))
+        _ = machine.staged(2, at: .seconds(21))
+        _ = machine.candidateUnhealthy(2, reason: "GET /health answered 404", at: .seconds(22))
+        _ = machine.filesChanged(["a.swift"], at: .seconds(30))
+        _ = machine.buildFinished(3, .succeeded, at: .seconds(31))
+        _ = machine.staged(3, at: .seconds(31))
+        _ = machine.candidateHealthy(3, at: .seconds(32))
+        let (actions, refusal) = machine.rollbackRequested(at: .seconds(60))
+        #expect(refusal == nil)
+        #expect(actions.contains(.report(.rollingBack(from: 3, to: 1, because: .requested))), "\(actions)")
+        #expect(actions.contains(.launchCandidate(1, .rollback)))
+    }
+
     @Test func refusesWithTheReason() {
         var fresh = Supervisor(policy: SupervisorPolicy())
         _ = fresh.started(at: .zero)
         #expect(fresh.rollbackRequested(at: .seconds(1)).refusal == "nothing is serving, so there is nothing to roll back from")
         var one = self.serving(generations: 1)
         #expect(one.rollbackRequested(at: .seconds(30)).refusal
-            == "gen 1 is the oldest generation kept (keep_generations); there is nothing older to roll back to")
+            == "no generation older than gen 1 that served is kept (keep_generations); there is nothing to roll back to")
         var starting = self.serving(generations: 2)
         _ = starting.rollbackRequested(at: .seconds(60))
         #expect(starting.rollbackRequested(at: .seconds(60.1)).refusal == "gen 1 is starting; roll back once it is healthy or discarded")
