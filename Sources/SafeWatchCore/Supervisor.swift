@@ -509,7 +509,10 @@ extension Supervisor {
             return []  // every server was told to stop, so this one was known as exiting
         }
         if let candidate = serving.candidate, candidate.generation == generation {
-            let why = diagnosis.map { ": \($0)" } ?? ""
+            // Status 0 with nothing else to go on: a program that did its work and ended, such as
+            // `swift package init`'s "Hello, world!", not a server.
+            let ended = status == .exited(0) ? ": it ended by itself; a server keeps running and answers on the port safe-watch gives it" : ""
+            let why = diagnosis.map { ": \($0)" } ?? ended
             return self.discardCandidate(generation, reason: "exited (\(status)) before it became healthy\(why)", exited: true, at: now)
         }
         guard let active = serving.active, active.generation == generation else { return [] }

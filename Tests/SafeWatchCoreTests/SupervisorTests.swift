@@ -144,6 +144,17 @@ import Testing
         #expect(machine.servingGeneration == 1)
     }
 
+    @Test func aCandidateThatEndsWithStatus0IsToldItIsNoServer() {
+        var machine = serving()
+        _ = machine.filesChanged(["a.swift"], at: .seconds(10))
+        _ = machine.buildFinished(2, .succeeded, at: .seconds(12))
+        _ = machine.staged(2, at: .seconds(12))
+        let actions = machine.processExited(2, .exited(0), at: .seconds(12.5))
+        #expect(reports(actions).contains(.candidateDiscarded(
+            2, reason: "exited (exit status 0) before it became healthy: it ended by itself; a server keeps running and answers on the port safe-watch gives it",
+            stillServing: 1)))
+    }
+
     @Test func anExitDiagnosisIsPartOfTheReason() {
         var machine = serving()
         _ = machine.filesChanged(["a.swift"], at: .seconds(10))
