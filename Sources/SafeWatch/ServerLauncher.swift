@@ -157,6 +157,17 @@ struct ServerLauncher: Sendable {
     func verdict(_ started: Started, now: @escaping @Sendable () -> Moment) async -> HealthVerdict? {
         let server = started.server
         let plan = started.plan
+        // A server that listens, but not on its port, hears so after a few seconds rather than at
+        // the end of its startup_timeout (30 s by default); it is still given all of it, since a
+        // server may bind another port (an admin one) first and its own later.
+        let notice = Task { [reporter = self.reporter] in
+            try? await Task.sleep(for: Self.listeningElsewhereNotice)
+            guard !Task.isCancelled, plan.check.needsPort, !server.hasExited,
+                let elsewhere = Self.listeningElsewhere(pid: server.pid, handoff: plan.handoff)
+            else { return }
+            reporter.warning("gen \(plan.generation) is not healthy yet: \(elsewhere)")
+        }
+        defer { notice.cancel() }
         let verdict = await self.prober.verdict(
             check: plan.check, port: plan.port, startedAt: plan.startedAt, now: now, ready: { server.isReady })
         guard !server.hasExited, !Task.isCancelled else { return nil }
@@ -178,6 +189,9 @@ struct ServerLauncher: Sendable {
             return nil
         }
     }
+
+    /// How long a candidate may listen elsewhere before it is told (`verdict`).
+    static let listeningElsewhereNotice = Duration.seconds(3)
 
     enum HealthVerdict: Sendable {
         case healthy

@@ -295,6 +295,20 @@ import Testing
         #expect(await safeWatch.terminate() == .exited(0))
     }
 
+    /// A server listening on a port of its own hears so within seconds, not at the end of its
+    /// startup_timeout, and keeps the rest of that time (it may bind its own port later).
+    @Test func aServerListeningOnAnotherPortIsToldWithinSeconds() async throws {
+        let own = try freeLoopbackPort()
+        let started = ContinuousClock.now
+        let (safeWatch, _) = try await self.start(
+            version: "elsewhere-1", configuration: "[run]\nargs = [\"--port\", \"\(own)\"]\n[health]\nstartup_timeout = \"120s\"\n")
+        let line = await safeWatch.log.waitForLine(containing: "gen 1 is not healthy yet", limit: .seconds(60))
+        #expect(line?.contains("it listens on 127.0.0.1:\(own), not on port ") == true, "\(safeWatch.output)")
+        #expect(ContinuousClock.now - started < .seconds(60))
+        #expect(!safeWatch.output.contains("discarded"), "told, not discarded: \(safeWatch.output)")
+        #expect(await safeWatch.terminate() == .exited(0))
+    }
+
     @Test func buildCommandNotFoundAndMissingBinaryAreReported() async throws {
         let directory = try await Fixture.shared.reset(version: "bad-1")
         let notFound = try await SafeWatchProcess(
