@@ -92,12 +92,17 @@ public final class BrowserEndpoints: Sendable {
         case .leave:
             return nil
         case .leaveAndSay(let reason):
-            let say = self.shared.lock.withLock { state in state.said.insert(reason).inserted ? state.say : nil }
-            say?(reason)
+            self.sayOnce(reason)
             return nil
         case .inject(let nonce):
             return self.scriptTag(generation: generation, nonce: nonce)
         }
+    }
+
+    /// Says why a page got no script, once per reason for the whole run.
+    func sayOnce(_ reason: String) {
+        let say = self.shared.lock.withLock { state in state.said.insert(reason).inserted ? state.say : nil }
+        say?(reason)
     }
 
     /// The request a local answer needs, read from its head.

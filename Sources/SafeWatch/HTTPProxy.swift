@@ -872,6 +872,9 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     case .body(_, let keepAlive) = exchange.response, let context = self.context
                 else { return }
                 exchange.rewriter = nil
+                self.settings.browser?.sayOnce(
+                    "an HTML page still coming after \(Self.gatheringLimit.nanoseconds / 1_000_000) ms (a streamed page) goes out as it comes, "
+                        + "without the live-reload script: such a page does not reload by itself after a swap")
                 self.gathered(rewriter.letGo(), exchange, keepAlive: keepAlive, context: context)
                 self.flushClient()
             }

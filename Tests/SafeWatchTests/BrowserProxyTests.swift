@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import SafeWatchCore
+import TestSupport
 import Testing
 
 @testable import SafeWatch
@@ -46,7 +47,10 @@ struct BrowserProxyTests {
     /// not held for its end: what came goes out as it came, without the script, and the rest
     /// streams after it; the connection goes on.
     @Test func aPageStillComingAfterTheLimitStreamsAsItCame() throws {
-        let proxy = try self.proxy()
+        let browser = BrowserEndpoints(settings: Self.settings, projectDirectory: "/nonexistent", events: EventLog())
+        let said = Recorder<String>()
+        browser.use(answer: { _ in ControlReply(ok: false, message: "") }, say: { said.append($0) })
+        let proxy = try EmbeddedProxy(serving: true, browser: browser)
         try proxy.send("GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
         let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
         try proxy.answer(head + "c\r\n<html><body>\r\n")
@@ -55,6 +59,7 @@ struct BrowserProxyTests {
         #expect(try proxy.heard().isEmpty)
         proxy.advance(by: .milliseconds(1))
         #expect(try proxy.heard() == head + "c\r\n<html><body>\r\n")
+        #expect(said.all.count == 1 && said.all.first?.contains("still coming after 500 ms") == true, "\(said.all)")
         try proxy.answer("8\r\n<p>1</p>\r\n")
         #expect(try proxy.heard() == "8\r\n<p>1</p>\r\n", "the rest streams as it comes")
         try proxy.answer("e\r\n</body></html>\r\n0\r\n\r\n")
