@@ -508,7 +508,14 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
                 return Result { () throws(HTTPFraming.Refusal) in
                     let request = try RequestHead(head)
                     let action = Self.headAction(for: request, head: head, browser: self.settings.browser)
-                    if case .forward = action { request.forwarded(from: head, self.forwarding, into: &self.headScratch) }
+                    if case .forward = action {
+                        // A page that gets the live-reload script names the generation that served
+                        // it, so no copy a browser kept may stand in for it: a navigation is never
+                        // answered 304 (a copy cached before safe-watch sent no-store, or by another
+                        // tool on this address, kept a tab on an old generation).
+                        let navigation = self.settings.browser != nil && HeadBytes.field(HeadBytes.accept, has: HeadBytes.textHTML, atStart: false, in: head)
+                        request.forwarded(from: head, self.forwarding, droppingConditions: navigation, into: &self.headScratch)
+                    }
                     return (request, action)
                 }
             }

@@ -475,8 +475,11 @@ public struct RequestHead: Equatable, Sendable {
     /// The head to send upstream, written to `output` (emptied first): the client's bytes (`bytes`,
     /// the head this was read from) with the connection's own fields taken out (an upgrade keeps
     /// `Upgrade` and says `Connection: upgrade`), and the forwarding fields added when
-    /// `forwarding` is given. A head with nothing to take out is copied whole.
-    public func forwarded(from bytes: UnsafeRawBufferPointer, _ forwarding: ForwardingFields?, into output: inout [UInt8]) {
+    /// `forwarding` is given. `droppingConditions`: `If-None-Match` and `If-Modified-Since` go
+    /// too. A head with nothing to take out is copied whole.
+    public func forwarded(
+        from bytes: UnsafeRawBufferPointer, _ forwarding: ForwardingFields?, droppingConditions: Bool = false, into output: inout [UInt8]
+    ) {
         let summary = self.summary
         output.removeAll(keepingCapacity: true)
         output.reserveCapacity(bytes.count + 160)
@@ -484,7 +487,7 @@ public struct RequestHead: Equatable, Sendable {
         var forwardedFor: [Range<Int>] = []
         var forwardedElements: [Range<Int>] = []
         let merges = forwarding != nil && summary.mergedForwardingFields > 0
-        if summary.fieldsPassWhole, !summary.hasUpgrade, !merges {
+        if summary.fieldsPassWhole, !summary.hasUpgrade, !merges, !droppingConditions {
             output.append(contentsOf: bytes.slice(0..<summary.fieldsEnd))
         } else {
             let namedByConnection = summary.fieldsNamedByConnection(in: bytes)
@@ -493,6 +496,11 @@ public struct RequestHead: Equatable, Sendable {
                 if bytes.equalsIgnoringCase(field.name, "upgrade") {
                     if !self.isUpgrade { return }
                 } else if summary.isHopByHop(field, in: bytes, namedByConnection: namedByConnection) {
+                    return
+                }
+                if droppingConditions,
+                    bytes.equalsIgnoringCase(field.name, "if-none-match") || bytes.equalsIgnoringCase(field.name, "if-modified-since")
+                {
                     return
                 }
                 if forwarding != nil {
@@ -536,9 +544,9 @@ public struct RequestHead: Equatable, Sendable {
         output.append(contentsOf: HTTPFraming.crlf)
     }
 
-    public func forwarded(from bytes: [UInt8], _ forwarding: ForwardingFields?) -> [UInt8] {
+    public func forwarded(from bytes: [UInt8], _ forwarding: ForwardingFields?, droppingConditions: Bool = false) -> [UInt8] {
         var output: [UInt8] = []
-        bytes.withUnsafeBytes { self.forwarded(from: $0, forwarding, into: &output) }
+        bytes.withUnsafeBytes { self.forwarded(from: $0, forwarding, droppingConditions: droppingConditions, into: &output) }
         return output
     }
 }

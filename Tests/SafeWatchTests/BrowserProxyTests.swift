@@ -72,6 +72,20 @@ struct BrowserProxyTests {
         #expect(proxy.servers.connections.count == 1)
     }
 
+    /// A page names the generation that served it, so a browser's copy may not stand in for it:
+    /// a navigation goes without its conditions (no 304 can bring an old page back); a stylesheet
+    /// keeps them.
+    @Test func aNavigationGoesWithoutItsConditionsOtherRequestsKeepThem() throws {
+        let proxy = try self.proxy()
+        try proxy.send("GET /p HTTP/1.1\r\nHost: a\r\nAccept: text/html,*/*\r\nIf-None-Match: \"x\"\r\nIf-Modified-Since: Mon\r\n\r\n")
+        #expect(try proxy.serverGot() == "GET /p HTTP/1.1\r\nHost: a\r\nAccept: text/html,*/*\r\n\r\n")
+        try proxy.answer("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+        _ = try proxy.heard()
+        let css = "GET /s.css HTTP/1.1\r\nHost: a\r\nAccept: text/css\r\nIf-None-Match: \"x\"\r\n\r\n"
+        try proxy.send(css)
+        #expect(try proxy.serverGot().hasSuffix(css))
+    }
+
     @Test func aFragmentAndAHeadPassAsTheServerSentThem() throws {
         let proxy = try self.proxy()
         try proxy.send("GET /row HTTP/1.1\r\nHost: a\r\n\r\n")
