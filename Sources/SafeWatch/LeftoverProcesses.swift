@@ -26,9 +26,9 @@ enum LeftoverProcesses {
     /// A server that daemonized left a process in a session of its own, reparented to safe-watch
     /// (the child subreaper, or PID 1 in a container): its group was stopped, the daemon was not.
     /// Once every server is gone, whatever is still safe-watch's child is such an orphan: SIGTERM,
-    /// then SIGKILL after `timeout`. Rounds, because a daemon's own children become ours in turn.
-    static func stopOrphans(within timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
+    /// then SIGKILL at `deadline` (what is left of the stop signal's stop_timeout: the whole stop fits in
+    /// it, as `docker stop` expects). Rounds, because a daemon's own children become ours in turn.
+    static func stopOrphans(until deadline: ContinuousClock.Instant) async {
         for _ in 0..<3 {
             let orphans = ProcessTable.children(of: getpid()).compactMap { pid in
                 ProcessHandle.open(pid: pid, isStillIt: { ProcessTable.children(of: getpid()).contains($0) })

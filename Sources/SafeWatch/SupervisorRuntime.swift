@@ -52,6 +52,9 @@ public actor SupervisorRuntime {
     private var servers: [pid_t: ServerProcess] = [:]
     private var tasks = OwnedTasks()
     private var exitCode: Int32?
+    /// When stopping must be over, from the first stop signal (`stop_timeout` later) or a second
+    /// one (at once): what is left after the servers, orphans they left behind, gets only the rest.
+    private var stopDeadline: ContinuousClock.Instant?
     private let serviceManager: ServiceManager
     private var serviceStatus: ServiceStatus
     /// What `safe-watch status` shows.
@@ -120,7 +123,7 @@ public actor SupervisorRuntime {
             if let exitCode = self.exitCode {
                 self.watch.stop()
                 self.tasks.cancelAll()
-                await LeftoverProcesses.stopOrphans(within: self.project.configuration.run.stopTimeout)
+                await LeftoverProcesses.stopOrphans(until: self.stopDeadline ?? .now + self.project.configuration.run.stopTimeout)
                 return exitCode
             }
         }
@@ -219,6 +222,8 @@ public actor SupervisorRuntime {
         case .stateDirectoryCheck:
             self.checkStateDirectory()
         case .signal(let number):
+            // Asked twice, stop at once: the orphans too.
+            if number != SIGHUP, self.stopDeadline != nil { self.stopDeadline = .now }
             self.perform(self.machine.signalReceived(number == SIGHUP ? .reload : .terminate, at: now))
         }
     }
@@ -309,6 +314,7 @@ public actor SupervisorRuntime {
             self.reloadConfiguration()
         case .armHardStop:
             HardStopTimer.shared.arm(signal: SIGTERM)
+            self.stopDeadline = .now + self.project.configuration.run.stopTimeout
         case .stopAcceptingTraffic(let idleGrace):
             self.router.beginShuttingDown(idleGrace: idleGrace)
         case .report(let report):

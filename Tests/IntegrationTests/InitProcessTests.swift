@@ -137,4 +137,42 @@ import Testing
         #expect(await safeWatch.terminate(limit: .seconds(8)) == .exited(0), "\(safeWatch.output)")
         #expect(kill(daemon, 0) != 0 || isZombie(daemon), "the daemonized grandchild outlived safe-watch")
     }
+    /// A server and the daemon it left both ignore SIGTERM: the whole stop still fits in
+    /// `stop_timeout` (`docker stop` kills at 10 s), the daemon getting what is left of it rather
+    /// than a second stop_timeout of its own; a second SIGINT stops both at once.
+    @Test func aDaemonThatIgnoresSIGTERMGetsWhatIsLeftOfStopTimeoutNotASecondOne() async throws {
+        func stubbornProject(stopTimeout: String) throws -> String {
+            let directory = makeTemporaryDirectory("sw-stubborn")
+            try "#!/bin/sh\ntrap '' TERM INT\n(setsid sh -c 'trap \"\" TERM; echo $$ > daemon.pid; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &)\necho serving\nwhile :; do sleep 1; done\n"
+                .save(to: directory + "/server.sh", atomically: false)
+            chmod(directory + "/server.sh", 0o755)
+            try "[build]\ncommand = \"true\"\nbinary = \"server.sh\"\n[health]\ntype = \"none\"\n[run]\nstop_timeout = \"\(stopTimeout)\"\n"
+                .save(to: directory + "/safe-watch.toml", atomically: false)
+            return directory
+        }
+        func startServing(_ directory: String) async throws -> SafeWatchProcess {
+            let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
+            #expect(await safeWatch.log.waitForLine(containing: "[gen 1] serving") != nil, "\(safeWatch.output)")
+            #expect(await waitUntil { FileManager.default.fileExists(atPath: directory + "/daemon.pid") }, "the daemon never started")
+            return safeWatch
+        }
+
+        // stop_timeout 3 s: the server is killed at 3 s, the daemon at once after it (before: 6 s).
+        let once = try await startServing(try stubbornProject(stopTimeout: "3s"))
+        var begun = ContinuousClock.now
+        #expect(await once.terminate(limit: .seconds(20)) == .exited(0), "\(once.output)")
+        var took = ContinuousClock.now - begun
+        #expect(took < .seconds(5), "stopping took \(took): the daemon had a stop_timeout of its own")
+
+        // stop_timeout 20 s, asked twice: both go at once (before: the daemon's own 20 s).
+        let twice = try await startServing(try stubbornProject(stopTimeout: "20s"))
+        begun = ContinuousClock.now
+        twice.signal(SIGINT)
+        #expect(await twice.log.waitForLine(containing: "stopping") != nil, "\(twice.output)")
+        twice.signal(SIGINT)
+        #expect(await twice.waitForExit(limit: .seconds(30)) == .exited(0), "\(twice.output)")
+        took = ContinuousClock.now - begun
+        #expect(took < .seconds(10), "stopping took \(took) after a second SIGINT")
+    }
 }
+
