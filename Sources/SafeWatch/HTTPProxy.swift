@@ -593,7 +593,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             self.answer(
                 LocalAnswer(
                     status: 503, reason: "Service Unavailable",
-                    body: "safe-watch: no healthy server yet; see the safe-watch terminal for the build or health-check failure\n"))
+                    body: "safe-watch: no healthy server yet; safe-watch's output (its terminal, or the journal under systemd) says which build or health check failed\n"))
             return
         }
         exchange.counted = target.generation

@@ -28,7 +28,7 @@ public enum HardStop {
     public static func message(signal: Int32, limit: Duration, killed: [Int32]) -> String {
         let what = killed.isEmpty
             ? "nothing was left to kill"
-            : "killed pid \(killed.map(String.init).joined(separator: ", ")) and their process groups with SIGKILL"
+            : "killed \(killed.count == 1 ? "process" : "processes") \(killed.map(String.init).joined(separator: ", ")), each with its process group, with SIGKILL"
         return "safe-watch: not stopped \(limit.humanReadable) after \(signalName(signal)) (run.stop_timeout + \(Self.margin.humanReadable)); "
             + "\(what); exiting with status \(Self.exitStatus)\n"
     }

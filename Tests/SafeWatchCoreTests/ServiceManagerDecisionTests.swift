@@ -200,7 +200,7 @@ import Testing
     @Test func theLineSaysWhatWasKilledAndWhy() {
         #expect(
             HardStop.message(signal: 15, limit: .seconds(10), killed: [41, 42])
-                == "safe-watch: not stopped 10.0 s after SIGTERM (run.stop_timeout + 5.0 s); killed pid 41, 42 and their process groups with SIGKILL; exiting with status 70\n")
+                == "safe-watch: not stopped 10.0 s after SIGTERM (run.stop_timeout + 5.0 s); killed processes 41, 42, each with its process group, with SIGKILL; exiting with status 70\n")
         #expect(HardStop.message(signal: 2, limit: .seconds(6), killed: []).contains("after SIGINT (run.stop_timeout + 5.0 s); nothing was left to kill;"))
     }
 }
