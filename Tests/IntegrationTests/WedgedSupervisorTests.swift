@@ -222,7 +222,7 @@ extension SupervisorIntegrationTests {
         #expect(status == .exited(70), "\(safeWatch.output)")
         #expect(took >= .seconds(5.5) && took < .seconds(9), "exited \(took.secondsText) after SIGTERM")
         let line = safeWatch.log.all.first { $0.hasPrefix("safe-watch: not stopped") }
-        #expect(line?.hasPrefix("safe-watch: not stopped 6.0 s after SIGTERM (run.stop_timeout + 5.0 s); killed pid ") == true, "\(safeWatch.output)")
+        #expect(line?.hasPrefix("safe-watch: not stopped 6.0 s after SIGTERM (run.stop_timeout + 5.0 s); killed process") == true, "\(safeWatch.output)")
         #expect(line?.hasSuffix(", each with its process group, with SIGKILL; exiting with status 70") == true, "\(safeWatch.output)")
         #expect(servers.allSatisfy { line?.contains(String($0)) == true }, "\(servers): \(line ?? "")")
         #expect(servers.allSatisfy { kill($0, 0) != 0 || isZombie($0) })
