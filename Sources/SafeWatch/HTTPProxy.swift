@@ -597,9 +597,9 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         exchange.counted = target.generation
-        let now = self.context?.eventLoop.now ?? .now()
         let request = exchange.request
-        let hasBody = BodyProgress(request.body).isDone == false
+        let hasBody = request.body != .none
+        let now = self.context?.eventLoop.now ?? .now()
         if let kept, kept.generation == target.generation, kept.channel.isActive,
             ProxyExchangePolicy.mayReuse(
                 idleFor: kept.idleSince.map { .nanoseconds((now - $0).nanoseconds) }, method: request.method, hasBody: hasBody)
@@ -611,9 +611,7 @@ final class ProxyConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.state = .routing(exchange, kept: nil)
         kept?.channel.close(promise: nil)
-        let unrepeatable = !ProxyExchangePolicy.mayReuse(
-            idleFor: ProxyExchangePolicy.idleLimitForUnrepeatable, method: request.method, hasBody: hasBody)
-        let idleAtMost = unrepeatable ? TimeAmount(saturating: ProxyExchangePolicy.idleLimitForUnrepeatable) : nil
+        let idleAtMost = ProxyExchangePolicy.idleLimit(method: request.method, hasBody: hasBody).map { TimeAmount(saturating: $0) }
         if let (channel, handler) = self.pool?.take(generation: target.generation, idleAtMost: idleAtMost) {
             handler.owner = self
             self.beginExchange(exchange, on: Upstream(handler: handler, channel: channel, generation: target.generation))

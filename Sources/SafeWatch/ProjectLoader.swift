@@ -21,6 +21,26 @@ public struct ProjectLoader: Sendable {
         self.overrides = overrides
     }
 
+    /// The configuration in `file`, nil when there is none; `given` is `--config` as typed, when it
+    /// named the file (then a missing one is an error, as `run` and the migrations commands say).
+    public static func configuration(in file: String, given: String?) throws(StartupError) -> Configuration? {
+        guard FileManager.default.fileExists(atPath: file) else {
+            if let given { throw StartupError("configuration file \(given) does not exist (--config)", exitCode: StartupError.noInput) }
+            return nil
+        }
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw StartupError("cannot read \(file): \(error.localizedDescription)", exitCode: StartupError.noInput)
+        }
+        do {
+            return try ConfigurationLoader(fileName: file).load(text)
+        } catch {
+            throw StartupError("\(error)", exitCode: StartupError.config)
+        }
+    }
+
     public func load() async throws(StartupError) -> Project {
         let files = FileManager.default
         let given = self.directory ?? files.currentDirectoryPath
@@ -31,23 +51,9 @@ public struct ProjectLoader: Sendable {
         }
         let configurationFile = self.configurationFile.map { Self.absolute($0, relativeTo: files.currentDirectoryPath) }
             ?? directory + "/safe-watch.toml"
-        var configuration = Configuration()
-        let hasFile = files.fileExists(atPath: configurationFile)
-        if hasFile {
-            let text: String
-            do {
-                text = try String(contentsOfFile: configurationFile, encoding: .utf8)
-            } catch {
-                throw StartupError("cannot read \(configurationFile): \(error.localizedDescription)", exitCode: StartupError.noInput)
-            }
-            do {
-                configuration = try ConfigurationLoader(fileName: configurationFile).load(text)
-            } catch {
-                throw StartupError("\(error)", exitCode: StartupError.config)
-            }
-        } else if let explicit = self.configurationFile {
-            throw StartupError("configuration file \(explicit) does not exist (--config)", exitCode: StartupError.noInput)
-        }
+        let loaded = try Self.configuration(in: configurationFile, given: self.configurationFile)
+        let hasFile = loaded != nil
+        var configuration = loaded ?? Configuration()
         self.overrides(&configuration)
         configuration.settleModeDefaults()
         let builtBySwiftPM = configuration.build.command == nil || configuration.build.binary == nil

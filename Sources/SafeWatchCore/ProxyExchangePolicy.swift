@@ -43,14 +43,19 @@ public enum ProxyExchangePolicy {
     /// (uvicorn 5 s, Node 5 s, gunicorn 2 s).
     public static let idleLimitForUnrepeatable: Duration = .milliseconds(300)
 
-    /// Whether a request may go on a server connection idle for `idleFor` (nil: fresh). A server
+    /// How long a server connection may have sat idle to carry this request; nil: any. A server
     /// closing its idle connection just as a request goes leaves no telling whether it acted on
     /// it: a request safe to repeat is sent again (`afterUnansweredClose`), but a POST, or any
     /// request with a body, would get a 502. Those go on a connection that was just used, or a new one.
+    public static func idleLimit(method: String, hasBody: Bool) -> Duration? {
+        !hasBody && self.idempotentMethods.contains(method) ? nil : self.idleLimitForUnrepeatable
+    }
+
+    /// Whether a request may go on a server connection idle for `idleFor` (nil: fresh).
     public static func mayReuse(idleFor: Duration?, method: String, hasBody: Bool) -> Bool {
-        guard let idleFor else { return true }
         // The time first: on a busy connection it decides, without hashing the method.
-        return idleFor < self.idleLimitForUnrepeatable || (!hasBody && self.idempotentMethods.contains(method))
+        guard let idleFor, idleFor >= self.idleLimitForUnrepeatable else { return true }
+        return self.idleLimit(method: method, hasBody: hasBody) == nil
     }
 
     /// Which connections stay open once a response is complete.

@@ -38,42 +38,31 @@ extension SafeWatchCommand {
         var databaseURL: String?
 
         /// `[migrations]` of the project's configuration (the defaults without one), so these
-        /// commands check the directory and database `safe-watch run` gates on. A configuration
-        /// that does not load ends the command, as it would end `run`.
-        var settings: Configuration.Migrations {
-            let file = self.project.configurationFile
-            guard FileManager.default.fileExists(atPath: file) else {
-                if let given = self.project.config { exitWith("configuration file \(given) does not exist (--config)", StartupError.noInput) }
-                return Configuration.Migrations()
-            }
+        /// commands check the directory and database `safe-watch run` gates on, and the tool for
+        /// them. A configuration that does not load ends the command, as it would end `run`.
+        func load() -> (tool: MigrationsTool, settings: Configuration.Migrations) {
+            let settings: Configuration.Migrations
             do {
-                let text = try String(contentsOfFile: file, encoding: .utf8)
-                return try ConfigurationLoader(fileName: file).load(text).migrations
-            } catch let error as ConfigurationError {
-                exitWith("\(error)", StartupError.config)
+                settings = try ProjectLoader.configuration(in: self.project.configurationFile, given: self.project.config)?.migrations
+                    ?? Configuration.Migrations()
             } catch {
-                exitWith("cannot read \(file): \(error.localizedDescription)", StartupError.noInput)
+                writeToStandardError("safe-watch: \(error)\n")
+                _exit(error.exitCode)
             }
-        }
-
-        func tool() -> MigrationsTool {
-            let settings = self.settings
             let launcher = ChildLauncher()
             Reaper.shared.start()
             let url = self.databaseURL ?? settings.databaseURL
                 ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
-            return MigrationsTool(
+            let tool = MigrationsTool(
                 workspace: MigrationsWorkspace(projectDirectory: self.project.directory, directory: self.dir ?? settings.dir, launcher: launcher),
                 databaseURL: url, print: { writeToStandardOutput($0 + "\n") })
+            return (tool, settings)
         }
+
+        func tool() -> MigrationsTool { self.load().tool }
     }
 }
 
-/// Says why on standard error and exits with `code`.
-private func exitWith(_ message: String, _ code: Int32) -> Never {
-    writeToStandardError("safe-watch: \(message)\n")
-    _exit(code)
-}
 
 extension SafeWatchCommand.Migrations {
     struct Validate: AsyncParsableCommand {
@@ -86,8 +75,8 @@ extension SafeWatchCommand.Migrations {
         var ignoreMissing = false
         @Flag(help: "Also run the build command (build.command, or swift build).") var build = false
         func run() async throws {
-            let tool = self.options.tool()
-            let ignoreMissing = self.ignoreMissing || self.options.settings.ignoreMissing
+            let (tool, settings) = self.options.load()
+            let ignoreMissing = self.ignoreMissing || settings.ignoreMissing
             var code = await tool.validate(strict: self.strict, json: self.json, ignoreMissing: ignoreMissing)
             if self.build {
                 let project = try? await ProjectLoader(
@@ -142,10 +131,10 @@ extension SafeWatchCommand.Migrations {
         @Flag(help: "Applied versions with no file here (another branch's) do not block, as with sqlx's --ignore-missing.")
         var ignoreMissing = false
         func run() async throws {
-            let settings = self.options.settings
+            let (tool, settings) = self.options.load()
             let configured = settings.backupDir.hasPrefix("/") ? settings.backupDir : self.options.project.directory + "/" + settings.backupDir
             let backup = self.backup ?? (settings.backup ? configured : nil)
-            _exit(await self.options.tool().run(backupDirectory: backup, ignoreMissing: self.ignoreMissing || settings.ignoreMissing))
+            _exit(await tool.run(backupDirectory: backup, ignoreMissing: self.ignoreMissing || settings.ignoreMissing))
         }
     }
 
@@ -156,7 +145,8 @@ extension SafeWatchCommand.Migrations {
         @Flag(help: "Applied versions with no file here (another branch's) do not block, as with sqlx's --ignore-missing.")
         var ignoreMissing = false
         func run() async throws {
-            _exit(await self.options.tool().revert(ignoreMissing: self.ignoreMissing || self.options.settings.ignoreMissing))
+            let (tool, settings) = self.options.load()
+            _exit(await tool.revert(ignoreMissing: self.ignoreMissing || settings.ignoreMissing))
         }
     }
 

@@ -10,12 +10,15 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(3))) struct InitProcessTests {
     /// A server that leaves a daemon (its own session: its process group is not the server's) and
     /// an orphan that exits at once (a zombie until its new parent reaps it).
-    func makeProject() throws -> String {
+    /// `server` is the server's shell script (it writes its daemon's pid to daemon.pid).
+    func makeProject(
+        server: String = "#!/bin/sh\necho serving\n(setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &)\n(sh -c 'sleep 0.2' &)\nexec sleep 1000\n",
+        stopTimeout: String = "2s"
+    ) throws -> String {
         let directory = makeTemporaryDirectory("sw-init")
-        try "#!/bin/sh\necho serving\n(setsid sh -c 'echo $$ > daemon.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &)\n(sh -c 'sleep 0.2' &)\nexec sleep 1000\n"
-            .save(to: directory + "/server.sh", atomically: false)
+        try server.save(to: directory + "/server.sh", atomically: false)
         chmod(directory + "/server.sh", 0o755)
-        try "[build]\ncommand = \"true\"\nbinary = \"server.sh\"\n[health]\ntype = \"none\"\n[run]\nstop_timeout = \"2s\"\n"
+        try "[build]\ncommand = \"true\"\nbinary = \"server.sh\"\n[health]\ntype = \"none\"\n[run]\nstop_timeout = \"\(stopTimeout)\"\n"
             .save(to: directory + "/safe-watch.toml", atomically: false)
         return directory
     }
@@ -142,13 +145,9 @@ import Testing
     /// than a second stop_timeout of its own; a second SIGINT stops both at once.
     @Test func aDaemonThatIgnoresSIGTERMGetsWhatIsLeftOfStopTimeoutNotASecondOne() async throws {
         func stubbornProject(stopTimeout: String) throws -> String {
-            let directory = makeTemporaryDirectory("sw-stubborn")
-            try "#!/bin/sh\ntrap '' TERM INT\n(setsid sh -c 'trap \"\" TERM; echo $$ > daemon.pid; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &)\necho serving\nwhile :; do sleep 1; done\n"
-                .save(to: directory + "/server.sh", atomically: false)
-            chmod(directory + "/server.sh", 0o755)
-            try "[build]\ncommand = \"true\"\nbinary = \"server.sh\"\n[health]\ntype = \"none\"\n[run]\nstop_timeout = \"\(stopTimeout)\"\n"
-                .save(to: directory + "/safe-watch.toml", atomically: false)
-            return directory
+            try makeProject(
+                server: "#!/bin/sh\ntrap '' TERM INT\n(setsid sh -c 'trap \"\" TERM; echo $$ > daemon.pid; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &)\necho serving\nwhile :; do sleep 1; done\n",
+                stopTimeout: stopTimeout)
         }
         func startServing(_ directory: String) async throws -> SafeWatchProcess {
             let safeWatch = try await SafeWatchProcess(["run", "--project", directory, "--listen", "127.0.0.1:0"])
